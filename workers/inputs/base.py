@@ -1,0 +1,34 @@
+"""The input extension point: something that delivers a stream's EncodedFrames."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from workers.frames import EncodedFrame, MediaKind
+
+FrameHandler = Callable[[EncodedFrame], None]
+SenderReportHandler = Callable[[MediaKind, int, int], None]  # kind, NTP 64-bit, RTP 32-bit
+
+
+class StreamInput(abc.ABC):
+    def __init__(self, on_frame: FrameHandler, on_sender_report: SenderReportHandler):
+        self.on_frame = on_frame
+        self.on_sender_report = on_sender_report
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin receiving; raise OSError when the input cannot bind."""
+
+    @abc.abstractmethod
+    def request_keyframe(self) -> None: ...
+
+    @abc.abstractmethod
+    def tick(self, now: float) -> None:
+        """Called on a short timer: release what waited long enough."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, dict[str, float]]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,181 @@
+"""Worker mode: one OS process per published stream.
+
+Started by the supervisor from the preloaded template process with an
+already-validated WorkerConfig and the child end of a control pipe. It binds its
+input, answers Ready (the handshake), then records for every task the
+supervisor adds, until told to stop, until SIGTERM, or until the pipe closes
+(the supervisor is gone): in every case it finishes its files before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+
+import structlog
+
+from engine.defaults import PROGRESS_INTERVAL_S
+from workers import protocol
+from workers.clock import StreamClock
+from workers.config import WorkerConfig
+from workers.frames import EncodedFrame, MediaKind
+from workers.gop import GopCache
+from workers.inputs.rtp import RtpInput
+from workers.logs import configure_logging
+from workers.recording import Recording, State
+
+log = structlog.get_logger("worker")
+
+TICK_S = 0.02
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the control pipe's EOF still tells us
+
+
+class StreamWorker:
+    def __init__(self, config: WorkerConfig, conn: Connection):
+        self.config = config
+        self._conn = conn
+        stream = config.stream
+        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.sync_wait_for_sr_s)
+        self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None)
+        self.input = RtpInput(config, self._on_frame, self._on_sender_report)
+        self.recordings: dict[str, Recording] = {}
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uploader")
+        self._stopping = asyncio.Event()
+        self._closing: set[asyncio.Task] = set()
+        self._keyframe_wanted = False
+
+    # pipe
+    def _send(self, message: object) -> None:
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            self._stopping.set()
+
+    def _on_pipe_readable(self) -> None:
+        try:
+            while self._conn.poll():
+                self._handle(self._conn.recv())
+        except (EOFError, OSError):
+            log.warning("supervisor_gone")
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            self._stopping.set()
+
+    def _handle(self, request: protocol.Request) -> None:
+        match request:
+            case protocol.StartRecording(request_id, spec):
+                if spec.task_id not in self.recordings:
+                    recording = Recording(spec, self.config.stream, self.clock, self._uploader, self._send)
+                    self.recordings[spec.task_id] = recording
+                    self._try_begin(recording, time.monotonic())
+                self._send(protocol.Reply(request_id, True))
+            case protocol.StopRecording(request_id, task_id):
+                recording = self.recordings.pop(task_id, None)
+                if recording is None:
+                    self._send(protocol.Reply(request_id, True))
+                else:
+                    self._spawn_close(recording, request_id)
+            case protocol.StopStream(request_id):
+                self._send(protocol.Reply(request_id, True))
+                self._stopping.set()
+            case protocol.GetStats(request_id):
+                stats = protocol.StreamStats(self.input.stats(), tuple(self.recordings))
+                self._send(protocol.Reply(request_id, True, stats))
+
+    def _spawn_close(self, recording: Recording, request_id: int | None) -> None:
+        async def close() -> None:
+            await recording.close()
+            if request_id is not None:
+                self._send(protocol.Reply(request_id, True))
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # media
+    def _on_sender_report(self, kind: MediaKind, ntp: int, rtp: int) -> None:
+        self.clock.tracks[kind].on_sender_report(ntp, rtp)
+
+    def _on_frame(self, frame: EncodedFrame) -> None:
+        self.clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
+        self.gop.add(frame, hold=any(r.state is State.PENDING for r in self.recordings.values()))
+        now = time.monotonic()
+        for recording in self.recordings.values():
+            if recording.state is State.ACTIVE:
+                recording.write(frame)
+            elif recording.state is State.PENDING:
+                self._try_begin(recording, now)
+
+    def _try_begin(self, recording: Recording, now: float) -> None:
+        if not self.clock.settled(now):
+            return
+        if recording.video_spec is not None and not self.gop.has_keyframe:
+            if not self._keyframe_wanted:
+                self._keyframe_wanted = True
+                self.input.request_keyframe()
+            return
+        if recording.begin(self.gop.frames(), now):
+            self._keyframe_wanted = False
+
+    async def _ticker(self) -> None:
+        next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        while not self._stopping.is_set():
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            self.input.tick(now)
+            for recording in self.recordings.values():
+                if recording.state is State.PENDING:
+                    self._try_begin(recording, now)
+            if now >= next_progress:
+                next_progress = now + PROGRESS_INTERVAL_S
+                for recording in self.recordings.values():
+                    progress = recording.progress()
+                    if progress is not None:
+                        self._send(progress)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            await self.input.start()
+        except OSError as error:
+            self._send(protocol.StartFailed(f"cannot bind: {error}", self.config.rtp_ports))
+            return 1
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_reader(self._conn.fileno(), self._on_pipe_readable)
+        self._send(protocol.Ready(os.getpid(), self.config.rtp_ports))
+        log.info("worker_ready", ports=self.config.rtp_ports)
+        ticker = loop.create_task(self._ticker())
+        await self._stopping.wait()
+        ticker.cancel()
+        self.input.close()
+        for recording in list(self.recordings.values()):
+            self._spawn_close(recording, None)
+        self.recordings.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        self._uploader.shutdown(wait=True)
+        log.info("worker_exit")
+        return 0
+
+
+def entry(config: WorkerConfig, conn: Connection) -> None:
+    """Process target: runs in a child forked from the template process."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us in order
+    configure_logging(config.log_level)
+    structlog.contextvars.bind_contextvars(room_id=config.stream.room_id, stream_id=config.stream.stream_id,
+                                           worker_pid=os.getpid())
+    code = asyncio.run(StreamWorker(config, conn).run())
+    conn.close()
+    os._exit(code)

@@ -1,0 +1,110 @@
+"""Messages on a worker's control pipe (pickled dataclasses).
+
+Requests go down from the supervisor and are answered by a Reply with the same
+request_id; events go up on the worker's own initiative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.config import RecordingSpec
+
+
+# supervisor -> worker
+@dataclass(frozen=True)
+class StartRecording:
+    request_id: int
+    spec: RecordingSpec
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    request_id: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class StopStream:
+    """Finalize every recording and exit."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class GetStats:
+    request_id: int
+
+
+Request = StartRecording | StopRecording | StopStream | GetStats
+
+
+# worker -> supervisor
+@dataclass(frozen=True)
+class Reply:
+    request_id: int
+    ok: bool
+    payload: Any = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    rtp_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StartFailed:
+    reason: str
+    ports_in_use: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileOpened:
+    task_id: str
+    file_id: str  # object key
+    file_url: str
+    output_format: str
+    media_track_type: int
+    begin_ms: int
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    task_id: str
+    file_id: str
+    size: int  # bytes acknowledged by storage
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class FileClosed:
+    task_id: str
+    file_id: str
+    size: int
+    duration_ms: int
+    ok: bool
+    sha256: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RecordingFailed:
+    """The worker cannot go on recording for a task; quit_reason is the API's."""
+
+    task_id: str
+    quit_reason: int
+    message: str
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    tracks: dict[str, dict[str, float]] = field(default_factory=dict)
+    recordings: tuple[str, ...] = ()
+
+
+Event = Ready | StartFailed | FileOpened | FileProgress | FileClosed | RecordingFailed
