@@ -1,0 +1,272 @@
+"""API request models: every field validated (type and range) at the edge into
+typed, immutable values. A bad field raises InvalidParameter naming it."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import defaults
+from engine.errors import InvalidParameter
+
+# Letters, digits and the punctuation the hosted service allows in identifiers.
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9~!@#$%^&*()_+=\-`;',.<>/\\]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9]{%d}$" % defaults.TASK_ID_LENGTH)
+
+MISSING: Any = object()
+
+
+class Fields:
+    """Typed reads from one JSON object, errors naming the dotted field path."""
+
+    def __init__(self, data: Any, path: str = ""):
+        if not isinstance(data, Mapping):
+            raise InvalidParameter(f"{path or 'body'} must be a JSON object")
+        self._data = data
+        self._path = path
+
+    def name(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self._data.get(key, MISSING)
+        if value is MISSING or value is None:
+            if default is MISSING:
+                raise InvalidParameter(f"{self.name(key)} is required")
+            return default
+        return value
+
+    def integer(self, key: str, default: Any = MISSING, *, lo: int | None = None, hi: int | None = None,
+                choices: tuple[int, ...] | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParameter(f"{self.name(key)} must be an integer")
+        if choices is not None and value not in choices:
+            raise InvalidParameter(f"{self.name(key)} must be one of {', '.join(map(str, choices))}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise InvalidParameter(f"{self.name(key)} must be between {lo} and {hi}")
+        return value
+
+    def boolean(self, key: str, default: Any = MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidParameter(f"{self.name(key)} must be true or false")
+        return value
+
+    def string(self, key: str, default: Any = MISSING, *, max_len: int = 1024, allow_empty: bool = True) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise InvalidParameter(f"{self.name(key)} must be a string")
+        if _CONTROL.search(value):
+            raise InvalidParameter(f"{self.name(key)} must not contain control characters")
+        if len(value.encode()) > max_len:
+            raise InvalidParameter(f"{self.name(key)} is longer than {max_len} bytes")
+        if not allow_empty and not value:
+            raise InvalidParameter(f"{self.name(key)} must not be empty")
+        return value
+
+    def identifier(self, key: str, default: Any = MISSING) -> str:
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        return check_identifier(value, self.name(key))
+
+    def obj(self, key: str, *, required: bool = True) -> Fields:
+        value = self._get(key, MISSING if required else {})
+        return Fields(value, self.name(key))
+
+    def array(self, key: str) -> list[Any]:
+        value = self._get(key, [])
+        if not isinstance(value, list):
+            raise InvalidParameter(f"{self.name(key)} must be an array")
+        return value
+
+
+def check_identifier(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{name} must be a string")
+    size = len(value.encode())
+    if not 1 <= size <= defaults.IDENTIFIER_MAX_BYTES:
+        raise InvalidParameter(f"{name} must be 1 to {defaults.IDENTIFIER_MAX_BYTES} bytes")
+    if not _IDENTIFIER.match(value):
+        raise InvalidParameter(f"{name} has characters that are not allowed")
+    return value
+
+
+def check_task_id(fields: Fields) -> str:
+    value = fields.string("TaskId", max_len=64)
+    if not _TASK_ID.match(value):
+        raise InvalidParameter("TaskId must be 16 letters or digits")
+    return value
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    record_mode: int
+    stream_type: int
+    record_streams: tuple[str, ...]
+    max_idle_time: int
+    max_record_time: int
+    fill_blank: bool
+
+
+@dataclass(frozen=True)
+class RecordOutput:
+    output_format: str
+    output_folder: str
+    file_rule: int
+    fragment_seconds: int
+    realtime_upload_fragment: bool
+    short_fragment_path: bool
+    callback_url: str
+
+
+@dataclass(frozen=True)
+class Storage:
+    vendor: int
+    region: str
+    bucket: str
+    endpoint: str
+    access_key_id: str = field(repr=False)
+    access_key_secret: str = field(repr=False)
+
+    def public_view(self) -> dict[str, Any]:
+        """What may be shown: everything but the credentials."""
+        return {"Vendor": self.vendor, "Region": self.region, "Bucket": self.bucket, "EndPoint": self.endpoint}
+
+
+@dataclass(frozen=True)
+class StartRecordRequest:
+    room_id: str
+    input: RecordInput
+    output: RecordOutput
+    storage: Storage
+    client_task_id: str | None
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """StopRecord, DescribeRecordStatus, PauseRecord, ResumeRecord."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class DescribeTasksRequest:
+    status: int
+    room_id: str | None
+    page_offset: int
+    page_size: int
+    start_time_ms: int
+    end_time_ms: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ranges that test configuration may lower; the defaults are the contract."""
+
+    max_idle_time: tuple[int, int] = defaults.MAX_IDLE_TIME_RANGE
+    max_record_time: tuple[int, int] = defaults.MAX_RECORD_TIME_RANGE
+
+
+def parse_output_folder(value: str, name: str) -> str:
+    folder = value.lstrip("/")
+    if "\\" in folder:
+        raise InvalidParameter(f"{name} must not contain backslashes")
+    if any(part in (".", "..") for part in folder.split("/")):
+        raise InvalidParameter(f"{name} must not contain '.' or '..' segments")
+    if "//" in folder:
+        raise InvalidParameter(f"{name} must not contain empty segments")
+    return folder
+
+
+def parse_callback_url(value: str, name: str) -> str:
+    if not value:
+        return ""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InvalidParameter(f"{name} must be an http or https URL")
+    return value
+
+
+def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordRequest:
+    top = Fields(body)
+    room_id = top.identifier("RoomId")
+    client_task_id = top.identifier("ClientTaskId", None)
+
+    inp = top.obj("RecordInputParams")
+    record_mode = inp.integer("RecordMode", choices=(1, 2))
+    if record_mode == 2:
+        raise InvalidParameter("RecordInputParams.RecordMode: mixed-stream recording is not supported")
+    streams = []
+    for index, item in enumerate(inp.array("RecordStreamList")):
+        entry = Fields(item, f"RecordInputParams.RecordStreamList[{index}]")
+        streams.append(entry.identifier("StreamId"))
+    record_input = RecordInput(
+        record_mode=record_mode,
+        stream_type=inp.integer("StreamType", defaults.STREAM_TYPE_DEFAULT, choices=(1, 2, 3, 4)),
+        record_streams=tuple(dict.fromkeys(streams)),
+        max_idle_time=inp.integer("MaxIdleTime", defaults.MAX_IDLE_TIME_DEFAULT,
+                                  lo=limits.max_idle_time[0], hi=limits.max_idle_time[1]),
+        max_record_time=inp.integer("MaxRecordTime", defaults.MAX_RECORD_TIME_DEFAULT,
+                                    lo=limits.max_record_time[0], hi=limits.max_record_time[1]),
+        fill_blank=inp.boolean("FillBlank", False),
+    )
+
+    out = top.obj("RecordOutputParams", required=False)
+    output_format = out.string("OutputFileFormat", defaults.OUTPUT_FILE_FORMAT_DEFAULT, max_len=8)
+    if output_format not in defaults.OUTPUT_FILE_FORMATS:
+        raise InvalidParameter(
+            f"RecordOutputParams.OutputFileFormat must be one of {', '.join(defaults.OUTPUT_FILE_FORMATS)}")
+    record_output = RecordOutput(
+        output_format=output_format,
+        output_folder=parse_output_folder(out.string("OutputFolder", "", max_len=512),
+                                          "RecordOutputParams.OutputFolder"),
+        file_rule=out.integer("OutputFileRule", defaults.OUTPUT_FILE_RULE_DEFAULT, choices=(1,)),
+        fragment_seconds=out.integer("FragmentSeconds", defaults.FRAGMENT_SECONDS_DEFAULT,
+                                     lo=defaults.FRAGMENT_SECONDS_RANGE[0], hi=defaults.FRAGMENT_SECONDS_RANGE[1]),
+        realtime_upload_fragment=out.boolean("RealtimeUploadFragment", False),
+        short_fragment_path=out.boolean("ShortFragmentPath", False),
+        callback_url=parse_callback_url(out.string("CallbackUrl", "", max_len=2048),
+                                        "RecordOutputParams.CallbackUrl"),
+    )
+
+    st = top.obj("StorageParams")
+    vendor = st.integer("Vendor", lo=0, hi=10)
+    bucket = st.string("Bucket", max_len=255, allow_empty=False)
+    if not _BUCKET.match(bucket) or bucket in (".", ".."):
+        raise InvalidParameter("StorageParams.Bucket must be letters, digits, '.', '_' or '-'")
+    storage = Storage(
+        vendor=vendor,
+        region=st.string("Region", "", max_len=128),
+        bucket=bucket,
+        endpoint=st.string("EndPoint", "", max_len=512),
+        access_key_id=st.string("AccessKeyId", "", max_len=256),
+        access_key_secret=st.string("AccessKeySecret", "", max_len=256),
+    )
+    return StartRecordRequest(room_id, record_input, record_output, storage, client_task_id)
+
+
+def parse_task_request(body: Any) -> TaskRequest:
+    return TaskRequest(task_id=check_task_id(Fields(body)))
+
+
+def parse_describe_tasks(body: Any, now_ms: int) -> DescribeTasksRequest:
+    top = Fields(body)
+    status = top.integer("Status", choices=(2, 3))
+    room_id = top.identifier("RoomId", None)
+    page_offset = top.integer("PageOffset", 1, lo=1, hi=2**31 - 1)
+    page_size = top.integer("PageSize", defaults.DESCRIBE_PAGE_SIZE_DEFAULT,
+                            lo=defaults.DESCRIBE_PAGE_SIZE_RANGE[0], hi=defaults.DESCRIBE_PAGE_SIZE_RANGE[1])
+    end_ms = top.integer("EndTime", now_ms, lo=0, hi=2**53)
+    start_ms = top.integer("StartTime", max(0, end_ms - defaults.DESCRIBE_WINDOW_MS), lo=0, hi=2**53)
+    if start_ms > end_ms:
+        raise InvalidParameter("StartTime must not be after EndTime")
+    if end_ms - start_ms > defaults.DESCRIBE_WINDOW_MS:
+        raise InvalidParameter("EndTime - StartTime must be at most 3 days")
+    return DescribeTasksRequest(status, room_id, page_offset, page_size, start_ms, end_ms)
