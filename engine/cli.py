@@ -1,0 +1,92 @@
+"""`recnode`: one binary. `serve` runs the node (the service mode); workers are
+forked from its template process (the worker mode, workers.main.entry)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import sys
+import time
+import urllib.parse
+
+import structlog
+from aiohttp import web
+
+from engine import config as config_module
+from engine.api import Api
+from engine.auth import sign
+from engine.node import RecordingNode
+from workers.logs import configure_logging
+
+log = structlog.get_logger("cli")
+
+
+async def serve(config: config_module.NodeConfig, started: asyncio.Event | None = None) -> None:
+    node = RecordingNode(config)
+    await node.start()
+    runner = web.AppRunner(Api(node).app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    log.info("listening", host=config.host, port=config.port, data_dir=str(config.data_dir))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if started is not None:
+        started.set()
+    await stop.wait()
+    log.info("shutting_down")
+    await node.stop()
+    await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_module.from_args(args)
+    configure_logging(config.log_level, secrets=(config.server_secret, config.ingest_token))
+    asyncio.run(serve(config))
+    return 0
+
+
+def signed_query(action: str, app_id: int, secret: str, now: int | None = None) -> str:
+    nonce = secrets.token_hex(8)
+    timestamp = int(now if now is not None else time.time())
+    return urllib.parse.urlencode({
+        "Action": action, "AppId": app_id, "SignatureNonce": nonce, "Timestamp": timestamp,
+        "Signature": sign(app_id, nonce, secret, timestamp), "SignatureVersion": "2.0",
+    })
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    secret = config_module.pop_secret_env().get("RECNODE_SERVER_SECRET") or args.server_secret
+    if not secret:
+        print("set RECNODE_SERVER_SECRET (or --server-secret)", file=sys.stderr)
+        return 2
+    print(f"{args.base_url.rstrip('/')}/?{signed_query(args.action, args.app_id, secret)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recnode", description="self-hosted cloud recording node")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the recording node")
+    config_module.add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(func=cmd_serve)
+    sign_parser = commands.add_parser("sign", help="print a signed API URL for curl")
+    sign_parser.add_argument("action")
+    sign_parser.add_argument("--base-url", default="http://127.0.0.1:8080")
+    sign_parser.add_argument("--app-id", type=int, default=int(config_module._env("RECNODE_APP_ID", "1")))
+    sign_parser.add_argument("--server-secret", default=None)
+    sign_parser.set_defaults(func=cmd_sign)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Node configuration: command line first, then RECNODE_* environment, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import defaults
+
+# Secrets are removed from os.environ once read, so that no child process
+# (the worker template and every worker forked from it) inherits them.
+SECRET_ENV = ("RECNODE_SERVER_SECRET", "RECNODE_INGEST_TOKEN", "RECNODE_CALLBACK_SECRET")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    app_id: int
+    server_secret: str = field(repr=False)
+    host: str = defaults.HTTP_HOST
+    port: int = defaults.HTTP_PORT
+    advertised_address: str = "127.0.0.1"
+    rtp_bind_host: str = "0.0.0.0"
+    rtp_port_range: tuple[int, int] = defaults.RTP_PORT_RANGE
+    ingest_token: str = field(default="", repr=False)
+    local_storage_enabled: bool = True
+    log_level: str = "info"
+    worker_ready_timeout_s: float = defaults.WORKER_READY_TIMEOUT_S
+    jitter_max_wait_s: float = defaults.JITTER_MAX_WAIT_S
+    sync_wait_for_sr_s: float = defaults.SYNC_WAIT_FOR_SR_S
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / defaults.STORE_FILENAME
+
+    @property
+    def storage_root(self) -> Path:
+        return self.data_dir / defaults.STORAGE_DIRNAME
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    e = _env
+    parser.add_argument("--host", default=e("RECNODE_HOST", defaults.HTTP_HOST))
+    parser.add_argument("--port", type=int, default=int(e("RECNODE_PORT", str(defaults.HTTP_PORT))))
+    parser.add_argument("--data-dir", default=e("RECNODE_DATA_DIR", defaults.DATA_DIR))
+    parser.add_argument("--app-id", type=int, default=int(e("RECNODE_APP_ID", str(defaults.APP_ID))))
+    parser.add_argument(
+        "--server-secret",
+        default=None,
+        help="API signing secret (prefer RECNODE_SERVER_SECRET: a command line is visible to other users)",
+    )
+    parser.add_argument("--advertised-address", default=e("RECNODE_ADVERTISED_ADDRESS", "127.0.0.1"))
+    parser.add_argument("--rtp-bind-host", default=e("RECNODE_RTP_BIND_HOST", "0.0.0.0"))
+    parser.add_argument(
+        "--rtp-ports",
+        default=e("RECNODE_RTP_PORTS", "%d-%d" % defaults.RTP_PORT_RANGE),
+        help="UDP port range for RTP ingest, MIN-MAX",
+    )
+    parser.add_argument("--ingest-token", default=None, help="bearer token for publishing (or RECNODE_INGEST_TOKEN)")
+    parser.add_argument(
+        "--disable-local-storage",
+        action="store_true",
+        default=e("RECNODE_DISABLE_LOCAL_STORAGE", "") in ("1", "true", "yes"),
+    )
+    parser.add_argument("--log-level", default=e("RECNODE_LOG_LEVEL", "info"))
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split("-", 1))
+    except ValueError:
+        raise SystemExit(f"--rtp-ports: expected MIN-MAX, got {text!r}") from None
+    if not (1024 <= low < high <= 65535):
+        raise SystemExit(f"--rtp-ports: {text!r} is not a range inside 1024-65535")
+    return low, high
+
+
+def pop_secret_env() -> dict[str, str]:
+    """Read and remove the secret variables from this process's environment."""
+    return {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
+
+
+def from_args(args: argparse.Namespace) -> NodeConfig:
+    secrets = pop_secret_env()
+    server_secret = args.server_secret or secrets.get("RECNODE_SERVER_SECRET", "")
+    if not server_secret:
+        raise SystemExit("a server secret is required: set RECNODE_SERVER_SECRET (or --server-secret)")
+    return NodeConfig(
+        data_dir=Path(args.data_dir).resolve(),
+        app_id=args.app_id,
+        server_secret=server_secret,
+        host=args.host,
+        port=args.port,
+        advertised_address=args.advertised_address,
+        rtp_bind_host=args.rtp_bind_host,
+        rtp_port_range=_port_range(args.rtp_ports),
+        ingest_token=args.ingest_token or secrets.get("RECNODE_INGEST_TOKEN", ""),
+        local_storage_enabled=not args.disable_local_storage,
+        log_level=args.log_level,
+    )

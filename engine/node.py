@@ -1,0 +1,226 @@
+"""The recording node: wires store, rooms, tasks and the worker supervisor.
+
+Worker events are handled in order per stream through one queue each; a worker's
+exit goes through the same queue, so it is handled after everything it said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from engine import defaults, errors
+from engine.config import NodeConfig
+from engine.ports import PortAllocator, PortsExhausted
+from engine.rooms import PublishedStream, Rooms
+from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
+from engine.store import AsyncStore, Store
+from engine.supervisor import Supervisor, WorkerGone, WorkerHandle, WorkerStartError
+from engine.tasks import TaskManager, now_ms
+from workers import protocol
+from workers.config import StreamSpec, WorkerConfig
+
+log = structlog.get_logger("node")
+
+SPAWN_ATTEMPTS = 3
+RETRY_AFTER_S = 5
+
+
+class _WorkerExited:
+    def __init__(self, handle: WorkerHandle, code: int | None):
+        self.handle = handle
+        self.code = code
+
+
+class RecordingNode:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.rooms = Rooms()
+        self.ports = PortAllocator(*config.rtp_port_range)
+        self.supervisor = Supervisor(config.worker_ready_timeout_s)
+        self.store: AsyncStore | None = None
+        self.tasks: TaskManager | None = None
+        self.ready = False
+        self.draining = False
+        self._publishing: set[tuple[str, str]] = set()
+        self._queues: dict[int, asyncio.Queue] = {}
+        self._consumers: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config.storage_root.mkdir(parents=True, exist_ok=True)
+        store = await asyncio.to_thread(Store, self.config.store_path)
+        self.store = AsyncStore(store)
+        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request)
+        await self.tasks.load()
+        await self.supervisor.warm_up()
+        self.ready = True
+        log.info("node_ready", data_dir=str(self.config.data_dir))
+
+    async def stop(self) -> None:
+        self.draining = True
+        self.ready = False
+        await asyncio.gather(*(self.unpublish(s.resource_id) for s in self.rooms.all()), return_exceptions=True)
+        await self.supervisor.stop_all()
+        for consumer in list(self._consumers):
+            await asyncio.wait([consumer], timeout=5)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        log.info("node_stopped")
+
+    # talking to a stream's worker
+    async def request(self, stream: PublishedStream, make: Callable[[int], protocol.Request]) -> protocol.Reply:
+        worker = stream.worker
+        if not isinstance(worker, WorkerHandle):
+            raise WorkerGone("the stream has no worker")
+        return await worker.request(make)
+
+    # publishing
+    async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
+                          sdp_text: str) -> PublishedStream:
+        if self.draining or not self.ready:
+            raise errors.IngestError(503, "node is draining or starting", retry_after=RETRY_AFTER_S)
+        key = (room_id, stream_id)
+        if key in self._publishing or self.rooms.get(room_id, stream_id) is not None:
+            raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
+        try:
+            offer = parse_rtp_offer(sdp_text)
+        except SdpError as error:
+            raise errors.IngestError(400, f"bad SDP offer: {error}") from None
+        self._publishing.add(key)
+        try:
+            spec = StreamSpec(room_id, stream_id, user_id, offer.tracks)
+            stream = PublishedStream(spec, offer, user_name, now_ms())
+            await self._spawn_worker(stream, offer)
+            stream.answer = rtp_answer(offer, self.config.advertised_address, stream.ports)
+            self.rooms.add(stream)
+        finally:
+            self._publishing.discard(key)
+        log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, ports=stream.ports,
+                 worker_pid=stream.worker.pid)  # type: ignore[union-attr]
+        assert self.tasks is not None
+        await self.tasks.stream_ready(stream)
+        return stream
+
+    def _worker_config(self, stream: PublishedStream) -> WorkerConfig:
+        return WorkerConfig(stream=stream.spec, bind_host=self.config.rtp_bind_host, rtp_ports=stream.ports,
+                            jitter_max_wait_s=self.config.jitter_max_wait_s,
+                            sync_wait_for_sr_s=self.config.sync_wait_for_sr_s, log_level=self.config.log_level)
+
+    async def _spawn_worker(self, stream: PublishedStream, offer: RtpOffer | None) -> None:
+        """Start the stream's worker; with an offer, on fresh ports (retrying taken ones)."""
+        last_error: Exception | None = None
+        for _ in range(SPAWN_ATTEMPTS):
+            if offer is not None:
+                try:
+                    stream.ports = self.ports.allocate(len(offer.tracks))
+                except PortsExhausted:
+                    raise errors.IngestError(503, "no free RTP ports", retry_after=RETRY_AFTER_S) from None
+            try:
+                stream.worker = await self.supervisor.spawn(
+                    self._worker_config(stream), self._event_handler(stream), self._exit_handler(stream))
+                return
+            except WorkerStartError as error:
+                last_error = error
+                log.warning("worker_start_failed", room_id=stream.room_id, stream_id=stream.stream_id,
+                            reason=str(error))
+                if offer is None:
+                    break
+                # Ports some other program holds stay marked as used; the rest go back.
+                self.ports.release(tuple(p for p in stream.ports if p not in error.ports_in_use))
+        raise errors.IngestError(503, f"could not start a worker: {last_error}", retry_after=RETRY_AFTER_S)
+
+    async def unpublish(self, resource_id: str) -> None:
+        stream = self.rooms.by_resource(resource_id)
+        if stream is None:
+            raise errors.IngestError(404, "no such stream resource")
+        stream.unpublished = True
+        self.rooms.remove(stream)
+        assert self.tasks is not None
+        self.tasks.stream_gone(stream)
+        if isinstance(stream.worker, WorkerHandle):
+            await stream.worker.stop()
+        self.ports.release(stream.ports)
+        log.info("stream_unpublished", room_id=stream.room_id, stream_id=stream.stream_id)
+
+    async def stream_stats(self, resource_id: str) -> dict[str, Any]:
+        stream = self.rooms.by_resource(resource_id)
+        if stream is None:
+            raise errors.IngestError(404, "no such stream resource")
+        reply = await self.request(stream, protocol.GetStats)
+        stats: protocol.StreamStats = reply.payload
+        worker = stream.worker
+        return {
+            "RoomId": stream.room_id, "StreamId": stream.stream_id, "UserId": stream.spec.user_id,
+            "WorkerPid": worker.pid if isinstance(worker, WorkerHandle) else None,
+            "Ports": list(stream.ports), "Tracks": stats.tracks, "Recordings": list(stats.recordings),
+        }
+
+    # worker events, in order per worker
+    def _queue_for(self, handle: WorkerHandle, stream: PublishedStream) -> asyncio.Queue:
+        queue = self._queues.get(id(handle))
+        if queue is None:
+            queue = self._queues[id(handle)] = asyncio.Queue()
+            consumer = asyncio.get_running_loop().create_task(self._consume(handle, stream, queue))
+            self._consumers.add(consumer)
+            consumer.add_done_callback(self._consumers.discard)
+        return queue
+
+    def _event_handler(self, stream: PublishedStream):
+        def on_event(handle: WorkerHandle, event: Any) -> None:
+            self._queue_for(handle, stream).put_nowait(event)
+
+        return on_event
+
+    def _exit_handler(self, stream: PublishedStream):
+        def on_exit(handle: WorkerHandle, code: int | None) -> None:
+            self._queue_for(handle, stream).put_nowait(_WorkerExited(handle, code))
+
+        return on_exit
+
+    async def _consume(self, handle: WorkerHandle, stream: PublishedStream, queue: asyncio.Queue) -> None:
+        assert self.tasks is not None
+        while True:
+            item = await queue.get()
+            try:
+                if isinstance(item, _WorkerExited):
+                    await self._on_worker_exit(stream, item)
+                    return
+                await self.tasks.on_event(stream, item)
+            except Exception:
+                log.exception("worker_event_failed", room_id=stream.room_id, stream_id=stream.stream_id)
+            finally:
+                if isinstance(item, _WorkerExited):
+                    self._queues.pop(id(handle), None)
+
+    async def _on_worker_exit(self, stream: PublishedStream, exited: _WorkerExited) -> None:
+        assert self.tasks is not None
+        if exited.handle.stopping or stream.worker is not exited.handle:
+            return
+        log.error("worker_died", room_id=stream.room_id, stream_id=stream.stream_id, pid=exited.handle.pid,
+                  exitcode=exited.code)
+        await self.tasks.worker_lost(stream)
+        stream.worker = None
+        if stream.unpublished or self.draining:
+            return
+        now = time.monotonic()
+        while stream.restarts and now - stream.restarts[0] > 60:
+            stream.restarts.popleft()
+        if len(stream.restarts) >= defaults.WORKER_MAX_RESTARTS_PER_MINUTE:
+            log.error("worker_restart_limit", room_id=stream.room_id, stream_id=stream.stream_id)
+            await self.unpublish(stream.resource_id)
+            return
+        stream.restarts.append(now)
+        try:
+            await self._spawn_worker(stream, None)  # same ports: an RTP publisher keeps sending there
+        except errors.IngestError:
+            log.error("worker_restart_failed", room_id=stream.room_id, stream_id=stream.stream_id)
+            await self.unpublish(stream.resource_id)
+            return
+        log.info("worker_restarted", room_id=stream.room_id, stream_id=stream.stream_id,
+                 pid=stream.worker.pid)  # type: ignore[union-attr]
+        await self.tasks.stream_ready(stream)

@@ -1,0 +1,62 @@
+"""Which streams each room has right now."""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.sdp import RtpOffer
+from workers.config import StreamSpec
+
+
+@dataclass(eq=False)
+class PublishedStream:
+    spec: StreamSpec
+    offer: RtpOffer
+    user_name: str
+    published_ms: int
+    resource_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    ports: tuple[int, ...] = ()
+    answer: str = ""
+    worker: object | None = None  # engine.supervisor.WorkerHandle
+    restarts: deque[float] = field(default_factory=deque)
+    unpublished: bool = False
+
+    @property
+    def room_id(self) -> str:
+        return self.spec.room_id
+
+    @property
+    def stream_id(self) -> str:
+        return self.spec.stream_id
+
+
+class Rooms:
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, PublishedStream]] = {}
+        self._resources: dict[str, PublishedStream] = {}
+
+    def get(self, room_id: str, stream_id: str) -> PublishedStream | None:
+        return self._rooms.get(room_id, {}).get(stream_id)
+
+    def by_resource(self, resource_id: str) -> PublishedStream | None:
+        return self._resources.get(resource_id)
+
+    def streams(self, room_id: str) -> list[PublishedStream]:
+        return list(self._rooms.get(room_id, {}).values())
+
+    def all(self) -> list[PublishedStream]:
+        return list(self._resources.values())
+
+    def add(self, stream: PublishedStream) -> None:
+        self._rooms.setdefault(stream.room_id, {})[stream.stream_id] = stream
+        self._resources[stream.resource_id] = stream
+
+    def remove(self, stream: PublishedStream) -> None:
+        room = self._rooms.get(stream.room_id, {})
+        if room.get(stream.stream_id) is stream:
+            del room[stream.stream_id]
+            if not room:
+                del self._rooms[stream.room_id]
+        self._resources.pop(stream.resource_id, None)
