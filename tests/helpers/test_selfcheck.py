@@ -1,0 +1,464 @@
+"""Self-tests of the end-to-end test helpers (media, probe, rtp_publisher).
+
+Real encoders, real muxers, real UDP sockets on 127.0.0.1; nothing mocked.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import signal
+import socket
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from aiortc.codecs import depayload
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
+
+from tests.helpers import probe
+from tests.helpers.media import (
+    AUDIO_FRAME_SAMPLES,
+    AUDIO_RATE,
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    TestMedia,
+    make_test_media,
+    nal_type,
+    split_annexb,
+)
+from tests.helpers.rtp_publisher import (
+    Manifest,
+    PublisherSpec,
+    offer_sdp,
+    parse_answer,
+    start_publisher,
+    unix_from_ntp,
+    wait_manifest,
+)
+
+FMP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=96)
+
+
+@pytest.fixture(scope="module")
+def media() -> TestMedia:
+    return make_test_media()
+
+
+# --------------------------------------------------------------------------
+# media
+
+
+def test_media_is_cached_and_shaped(media):
+    assert make_test_media() is media
+    assert len(media.video) == 180
+    assert [au.index for au in media.video if au.keyframe] == list(range(0, 180, 30))
+    assert media.flash_times == (0.5, 1.5, 2.5, 3.5, 4.5, 5.5)
+    assert media.beep_samples == tuple(round(t * AUDIO_RATE) for t in media.flash_times)
+    assert media.pcm.dtype == np.float32 and len(media.pcm) == 6 * AUDIO_RATE
+    assert media.opus_head.startswith(b"OpusHead") and media.pre_skip == 312
+    assert len(media.audio) == math.ceil((len(media.pcm) + media.pre_skip) / 960)
+    assert all(p.samples == AUDIO_FRAME_SAMPLES for p in media.audio)
+    assert media.audio[1].time_s - media.audio[0].time_s == pytest.approx(0.02)
+    assert media.audio[0].time_s == pytest.approx(-media.pre_skip / AUDIO_RATE)
+
+
+def test_every_idr_carries_parameter_sets(media):
+    for au in media.video:
+        types = [nal_type(n) for n in split_annexb(au.data)]
+        assert (NAL_IDR in types) == au.keyframe
+        if au.keyframe:
+            nals = split_annexb(au.data)
+            assert media.sps in nals and media.pps in nals
+            assert types.index(NAL_SPS) < types.index(NAL_PPS) < types.index(NAL_IDR)
+
+
+def test_pcm_beeps_only_at_flash_times(media):
+    onsets = probe.detect_tone_onsets(media.pcm, AUDIO_RATE)
+    assert np.allclose(onsets, media.beep_samples, atol=1.5)
+    silent = np.ones(len(media.pcm), bool)
+    for start in media.beep_samples:
+        silent[start : start + 3000] = False
+    assert not media.pcm[silent].any()
+
+
+# --------------------------------------------------------------------------
+# probe on a fragmented MP4 muxed directly with PyAV
+
+
+def mux_media(
+    path,
+    media: TestMedia,
+    audio_shift_s=0.0,
+    corrupt_frame=None,
+    fmt="mp4",
+    options=FMP4_OPTIONS,
+) -> None:
+    """Remux the encoded media (no re-encoding); fragmented MP4 by default.
+
+    Timeline origin = earliest capture time (the first Opus packet, -6.5 ms),
+    so no pts is negative.  ``corrupt_frame`` truncates that AU's data.
+    """
+    origin = min(media.video[0].time_s, media.audio[0].time_s)
+    with av.open(str(path), "w", format=fmt, options=options) as out:
+        video = out.add_mux_stream("h264", rate=media.fps, width=media.width, height=media.height)
+        video.time_base = Fraction(1, 90000)
+        audio = out.add_stream("opus", rate=AUDIO_RATE, layout="mono")
+        audio.codec_context.extradata = media.opus_head
+        audio.time_base = Fraction(1, AUDIO_RATE)
+        items = [(au.time_s, video, au) for au in media.video]
+        items += [(p.time_s + audio_shift_s, audio, p) for p in media.audio]
+        for t, stream, item in sorted(items, key=lambda i: i[0]):
+            data = item.data
+            if stream is video and item.index == corrupt_frame:
+                data = data[: len(data) // 2]
+            packet = av.Packet(data)
+            packet.stream = stream
+            packet.time_base = stream.time_base
+            packet.pts = packet.dts = round((t - origin) / stream.time_base)
+            if stream is video:
+                packet.is_keyframe = item.keyframe
+            out.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def fmp4(media, tmp_path_factory):
+    path = tmp_path_factory.mktemp("probe") / "clip.mp4"
+    mux_media(path, media)
+    return path
+
+
+def test_decode_all_clean_file(fmp4, media):
+    report = probe.decode_all(fmp4)
+    assert report.errors == () and report.ok
+    assert (report.video_codec, report.audio_codec) == ("h264", "opus")
+    assert (report.width, report.height) == (320, 240)
+    assert report.video_frames == len(media.video)
+    assert report.audio_frames == len(media.audio)
+    assert report.audio_rate == AUDIO_RATE and report.audio_channels == 1
+    # fMP4 with empty_moov has no edit list: FFmpeg moves each track's first
+    # sample to 0 and lengthens it, here the first video frame by 6.5 ms.
+    assert report.video_duration_s == pytest.approx(6.0, abs=0.007)
+    assert np.allclose(np.diff(report.video_pts_s[1:]), 1 / 30, atol=2e-5)
+    # every decoded sample, minus the pre-skip the decoder drops
+    expected_samples = len(media.audio) * AUDIO_FRAME_SAMPLES - media.pre_skip
+    assert report.audio_samples == expected_samples
+    assert report.audio_duration_s == pytest.approx(expected_samples / AUDIO_RATE)
+
+
+def test_decode_all_reports_corruption(media, tmp_path):
+    path = tmp_path / "broken.mp4"
+    mux_media(path, media, corrupt_frame=30)
+    report = probe.decode_all(path)
+    assert not report.ok
+    assert any("h264" in e for e in report.errors), report.errors
+
+
+def test_compressed_payloads_survive_remux(fmp4, media):
+    from_aus = probe.h264_slice_nals_from_aus(au.data for au in media.video)
+    assert len(from_aus) == len(media.video)  # one slice per frame
+    assert probe.h264_slice_nals_from_file(fmp4) == from_aus
+    assert probe.opus_packets_from_file(fmp4) == [p.data for p in media.audio]
+
+
+def test_flashes_and_beeps_in_sync(fmp4, media):
+    origin = media.audio[0].time_s
+    assert probe.flash_times(fmp4) == pytest.approx([t - origin for t in media.flash_times])
+    offsets = probe.av_offsets(fmp4)
+    assert len(offsets) == len(media.flash_times)
+    # 1 ms, plus a little for Opus' smearing of the onset
+    assert max(abs(o) for o in offsets) < 0.001, offsets
+
+
+def test_av_offsets_detect_shifted_audio(media, tmp_path):
+    path = tmp_path / "late_audio.mp4"
+    mux_media(path, media, audio_shift_s=0.200)
+    offsets = probe.av_offsets(path)
+    assert len(offsets) == len(media.flash_times)
+    assert offsets == pytest.approx([0.200] * len(offsets), abs=0.001)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("mpegts", "ts"), ("matroska", "mkv")])
+def test_probe_is_container_agnostic(media, tmp_path, fmt, suffix):
+    path = tmp_path / f"clip.{suffix}"
+    mux_media(path, media, fmt=fmt, options={})
+    report = probe.decode_all(path)
+    assert report.ok and report.video_frames == len(media.video)
+    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(
+        au.data for au in media.video
+    )
+    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio]
+    # matroska stores milliseconds
+    assert max(abs(o) for o in probe.av_offsets(path)) < 0.0015
+
+
+# --------------------------------------------------------------------------
+# SDP
+
+
+def test_offer_sdp_shape(media):
+    spec = PublisherSpec(video_rtp=("127.0.0.1", 5000), audio_rtp=("127.0.0.1", 5002))
+    sdp = offer_sdp(spec)
+    assert sdp.endswith("\r\n")
+    lines = sdp.splitlines()
+    assert lines[:5] == [
+        "v=0",
+        "o=- 0 0 IN IP4 127.0.0.1",
+        "s=recnode test publisher",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+    ]
+    assert lines[5:8] == ["m=video 9 RTP/AVP 96", "a=rtpmap:96 H264/90000", lines[7]]
+    assert lines[7].startswith(
+        "a=fmtp:96 packetization-mode=1;profile-level-id=42e01f;sprop-parameter-sets="
+    )
+    assert lines[8:] == [
+        "a=sendonly",
+        "m=audio 9 RTP/AVP 111",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "a=sendonly",
+    ]
+    assert offer_sdp(media) == sdp
+    assert offer_sdp(PublisherSpec(), video=True, audio=True) == sdp
+    assert "m=video" not in offer_sdp(PublisherSpec(audio_rtp=("127.0.0.1", 1)))
+    assert "sprop" not in offer_sdp(media, sprop=False)
+    assert "m=audio" not in offer_sdp(media, audio=False)
+
+
+def test_parse_answer():
+    answer = "\r\n".join(
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.2",
+            "t=0 0",
+            "m=video 40000 RTP/AVP 96",
+            "a=rtcp:40005",
+            "m=audio 40002 RTP/AVP 111",
+            "c=IN IP4 127.0.0.3",
+            "m=application 0 UDP/DTLS/SCTP webrtc-datachannel",
+        ]
+    )
+    assert parse_answer(answer) == {
+        "video": ("127.0.0.2", 40000, 40005),
+        "audio": ("127.0.0.3", 40002, 40003),
+    }
+
+
+def test_spec_json_round_trip():
+    spec = PublisherSpec(
+        video_rtp=("127.0.0.1", 1), drop=(("video", 3, 0),), start_time=12.5, seed=7
+    )
+    assert PublisherSpec.from_json(spec.to_json()) == spec
+
+
+# --------------------------------------------------------------------------
+# publisher over real UDP
+
+
+def _bind_udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _receive_while_running(socks: dict[str, socket.socket], proc, timeout_s: float):
+    """Datagrams per socket as (arrival time.time(), source port, bytes), until
+    the process has exited and the sockets are quiet."""
+    got: dict[str, list[tuple[float, int, bytes]]] = {name: [] for name in socks}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select(list(socks.values()), [], [], 0.05)
+        for name, sock in socks.items():
+            while sock in ready:
+                try:
+                    data, (_, port) = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                got[name].append((time.time(), port, data))
+        if not ready and proc.poll() is not None:
+            return got
+    raise TimeoutError("publisher did not finish")
+
+
+def _receivers():
+    socks = {f"{k}_{p}": _bind_udp() for k in ("video", "audio") for p in ("rtp", "rtcp")}
+    targets = {name: ("127.0.0.1", s.getsockname()[1]) for name, s in socks.items()}
+    return socks, targets
+
+
+class Run:
+    """One publisher run and everything the test side received."""
+
+    def __init__(self, spec: PublisherSpec, proc, received, manifest: Manifest):
+        self.spec, self.proc, self.received, self.manifest = spec, proc, received, manifest
+
+    def rtp(self, kind: str) -> list[tuple[float, int, RtpPacket]]:
+        """Received well-formed RTP of the track's SSRC."""
+        out = []
+        for t, port, data in self.received[f"{kind}_rtp"]:
+            if data[0] >> 6 == 2:
+                packet = RtpPacket.parse(data)
+                if packet.ssrc == self.manifest.ssrcs[kind]:
+                    out.append((t, port, packet))
+        return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    socks, targets = _receivers()
+    spec = PublisherSpec(
+        **targets,
+        duration_s=2.0,
+        audio_delay_s=0.25,
+        drop=(("video", 0, 1), ("video", 10, -1), ("audio", 5, 0)),
+        garbage_datagrams=5,
+        foreign_datagrams=4,
+        ts_wrap_soon=True,
+        seq_wrap_soon=True,
+        seed=1234,
+        manifest_path=str(tmp_path_factory.mktemp("pub") / "manifest.pkl"),
+    )
+    proc = start_publisher(spec)
+    try:
+        received = _receive_while_running(socks, proc, timeout_s=30)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return Run(spec, proc, received, wait_manifest(spec.manifest_path, proc=proc))
+
+
+def test_publisher_completes(run):
+    assert run.proc.returncode == 0
+    m = run.manifest
+    assert m.completed and m.spec == run.spec
+    media = run.spec.media()
+    assert set(m.frames("video")) == set(range(len(media.video)))
+    assert set(m.frames("audio")) == set(range(len(media.audio)))
+    dropped = {(p.kind, p.frame_index, p.packet_index) for p in m.packets if p.dropped}
+    whole_frame = {("video", 10, p.packet_index) for p in m.frames("video")[10]}
+    assert dropped == {("video", 0, 1), ("audio", 5, 0)} | whole_frame
+    assert all((p.sent_wall is None) == p.dropped for p in m.packets)
+
+
+def test_every_sent_packet_arrives_and_nothing_else(run):
+    for kind in ("video", "audio"):
+        sent = [p.datagram for p in run.manifest.track_packets(kind, include_dropped=False)]
+        got = [bytes(pkt.serialize()) for _, _, pkt in run.rtp(kind)]
+        assert got == sent
+        assert {port for _, port, _ in run.rtp(kind)} == {run.manifest.local_ports[f"{kind}_rtp"]}
+
+
+def test_wraps_happen_mid_stream(run):
+    for kind in ("video", "audio"):
+        packets = run.manifest.track_packets(kind)
+        ts = [p.rtp_timestamp for p in packets]
+        seq = [p.sequence_number for p in packets]
+        assert 0 < sum(b < a for a, b in zip(ts, ts[1:])) == 1
+        assert [(b - a) & 0xFFFF for a, b in zip(seq, seq[1:])] == [1] * (len(seq) - 1)
+        assert 0 < seq.index(0) < len(seq) - 1
+
+
+def test_garbage_and_foreign_datagrams(run):
+    m = run.manifest
+    assert (m.garbage_sent, m.foreign_sent) == (5, 4)
+    rtp_port, foreign_port = m.local_ports["video_rtp"], m.local_ports["foreign"]
+    junk = [(port, data) for _, port, data in run.received["video_rtp"] if data[0] >> 6 != 2]
+    foreign = [
+        (port, RtpPacket.parse(data))
+        for _, port, data in run.received["video_rtp"]
+        if data[0] >> 6 == 2 and RtpPacket.parse(data).ssrc != m.ssrcs["video"]
+    ]
+    assert len(junk) == 5 and {port for port, _ in junk} == {rtp_port}
+    assert len(foreign) == 4 and {port for port, _ in foreign} == {foreign_port}
+    assert {p.ssrc for _, p in foreign} == {m.foreign_ssrc}
+    assert {p.payload_type for _, p in foreign} == {96}
+
+
+def test_sender_reports_are_timely_and_truthful(run):
+    m = run.manifest
+    for kind in ("video", "audio"):
+        reports = [
+            (t, sr)
+            for t, _, data in run.received[f"{kind}_rtcp"]
+            for sr in RtcpPacket.parse(data)
+            if isinstance(sr, RtcpSrPacket)
+        ]
+        assert len(reports) == len([r for r in m.sender_reports if r.kind == kind]) >= 2
+        first_sent = min(p.sent_wall for p in m.track_packets(kind, include_dropped=False))
+        assert [r for r in m.sender_reports if r.kind == kind][0].sent_wall <= first_sent
+        assert reports[0][1].sender_info.packet_count == 0
+        for arrival, sr in reports:
+            assert sr.ssrc == m.ssrcs[kind]
+            ntp_s = unix_from_ntp(sr.sender_info.ntp_timestamp)
+            assert abs(ntp_s - arrival) < 0.05
+            captured = m.capture_wall(kind, sr.sender_info.rtp_timestamp)
+            assert captured == pytest.approx(ntp_s, abs=1e-3)
+
+
+def test_depayloaded_video_reproduces_access_units(run):
+    media = run.spec.media()
+    index_of_ts = {p.rtp_timestamp: p.frame_index for p in run.manifest.track_packets("video")}
+    frames: dict[int, list[RtpPacket]] = {}
+    for _, _, packet in run.rtp("video"):
+        frames.setdefault(index_of_ts[packet.timestamp], []).append(packet)
+    assert set(frames) == set(range(len(media.video))) - {10}  # frame 10 dropped
+    damaged = {0}  # lost one FU-A fragment of the IDR
+    intact = sorted(set(frames) - damaged)
+    received = {i: b"".join(depayload(H264, p.payload) for p in frames[i]) for i in frames}
+    for i in intact:
+        assert [p.marker for p in frames[i]] == [0] * (len(frames[i]) - 1) + [1]
+        assert split_annexb(received[i]) == split_annexb(media.video[i].data)
+    assert probe.h264_slice_nals_from_aus(
+        received[i] for i in intact
+    ) == probe.h264_slice_nals_from_aus(media.video[i].data for i in intact)
+    assert split_annexb(received[0]) != split_annexb(media.video[0].data)
+
+
+def test_audio_delay_shifts_audio_send_times(run):
+    m = run.manifest
+
+    def lateness(kind):
+        return np.median(
+            [t - m.capture_wall(kind, pkt.timestamp) for t, _, pkt in run.rtp(kind)]
+        )
+
+    assert abs(lateness("video")) < 0.02
+    assert lateness("audio") == pytest.approx(0.25, abs=0.02)
+    sent = [p.sent_wall - m.t0_wall - p.capture_time_s for p in m.track_packets("audio", False)]
+    assert np.median(sent) == pytest.approx(0.25, abs=0.02)
+
+
+def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
+    socks, targets = _receivers()
+    spec = PublisherSpec(
+        video_rtp=targets["video_rtp"],
+        audio_rtp=targets["audio_rtp"],
+        duration_s=6.0,
+        start_time=time.time() + 1.0,
+        manifest_path=str(tmp_path / "manifest.pkl"),
+    )
+    proc = start_publisher(spec)
+    try:
+        assert select.select([socks["video_rtp"]], [], [], 30)[0], "nothing sent"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        for sock in socks.values():
+            sock.close()
+    manifest = wait_manifest(spec.manifest_path, timeout_s=1)
+    assert not manifest.completed
+    assert manifest.t0_wall == spec.start_time
+    video = manifest.track_packets("video")
+    assert 5 < len(video) and max(p.frame_index for p in video) < 60
+    assert all(p.sent_wall is not None for p in manifest.packets)
