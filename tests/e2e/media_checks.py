@@ -1,0 +1,44 @@
+"""Shared assertions about a recorded file against what the publisher sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import probe
+from tests.helpers.rtp_publisher import Manifest
+
+
+def recorded_path(node, file_entry: dict) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(file_entry["FileUrl"])
+    assert url.scheme == "file"
+    path = Path(unquote(url.path))
+    assert path.is_relative_to(node.data_dir / "storage")
+    return path
+
+
+def sent_video_aus(manifest: Manifest, skip_frames: set[int] = frozenset()) -> list[bytes]:
+    media = manifest.spec.media()
+    return [au.data for au in media.video if au.index not in skip_frames]
+
+
+def assert_slices_equal(path: Path, expected_aus: list[bytes]) -> None:
+    got = probe.h264_slice_nals_from_file(path)
+    want = probe.h264_slice_nals_from_aus(expected_aus)
+    assert len(got) == len(want), (len(got), len(want))
+    assert got == want
+
+
+def assert_opus_tail_equal(path: Path, manifest: Manifest, max_skipped: int = 2) -> None:
+    """The file's Opus packets are exactly the published ones, from (nearly) the
+    first on: packets captured before the first video key frame are left out."""
+    sent = [p.data for p in manifest.spec.media().audio]
+    got = probe.opus_packets_from_file(path)
+    skipped = len(sent) - len(got)
+    assert 0 <= skipped <= max_skipped, (len(sent), len(got))
+    assert got == sent[skipped:]
+
+
+def duration_tolerance(fps: int) -> float:
+    return 1 / fps + 0.020  # one video frame + one audio frame; 0.5 % is smaller at these lengths

@@ -1,0 +1,178 @@
+"""One live RTP stream recorded end to end: real publisher process, real UDP,
+real worker process, file checked by decoding it."""
+
+import os
+import signal
+import time
+
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
+
+from tests.e2e.media_checks import (
+    assert_opus_tail_equal,
+    assert_slices_equal,
+    duration_tolerance,
+    recorded_path,
+    sent_video_aus,
+)
+from tests.helpers import probe
+from tests.helpers.api import http, start_record_body
+from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
+
+JITTER_MAX_WAIT_S = 0.25
+
+
+def publish(node, room, stream, spec, sprop=True):
+    answer = node.publish(room, stream, offer_sdp(spec, True, True, sprop=sprop), user_id=f"user-{stream}")
+    assert answer.status == 201, answer
+    assert answer.headers["Content-Type"].startswith("application/sdp")
+    return answer.headers["Location"], parse_answer(answer.body.decode())
+
+
+def run_publisher(spec, targets, tmp_path):
+    spec = spec.with_targets(targets)
+    spec = type(spec)(**{**spec.__dict__, "manifest_path": str(tmp_path / "manifest.pkl")})
+    process = start_publisher(spec)
+    return process, spec
+
+
+def stop_and_describe(node, task_id):
+    node.ok("StopRecord", {"TaskId": task_id})
+    return node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
+
+
+def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
+    spec = PublisherSpec(duration_s=6.0, audio_delay_s=0.2, ts_wrap_soon=True, seq_wrap_soon=True)
+    location, targets = publish(node, "room-main", "cam", spec)
+    task_id = node.ok("StartRecord", start_record_body("room-main"))["TaskId"]
+    assert len(task_id) == 16
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    assert process.wait(30) == 0
+    data = stop_and_describe(node, task_id)
+
+    assert data["Status"] == 3 and data["RoomId"] == "room-main" and data["StreamType"] == 3
+    [entry] = data["RecordFiles"]
+    path = recorded_path(node, entry)
+    assert entry["FileId"].startswith(f"rec/{task_id}_room-main_user-cam_cam_VA_")
+    assert entry["FileId"].endswith(".mp4") and entry["OutputFileFormat"] == "mp4"
+    assert entry["FileSize"] == path.stat().st_size > 0
+    assert (entry["ResolutionWidth"], entry["ResolutionHeight"]) == (320, 240)
+    assert entry["MediaTrackType"] == 3 and entry["UserId"] == "user-cam" and entry["StreamId"] == "cam"
+    assert abs(entry["BeginTimestamp"] / 1000 - manifest.t0_wall) < 1.0
+
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    media = spec.media()
+    assert report.video_frames == len(media.video)
+    assert_slices_equal(path, sent_video_aus(manifest))
+    assert_opus_tail_equal(path, manifest)
+    tolerance = duration_tolerance(spec.fps)
+    assert abs(report.video_duration_s - spec.duration_s) <= tolerance
+    assert abs(report.audio_duration_s - spec.duration_s) <= tolerance
+    assert abs(entry["Duration"] / 1000 - spec.duration_s) <= tolerance
+
+    offsets = probe.av_offsets(path)
+    assert len(offsets) == len(media.flash_times)
+    assert max(abs(o) for o in offsets) <= 0.020, offsets
+    node.unpublish(location)
+
+
+def test_task_started_mid_gop_begins_at_the_last_key_frame(node, tmp_path):
+    spec = PublisherSpec(duration_s=5.0, keyint=60)
+    location, targets = publish(node, "room-gop", "cam", spec)
+    process, spec = run_publisher(spec, targets, tmp_path)
+    deadline = time.monotonic() + 20
+    while node.stream_stats(location)["Tracks"]["video"]["frames"] < 75:  # 2.5 s in: key frames at 0 and 2 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    task_id = node.ok("StartRecord", start_record_body("room-gop"))["TaskId"]
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+    path = recorded_path(node, entry)
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    assert report.video_frames == len(spec.media().video) - 60
+    assert_slices_equal(path, sent_video_aus(manifest)[60:])
+    node.unpublish(location)
+
+
+def test_unrepairable_loss_never_stalls_and_decodes_cleanly(node, tmp_path):
+    # a middle packet of the key frame at 30 (5 packets), the only packet of frame 75, an audio packet
+    spec = PublisherSpec(duration_s=4.0, drop=(("video", 30, 2), ("video", 75, 0), ("audio", 70, 0)))
+    location, targets = publish(node, "room-loss", "cam", spec)
+    task_id = node.ok("StartRecord", start_record_body("room-loss"))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    stats = node.stream_stats(location)
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+
+    video = stats["Tracks"]["video"]
+    assert video["jitter_lost_packets"] == 2 and video["jitter_dropped_frames"] == 1
+    assert video["dropped_waiting_keyframe"] == 29 + 14
+    assert stats["Tracks"]["audio"]["jitter_lost_packets"] == 1
+    assert video["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
+    assert stats["Tracks"]["audio"]["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
+    assert video["keyframe_requests"] >= 1
+    plis = [p for _, _, data in manifest.feedback for p in RtcpPacket.parse(data)
+            if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI]
+    assert len(plis) == 2 and {p.media_ssrc for p in plis} == {manifest.ssrcs["video"]}  # one per loss
+
+    path = recorded_path(node, entry)
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    # what depends on a broken frame cannot be decoded: left out until the next key frame
+    assert_slices_equal(path, sent_video_aus(manifest, skip_frames={*range(30, 60), *range(75, 90)}))
+    assert report.video_frames == 120 - 30 - 15
+    node.unpublish(location)
+
+
+def test_garbage_and_foreign_datagrams_are_counted_and_ignored(node, tmp_path):
+    spec = PublisherSpec(duration_s=3.0, garbage_datagrams=25, foreign_datagrams=25)
+    location, targets = publish(node, "room-junk", "cam", spec, sprop=False)
+    task_id = node.ok("StartRecord", start_record_body("room-junk"))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    video = node.stream_stats(location)["Tracks"]["video"]
+    assert video["garbage"] == manifest.garbage_sent == 25
+    assert video["foreign"] == manifest.foreign_sent == 25
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+    path = recorded_path(node, entry)
+    assert probe.decode_all(path).errors == ()
+    assert_slices_equal(path, sent_video_aus(manifest))
+    node.unpublish(location)
+
+
+def test_killed_worker_keeps_what_it_wrote_and_node_goes_on(node, tmp_path):
+    spec = PublisherSpec(duration_s=9.0)
+    location, targets = publish(node, "room-kill", "cam", spec)
+    task_id = node.ok("StartRecord", start_record_body("room-kill"))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    first = node.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)
+    time.sleep(3.0)
+    pid = node.stream_stats(location)["WorkerPid"]
+    started_ms = first["RecordFiles"][0]["BeginTimestamp"]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+
+    # the node keeps serving and the task shows what was kept
+    assert http("GET", node.base_url + "/healthz").status == 200
+    data = node.wait_task(task_id, lambda d: d["RecordFiles"][0]["Status"] == 3)
+    assert data["Status"] == 2
+    kept = data["RecordFiles"][0]
+    path = recorded_path(node, kept)
+    assert kept["FileSize"] == path.stat().st_size > 0
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    assert report.video_last_s >= (killed_at - started_ms / 1000) - 2.0
+    assert report.video_frames > 0
+
+    # the stream is still published: a new worker records it into a new file
+    data = node.wait_task(task_id, lambda d: len(d["RecordFiles"]) == 2 and d["RecordFiles"][1]["FileSize"] > 0)
+    assert node.stream_stats(location)["WorkerPid"] != pid
+    wait_manifest(spec.manifest_path, proc=process)
+    data = stop_and_describe(node, task_id)
+    second = recorded_path(node, data["RecordFiles"][1])
+    assert second != path
+    assert probe.decode_all(second).errors == ()
+    assert probe.decode_all(second).video_frames > 0
+    node.unpublish(location)
