@@ -10,11 +10,13 @@ import signal
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from engine import config as config_module
+from engine import defaults
 from engine.api import Api
 from engine.auth import sign
 from engine.node import RecordingNode
@@ -62,8 +64,11 @@ def signed_query(action: str, app_id: int, secret: str, now: int | None = None) 
 def cmd_sign(args: argparse.Namespace) -> int:
     secret = config_module.pop_secret_env().get("RECNODE_SERVER_SECRET") or args.server_secret
     if not secret:
-        print("set RECNODE_SERVER_SECRET (or --server-secret)", file=sys.stderr)
-        return 2
+        path = Path(args.data_dir) / config_module.SERVER_SECRET_FILE
+        if not path.exists():
+            print(f"no secret: set RECNODE_SERVER_SECRET or start the node once to create {path}", file=sys.stderr)
+            return 2
+        secret = path.read_text().strip()
     print(f"{args.base_url.rstrip('/')}/?{signed_query(args.action, args.app_id, secret)}")
     return 0
 
@@ -79,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sign_parser.add_argument("--base-url", default="http://127.0.0.1:8080")
     sign_parser.add_argument("--app-id", type=int, default=int(config_module._env("RECNODE_APP_ID", "1")))
     sign_parser.add_argument("--server-secret", default=None)
+    sign_parser.add_argument("--data-dir", default=config_module._env("RECNODE_DATA_DIR", defaults.DATA_DIR),
+                             help="where `serve` keeps its generated secret")
     sign_parser.set_defaults(func=cmd_sign)
     return parser
 

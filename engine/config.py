@@ -6,11 +6,13 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 
 from engine import defaults
 
 # Secrets are removed from os.environ once read, so that no child process
 # (the worker template and every worker forked from it) inherits them.
+SERVER_SECRET_FILE = "server-secret"
 SECRET_ENV = ("RECNODE_SERVER_SECRET", "RECNODE_INGEST_TOKEN", "RECNODE_CALLBACK_SECRET")
 
 
@@ -87,13 +89,24 @@ def pop_secret_env() -> dict[str, str]:
     return {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
 
 
+def stored_server_secret(data_dir: Path) -> str:
+    """The secret kept in the data directory, created (mode 0600) on first use, so a
+    node runs with no configuration at all and still never accepts unsigned calls."""
+    path = data_dir / SERVER_SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token_hex(16) + "\n")
+    return path.read_text().strip()
+
+
 def from_args(args: argparse.Namespace) -> NodeConfig:
     secrets = pop_secret_env()
-    server_secret = args.server_secret or secrets.get("RECNODE_SERVER_SECRET", "")
-    if not server_secret:
-        raise SystemExit("a server secret is required: set RECNODE_SERVER_SECRET (or --server-secret)")
+    data_dir = Path(args.data_dir).resolve()
+    server_secret = args.server_secret or secrets.get("RECNODE_SERVER_SECRET", "") or stored_server_secret(data_dir)
     return NodeConfig(
-        data_dir=Path(args.data_dir).resolve(),
+        data_dir=data_dir,
         app_id=args.app_id,
         server_secret=server_secret,
         host=args.host,

@@ -176,3 +176,34 @@ def test_killed_worker_keeps_what_it_wrote_and_node_goes_on(node, tmp_path):
     assert probe.decode_all(second).errors == ()
     assert probe.decode_all(second).video_frames > 0
     node.unpublish(location)
+
+
+def record_whole(node, tmp_path, room, spec, sprop=True):
+    """Publish, record from before the first packet, stop: (manifest, file entry, path)."""
+    location, targets = publish(node, room, "cam", spec, sprop=sprop)
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+    node.unpublish(location)
+    return manifest, entry, recorded_path(node, entry)
+
+
+def test_parameter_sets_only_in_the_sdp_are_put_on_key_frames(node, tmp_path):
+    spec = PublisherSpec(duration_s=3.0, in_band_parameter_sets=False)
+    manifest, _, path = record_whole(node, tmp_path, "room-sprop", spec)
+    sent_types = {p.payload[0] & 0x1F for p in manifest.track_packets("video")}
+    assert not sent_types & {7, 8}  # no SPS/PPS was sent in band, not even in a STAP-A
+    assert not any(p.payload[0] & 0x1F == 24 and p.payload[3] & 0x1F in (7, 8)
+                   for p in manifest.track_packets("video"))
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_frames == 90
+    assert_slices_equal(path, sent_video_aus(manifest))
+
+
+def test_without_rtcp_tracks_are_aligned_by_arrival(node, tmp_path):
+    spec = PublisherSpec(duration_s=4.0, send_sr=False)
+    _, entry, path = record_whole(node, tmp_path, "room-nosr", spec)
+    assert probe.decode_all(path).errors == ()
+    offsets = probe.av_offsets(path)
+    assert len(offsets) == 4 and max(abs(o) for o in offsets) <= 0.020, offsets

@@ -44,7 +44,7 @@ from typing import Any, Callable, Union
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtp import RtcpByePacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
-from tests.helpers.media import TestMedia, make_test_media
+from tests.helpers.media import TestMedia, make_test_media, nal_type, split_annexb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("video", "audio")
@@ -91,6 +91,7 @@ class PublisherSpec:
     # behaviour
     audio_delay_s: float = 0.0  # audio sent this much after capture time
     send_sr: bool = True
+    in_band_parameter_sets: bool = True  # False: SPS/PPS only in the SDP (sprop), stripped from the stream
     sr_interval_s: float = 1.0
     send_bye: bool = False  # RTCP BYE per track after its last packet
     # (kind, frame_index, packet_index); packet_index -1 = every packet of it
@@ -271,10 +272,16 @@ def _drop_set(spec: PublisherSpec) -> tuple[set[tuple[str, int, int]], set[tuple
     return packets, frames
 
 
-def _frame_payloads(media: TestMedia, kind: str) -> list[tuple[float, list[bytes]]]:
+def _without_parameter_sets(access_unit: bytes) -> bytes:
+    nals = [n for n in split_annexb(access_unit) if nal_type(n) not in (7, 8)]
+    return b"".join(b"\x00\x00\x00\x01" + n for n in nals)
+
+
+def _frame_payloads(media: TestMedia, kind: str, in_band_parameter_sets: bool = True) -> list[tuple[float, list[bytes]]]:
     """(capture time, RTP payloads) for every frame of a track."""
     if kind == "video":
-        return [(au.time_s, packetize_h264(au.data)) for au in media.video]
+        strip = (lambda au: au) if in_band_parameter_sets else _without_parameter_sets
+        return [(au.time_s, packetize_h264(strip(au.data))) for au in media.video]
     return [(p.time_s, [p.data]) for p in media.audio]
 
 
@@ -314,7 +321,7 @@ class _Track:
 def _plan_track(
     kind: str, spec: PublisherSpec, media: TestMedia, rng: random.Random, taken: set[int]
 ) -> _Track:
-    payloads = _frame_payloads(media, kind)
+    payloads = _frame_payloads(media, kind, spec.in_band_parameter_sets)
     n_packets = sum(len(p) for _, p in payloads)
     clock = CLOCK_RATES[kind]
     ts_rand, seq_rand = _random_bases(rng, clock, media.duration_s, n_packets, spec)
