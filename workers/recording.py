@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import av
 import structlog
 
-from storage_adapters.base import StorageError, StorageFull
+from storage_adapters.base import StorageAdapter, StorageError, StorageFull, StorageTarget
 from storage_adapters.vendors import adapter_for
 from workers import naming, protocol
 from workers.clock import Basis, StreamClock
@@ -64,13 +64,15 @@ class _Timeline:
 
 class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
-                 emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time):
+                 emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
+                 adapters: Callable[[StorageTarget], StorageAdapter] = adapter_for):
         self.spec = spec
         self.stream = stream
         self._clock = clock
         self._uploader = uploader
         self._emit = emit
         self._wallclock = wallclock
+        self._adapters = adapters
         self.video_spec = stream.track(MediaKind.VIDEO) if spec.stream_type in (2, 3) else None
         self.audio_spec = stream.track(MediaKind.AUDIO) if spec.stream_type in (1, 3) else None
         self.state = State.PENDING
@@ -136,7 +138,7 @@ class Recording:
                                 extension=writer_type.extension)
         key = naming.object_key(self.spec.output_folder, name)
         try:
-            adapter = adapter_for(self.spec.storage)
+            adapter = self._adapters(self.spec.storage)
             self._out = StreamingObject(adapter.open_object(key), self._uploader)
             self._writer = writer_type(self._out, video, audio)
         except (StorageError, av.FFmpegError, ValueError) as error:

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import av
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 
 from tests.e2e.media_checks import (
@@ -70,6 +71,8 @@ def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
     assert abs(report.video_duration_s - spec.duration_s) <= tolerance
     assert abs(report.audio_duration_s - spec.duration_s) <= tolerance
     assert abs(entry["Duration"] / 1000 - spec.duration_s) <= tolerance
+    with av.open(str(path)) as container:  # what a player shows
+        assert abs(container.duration / 1e6 - spec.duration_s) <= tolerance
 
     offsets = probe.av_offsets(path)
     assert len(offsets) == len(media.flash_times)

@@ -1,0 +1,96 @@
+"""A Recording fed with real encoded frames, writing through the in-memory twin."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from storage_adapters.base import StorageTarget
+from storage_adapters.memory import MemoryAdapter
+from tests.helpers import probe
+from tests.helpers.media import make_test_media
+from workers import protocol
+from workers.clock import StreamClock
+from workers.config import RecordingSpec, StreamSpec, TrackSpec
+from workers.frames import EncodedFrame, MediaKind
+from workers.recording import Recording, State
+
+V, A = MediaKind.VIDEO, MediaKind.AUDIO
+STREAM = StreamSpec("room", "stream", "user", (TrackSpec(V, "H264", 96, 90000), TrackSpec(A, "opus", 111, 48000, 2)))
+SPEC = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, StorageTarget(0, "bucket"))
+
+
+def frames(media, audio_delay=0.0, v_base=1000, a_base=5000):
+    out = [EncodedFrame(V, au.data, v_base + round(au.time_s * 90000), 10 + au.time_s, au.keyframe)
+           for au in media.video]
+    out += [EncodedFrame(A, p.data, a_base + round(p.time_s * 48000), 10 + p.time_s + audio_delay)
+            for p in media.audio]
+    return sorted(out, key=lambda f: f.arrival)
+
+
+@pytest.fixture
+def uploader():
+    with ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+def record(frames_in, uploader, tmp_path, stream=STREAM, spec=SPEC):
+    adapter = MemoryAdapter()
+    events = []
+    clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, sync_wait_s=0)
+    recording = Recording(spec, stream, clock, uploader, events.append, wallclock=lambda: 1_700_000_000.0,
+                          adapters=lambda target: adapter)
+    for frame in frames_in:
+        clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
+        if recording.state is State.PENDING:
+            recording.begin([frame], frame.arrival)
+        else:
+            recording.write(frame)
+    import asyncio
+
+    asyncio.run(recording.close())
+    [key] = adapter.objects
+    path = tmp_path / "out.mp4"
+    path.write_bytes(adapter.objects[key])
+    return key, path, events, recording
+
+
+def test_file_holds_every_frame_from_the_first_key_frame(uploader, tmp_path):
+    media = make_test_media(2.0)
+    key, path, events, _ = record(frames(media), uploader, tmp_path)
+    assert key.startswith("rec/" + "T" * 16 + "_room_user_stream_VA_20231114221320000")
+    opened, closed = events[0], events[-1]
+    assert isinstance(opened, protocol.FileOpened) and (opened.width, opened.height) == (320, 240)
+    assert isinstance(closed, protocol.FileClosed) and closed.ok and closed.size == path.stat().st_size
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_frames == 60
+    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(au.data for au in media.video)
+    assert abs(closed.duration_ms - 2000) <= 20
+    # the first Opus packet was captured 6.5 ms before the first key frame: left out
+    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
+
+
+def test_recording_waits_for_a_key_frame(uploader, tmp_path):
+    media = make_test_media(2.0)
+    late = [f for f in frames(media) if f.arrival >= 10.2]  # joins after the key frame at 0
+    _, path, _, _ = record(late, uploader, tmp_path)
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_frames == 30  # from the key frame at 1.0 s
+
+
+def test_timestamps_going_back_are_dropped_not_written(uploader, tmp_path):
+    media = make_test_media(1.0)
+    stream_frames = frames(media)
+    replay = [f for f in stream_frames if f.kind is V][5]
+    bad = EncodedFrame(V, replay.data, replay.rtp_timestamp, 11.0, False)
+    _, path, _, recording = record(stream_frames + [bad], uploader, tmp_path)
+    assert recording.dropped_frames == 1
+    assert probe.decode_all(path).errors == ()
+
+
+def test_video_only_stream_type_from_an_av_stream(uploader, tmp_path):
+    media = make_test_media(1.0)
+    video_only = StreamSpec("room", "stream", "user", (STREAM.tracks[0],))
+    key, path, _, _ = record([f for f in frames(media) if f.kind is V], uploader, tmp_path, stream=video_only)
+    assert "_V_" in key
+    report = probe.decode_all(path)
+    assert report.audio_frames == 0 and report.video_frames == 30
