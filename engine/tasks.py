@@ -26,9 +26,6 @@ from workers.config import RecordingSpec
 log = structlog.get_logger("tasks")
 
 _TASK_ID_ALPHABET = string.ascii_letters + string.digits
-# What this node records today; the rest of the API's values answer "not supported yet".
-SUPPORTED_STREAM_TYPES = (3,)
-SUPPORTED_FORMATS = ("mp4",)
 STOP_REPLY_TIMEOUT_S = 10.0
 
 
@@ -90,12 +87,6 @@ class TaskManager:
         return record.task_id
 
     def _check_supported(self, request: models.StartRecordRequest) -> None:
-        if request.input.stream_type not in SUPPORTED_STREAM_TYPES:
-            raise errors.InvalidParameter(
-                f"RecordInputParams.StreamType {request.input.stream_type} is not supported yet")
-        if request.output.output_format not in SUPPORTED_FORMATS:
-            raise errors.InvalidParameter(
-                f"RecordOutputParams.OutputFileFormat {request.output.output_format} is not supported yet")
         vendor = request.storage.vendor
         if vendor == LOCAL_DISK and not self._config.local_storage_enabled:
             raise errors.InvalidParameter("StorageParams.Vendor 0 (node disk) is disabled on this node")
@@ -122,7 +113,9 @@ class TaskManager:
         return RecordingSpec(task_id=record.task_id, stream_type=r.input.stream_type,
                              output_format=r.output.output_format, output_folder=r.output.output_folder,
                              file_rule=r.output.file_rule, fragment_seconds=r.output.fragment_seconds,
-                             storage=self._storage_target(r))
+                             storage=self._storage_target(r),
+                             realtime_playlist=r.output.realtime_upload_fragment,
+                             short_segment_paths=r.output.short_fragment_path)
 
     async def _start_on_stream(self, task: ActiveTask, stream: PublishedStream) -> None:
         if stream.worker is None or task.record.status is not TaskStatus.RECORDING:

@@ -53,6 +53,8 @@ class RecordingSpec:
     file_rule: int
     fragment_seconds: int
     storage: StorageTarget
+    realtime_playlist: bool = False  # RealtimeUploadFragment
+    short_segment_paths: bool = False  # ShortFragmentPath
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,8 +140,7 @@ class StreamWorker:
             if now >= next_progress:
                 next_progress = now + PROGRESS_INTERVAL_S
                 for recording in self.recordings.values():
-                    progress = recording.progress()
-                    if progress is not None:
+                    for progress in recording.progress():
                         self._send(progress)
 
     async def run(self) -> int:

@@ -20,13 +20,10 @@ def utc_stamp(epoch_ms: int) -> str:
     return moment.strftime("%Y%m%d%H%M%S") + f"{epoch_ms % 1000:03d}"
 
 
-def file_name(*, task_id: str, room_id: str, user_id: str, stream_id: str, media_track_type: int,
-              begin_ms: int, extension: str) -> str:
-    """`TaskId_RoomId_UserId_StreamId_Type_UTC.ext`, each id escaped."""
+def file_stem(*, task_id: str, room_id: str, user_id: str, stream_id: str, media_track_type: int,
+              begin_ms: int) -> str:
+    """`TaskId_RoomId_UserId_StreamId_Type_UTC` (the extension follows), each id escaped."""
     parts = (task_id, room_id, user_id, stream_id)
     stem = "_".join(escape(part) for part in parts)
-    return f"{stem}_{TRACK_LETTERS[media_track_type]}_{utc_stamp(begin_ms)}.{extension}"
+    return f"{stem}_{TRACK_LETTERS[media_track_type]}_{utc_stamp(begin_ms)}"
 
-
-def object_key(output_folder: str, name: str) -> str:
-    return f"{output_folder}{name}"

@@ -1,9 +1,10 @@
-"""One task's recording of one stream: the file, its timeline, its progress.
+"""One task's recording of one stream: its file(s), their timeline, progress.
 
-The timeline of a file is latched when it opens: the origin is the media time
+The timeline is latched when the recording opens: the origin is the media time
 of its first key frame and each track's offset from it is fixed by its first
 frame (on the clock basis the stream had then). From there each track advances
-by its own RTP timestamps, so the file's timeline never jumps.
+by its own RTP timestamps, so a file's timeline never jumps. StreamType 4 fans
+the same timeline out to two files (video; audio as .aac or audio-only HLS).
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ from workers.clock import Basis, StreamClock
 from workers.codecs import h264, opus
 from workers.config import RecordingSpec, StreamSpec
 from workers.frames import EncodedFrame, MediaKind
-from workers.outputs.base import AudioParams, ContainerWriter, VideoParams
+from workers.outputs.adts import AdtsWriter
+from workers.outputs.base import AudioParams, ContainerWriter, VideoParams, WriterOptions
+from workers.outputs.flv import FlvWriter
+from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
-from workers.sink import StreamingObject
+from workers.sink import FileObjects
 
 log = structlog.get_logger("recording")
 
-WRITERS: dict[str, type[ContainerWriter]] = {"mp4": FragmentedMp4Writer}
+WRITERS: dict[str, type[ContainerWriter]] = {"mp4": FragmentedMp4Writer, "flv": FlvWriter, "hls": HlsWriter}
+# StreamType 4: where the audio of each format goes
+SEPARATE_AUDIO_WRITERS: dict[str, type[ContainerWriter]] = {"mp4": AdtsWriter, "flv": AdtsWriter, "hls": HlsWriter}
+STREAM_KINDS = {1: ({MediaKind.AUDIO},), 2: ({MediaKind.VIDEO},), 3: ({MediaKind.VIDEO, MediaKind.AUDIO},),
+                4: ({MediaKind.VIDEO}, {MediaKind.AUDIO})}
 OUT_RATES = {MediaKind.VIDEO: 90000, MediaKind.AUDIO: 48000}
 QUIT_FAILED_TO_OPEN = 1003
 QUIT_DISK_FULL = 1004
@@ -62,6 +70,17 @@ class _Timeline:
         return (self.last_pts + self.last_duration) / self.out_rate
 
 
+@dataclass
+class _Output:
+    """One recorded file."""
+
+    writer: ContainerWriter
+    objects: FileObjects
+    kinds: frozenset[MediaKind]
+    media_track_type: int
+    errors: int = 0
+
+
 class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
@@ -73,17 +92,17 @@ class Recording:
         self._emit = emit
         self._wallclock = wallclock
         self._adapters = adapters
-        self.video_spec = stream.track(MediaKind.VIDEO) if spec.stream_type in (2, 3) else None
-        self.audio_spec = stream.track(MediaKind.AUDIO) if spec.stream_type in (1, 3) else None
+        present = {t.kind for t in stream.tracks}
+        self._file_kinds = [frozenset(k & present) for k in STREAM_KINDS[spec.stream_type] if k & present]
+        wanted = set().union(*self._file_kinds) if self._file_kinds else set()
+        self.video_spec = stream.track(MediaKind.VIDEO) if MediaKind.VIDEO in wanted else None
+        self.audio_spec = stream.track(MediaKind.AUDIO) if MediaKind.AUDIO in wanted else None
         self.state = State.PENDING
-        self._writer: ContainerWriter | None = None
-        self._out: StreamingObject | None = None
+        self._outputs: list[_Output] = []
         self._basis = Basis.ARRIVAL
         self._origin = 0.0
         self._timelines: dict[MediaKind, _Timeline] = {}
-        self._mux_errors = 0
         self.dropped_frames = 0
-        self.file_id = ""
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
     @property
@@ -91,12 +110,14 @@ class Recording:
         return self.state is State.PENDING and self.video_spec is not None
 
     @property
-    def media_track_type(self) -> int:
-        return (1 if self.audio_spec else 0) | (2 if self.video_spec else 0)
+    def file_ids(self) -> list[str]:
+        return [o.writer.key for o in self._outputs]
 
     def begin(self, frames: list[EncodedFrame], now: float) -> bool:
-        """Open the file at the first usable frame of `frames` and write them all.
+        """Open the file(s) at the first usable frame of `frames` and write them all.
         Returns False (and stays pending) when there is nothing to start on."""
+        if not self._file_kinds:
+            return False  # e.g. video only asked of an audio-only stream: nothing to record
         first = self._first_frame(frames)
         if first is None:
             return False
@@ -119,39 +140,49 @@ class Recording:
             return next((f for f in frames if f.kind is MediaKind.VIDEO and f.keyframe), None)
         return next((f for f in frames if f.kind is MediaKind.AUDIO), None)
 
-    def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
+    def _params(self, first: EncodedFrame) -> tuple[VideoParams | None, AudioParams | None]:
         video = audio = None
         if self.video_spec is not None:
             sps = next((n for n in h264.split_annexb(first.data) if h264.nal_type(n) == h264.NAL_SPS), None)
             if sps is None:
-                self._fail(QUIT_FAILED_TO_OPEN, "the first key frame carries no SPS and the SDP gave none")
-                return False
+                raise ValueError("the first key frame carries no SPS and the SDP gave none")
             info = h264.parse_sps(sps)
             video = VideoParams("h264", info.width, info.height)
         if self.audio_spec is not None:
             channels = self.audio_spec.channels
             audio = AudioParams("opus", opus.SAMPLE_RATE, channels, opus.opus_head(channels))
-        writer_type = WRITERS[self.spec.output_format]
-        name = naming.file_name(task_id=self.spec.task_id, room_id=self.stream.room_id,
-                                user_id=self.stream.user_id, stream_id=self.stream.stream_id,
-                                media_track_type=self.media_track_type, begin_ms=begin_ms,
-                                extension=writer_type.extension)
-        key = naming.object_key(self.spec.output_folder, name)
+        return video, audio
+
+    def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
         try:
+            video, audio = self._params(first)
             adapter = self._adapters(self.spec.storage)
-            self._out = StreamingObject(adapter.open_object(key), self._uploader)
-            self._writer = writer_type(self._out, video, audio)
+            options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,
+                                    realtime_playlist=self.spec.realtime_playlist,
+                                    short_segment_paths=self.spec.short_segment_paths)
+            for index, kinds in enumerate(self._file_kinds):
+                writer_type = WRITERS[self.spec.output_format] if index == 0 else \
+                    SEPARATE_AUDIO_WRITERS[self.spec.output_format]
+                media_track_type = (1 if MediaKind.AUDIO in kinds else 0) | (2 if MediaKind.VIDEO in kinds else 0)
+                stem = naming.file_stem(task_id=self.spec.task_id, room_id=self.stream.room_id,
+                                        user_id=self.stream.user_id, stream_id=self.stream.stream_id,
+                                        media_track_type=media_track_type, begin_ms=begin_ms)
+                objects = FileObjects(adapter, self.spec.output_folder, self._uploader)
+                writer = writer_type(objects, stem, video if MediaKind.VIDEO in kinds else None,
+                                     audio if MediaKind.AUDIO in kinds else None, options)
+                self._outputs.append(_Output(writer, objects, kinds, media_track_type))
         except (StorageError, av.FFmpegError, ValueError) as error:
             self._fail(QUIT_DISK_FULL if isinstance(error, StorageFull) else QUIT_FAILED_TO_OPEN,
-                       f"cannot open {key}: {error}")
+                       f"cannot open the recording: {error}")
             return False
-        self.file_id = key
-        self._emit(protocol.FileOpened(
-            task_id=self.spec.task_id, file_id=key, file_url=adapter.object_url(key),
-            output_format=writer_type.output_format, media_track_type=self.media_track_type,
-            begin_ms=begin_ms, width=video.width if video else 0, height=video.height if video else 0,
-        ))
-        self._log.info("file_opened", file_id=key, basis=self._basis.value)
+        for output in self._outputs:
+            has_video = MediaKind.VIDEO in output.kinds and video is not None
+            self._emit(protocol.FileOpened(
+                task_id=self.spec.task_id, file_id=output.writer.key, file_url=output.writer.url,
+                output_format=output.writer.output_format, media_track_type=output.media_track_type,
+                begin_ms=begin_ms, width=video.width if has_video else 0, height=video.height if has_video else 0,
+            ))
+            self._log.info("file_opened", file_id=output.writer.key, basis=self._basis.value)
         return True
 
     def write(self, frame: EncodedFrame) -> None:
@@ -178,74 +209,79 @@ class Recording:
         out_rate = OUT_RATES[frame.kind]
         first_pts = round((media_time - self._origin) * out_rate)
         if first_pts < 0:
-            return None  # from before the file's first key frame
+            return None  # from before the recording's first key frame
         timeline = _Timeline(clock_rate, out_rate, frame.rtp_timestamp, first_pts, first_pts - 1)
         self._timelines[frame.kind] = timeline
         return timeline
 
     def _mux(self, frame: EncodedFrame, timeline: _Timeline, pts: int) -> None:
-        assert self._writer is not None and self._out is not None
-        try:
-            if frame.kind is MediaKind.VIDEO:
-                self._writer.write_video(frame.data, pts, frame.keyframe)
-                duration = pts - timeline.last_pts if timeline.last_pts >= timeline.first_pts else 0
-            else:
-                duration = opus.packet_samples(frame.data)
-                self._writer.write_audio(frame.data, pts, duration)
-        except (av.FFmpegError, ValueError) as error:
-            self._mux_errors += 1
-            self.dropped_frames += 1
-            if self._mux_errors >= MAX_CONSECUTIVE_MUX_ERRORS:
-                self._fail(QUIT_UNKNOWN, f"the muxer keeps failing: {error}")
-            return
-        self._mux_errors = 0
+        if frame.kind is MediaKind.VIDEO:
+            duration = pts - timeline.last_pts if timeline.last_pts >= timeline.first_pts else 0
+        else:
+            duration = opus.packet_samples(frame.data)
+        for output in self._outputs:
+            if frame.kind not in output.kinds:
+                continue
+            try:
+                if frame.kind is MediaKind.VIDEO:
+                    output.writer.write_video(frame.data, pts, frame.keyframe)
+                else:
+                    output.writer.write_audio(frame.data, pts, duration)
+            except (av.FFmpegError, ValueError) as error:
+                output.errors += 1
+                self.dropped_frames += 1
+                if output.errors >= MAX_CONSECUTIVE_MUX_ERRORS:
+                    self._fail(QUIT_UNKNOWN, f"the muxer keeps failing: {error}")
+                    return
+                continue
+            output.errors = 0
+            output.objects.pump()
         timeline.last_pts = pts
         if duration:
             timeline.last_duration = duration
-        self._out.pump()
 
-    @property
-    def duration_ms(self) -> int:
-        if not self._timelines:
-            return 0
-        return int(max(t.end for t in self._timelines.values()) * 1000)
+    def duration_ms(self, kinds: frozenset[MediaKind]) -> int:
+        ends = [t.end for kind, t in self._timelines.items() if kind in kinds]
+        return int(max(ends) * 1000) if ends else 0
 
-    def progress(self) -> protocol.FileProgress | None:
-        if self._out is not None and self._out.error is not None and self.state is State.ACTIVE:
-            error = self._out.error
+    def progress(self) -> list[protocol.FileProgress]:
+        if self.state is not State.ACTIVE:
+            return []
+        error = next((o.objects.error for o in self._outputs if o.objects.error is not None), None)
+        if error is not None:
             self._fail(QUIT_DISK_FULL if isinstance(error, StorageFull) else QUIT_FAILED_TO_OPEN,
                        f"storage failed: {error}")
-        if self.state is not State.ACTIVE or self._out is None:
-            return None
-        return protocol.FileProgress(self.spec.task_id, self.file_id, self._out.durable_bytes, self.duration_ms)
+            return []
+        return [protocol.FileProgress(self.spec.task_id, o.writer.key, o.objects.durable_bytes,
+                                      self.duration_ms(o.kinds)) for o in self._outputs]
 
     def _fail(self, quit_reason: int, message: str) -> None:
         self._log.error("recording_failed", quit_reason=quit_reason, message=message)
         self._emit(protocol.RecordingFailed(self.spec.task_id, quit_reason, message))
-        self._close_writer()
+        self._close_writers()
 
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except (av.FFmpegError, ValueError) as error:
-                self._log.warning("trailer_failed", error=str(error))
-            self._writer = None
+    def _close_writers(self) -> None:
+        if self.state is State.CLOSED:
+            return
         self.state = State.CLOSED
+        for output in self._outputs:
+            try:
+                output.writer.close()
+            except (av.FFmpegError, ValueError, StorageError) as error:
+                self._log.warning("trailer_failed", file_id=output.writer.key, error=str(error))
 
     async def close(self) -> None:
-        """Finish the file and wait until storage holds all of it."""
-        was_open = self._out is not None
-        self._close_writer()
-        if not was_open:
-            return
-        assert self._out is not None
-        info = await asyncio.wrap_future(self._out.close())
-        error = self._out.error
-        self._emit(protocol.FileClosed(
-            task_id=self.spec.task_id, file_id=self.file_id,
-            size=info.size if info else self._out.durable_bytes, duration_ms=self.duration_ms,
-            ok=info is not None, sha256=info.sha256 if info else "", error=str(error) if error else "",
-        ))
-        self._log.info("file_closed", file_id=self.file_id, size=self._out.durable_bytes,
-                       duration_ms=self.duration_ms, ok=info is not None)
+        """Finish the file(s) and wait until storage holds all of them."""
+        self._close_writers()
+        for output in self._outputs:
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in output.objects.close()))
+            error = output.objects.error
+            ok = error is None and all(r is not None for r in results)
+            main = output.objects.info(output.writer.name)
+            self._emit(protocol.FileClosed(
+                task_id=self.spec.task_id, file_id=output.writer.key, size=output.objects.durable_bytes,
+                duration_ms=self.duration_ms(output.kinds), ok=ok, sha256=main.sha256 if main else "",
+                error=str(error) if error else "",
+            ))
+            self._log.info("file_closed", file_id=output.writer.key, size=output.objects.durable_bytes,
+                           duration_ms=self.duration_ms(output.kinds), ok=ok)

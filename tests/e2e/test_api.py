@@ -74,7 +74,7 @@ def test_unreadable_body(node):
 @pytest.mark.parametrize("change, message", [
     (lambda b: b["RecordInputParams"].update(RecordMode=2), "mixed-stream recording is not supported"),
     (lambda b: b["RecordInputParams"].update(MaxIdleTime=1), "RecordInputParams.MaxIdleTime"),
-    (lambda b: b["StorageParams"].update(Vendor=1), "StorageParams.Vendor 1 (Amazon S3) is not supported yet"),
+    (lambda b: b["StorageParams"].update(Vendor=4), "StorageParams.Vendor 4 (Qiniu Kodo) is not supported"),
     (lambda b: b["StorageParams"].update(Vendor=12), "StorageParams.Vendor must be between"),
     (lambda b: b["StorageParams"].update(Bucket="../etc"), "StorageParams.Bucket"),
     (lambda b: b["RecordOutputParams"].update(OutputFolder="../../x/"), "RecordOutputParams.OutputFolder"),

@@ -9,7 +9,7 @@ from workers.sink import StreamingObject
 def test_streaming_object_hands_bytes_over_in_order():
     adapter = MemoryAdapter()
     with ThreadPoolExecutor(1) as uploader:
-        out = StreamingObject(adapter.open_object("k"), uploader)
+        out = StreamingObject("k", lambda: adapter.open_object("k"), uploader)
         for i in range(100):
             out.write(bytes([i]) * 10)
             if i % 7 == 0:
@@ -22,7 +22,7 @@ def test_streaming_object_hands_bytes_over_in_order():
 def test_streaming_object_reports_storage_failure():
     adapter = MemoryAdapter()
     with ThreadPoolExecutor(1) as uploader:
-        out = StreamingObject(adapter.open_object("k"), uploader)
+        out = StreamingObject("k", lambda: adapter.open_object("k"), uploader)
         out.write(b"a")
         out.pump()
         adapter.fail_writes = True

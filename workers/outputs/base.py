@@ -1,8 +1,10 @@
 """One small base class for every container writer.
 
 A writer receives already-encoded frames with output timestamps (video in
-1/90000, audio in 1/48000) and writes them to a file object. It never decodes
-video; audio is transcoded only by writers whose container needs another codec.
+1/90000, audio in 1/48000) and writes them into objects of its FileObjects. It
+never decodes video; Opus is transcoded to AAC only by writers whose container
+cannot hold Opus. Codecs a container cannot take are refused here with a
+ValueError, before FFmpeg could abort the process on them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO
+from typing import TYPE_CHECKING
+
+import av
+
+if TYPE_CHECKING:
+    from workers.sink import FileObjects
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 AUDIO_TIME_BASE = Fraction(1, 48000)
@@ -31,23 +38,101 @@ class AudioParams:
     extradata: bytes  # OpusHead for Opus
 
 
+@dataclass(frozen=True)
+class WriterOptions:
+    fragment_seconds: int = 15  # HLS segment target
+    realtime_playlist: bool = False  # HLS: upload the playlist after every segment too
+    short_segment_paths: bool = True  # HLS: bare segment names in the playlist
+
+
 class ContainerWriter(abc.ABC):
     extension: str
-    output_format: str
+    output_format: str  # as reported in RecordFiles
+    video_codecs: tuple[str, ...] = ("h264",)
+    keeps_opus: bool = False  # False: Opus becomes AAC
 
-    def __init__(self, out: BinaryIO, video: VideoParams | None, audio: AudioParams | None):
-        self.out = out
+    def __init__(self, objects: FileObjects, stem: str, video: VideoParams | None, audio: AudioParams | None,
+                 options: WriterOptions = WriterOptions()):
+        if video is not None and video.codec not in self.video_codecs:
+            raise ValueError(f"{self.output_format} cannot hold {video.codec} video")
+        if audio is not None and audio.codec != "opus":
+            raise ValueError(f"unsupported audio codec {audio.codec}")
+        self.objects = objects
+        self.options = options
+        self.stem = stem
+        self.name = f"{stem}.{self.extension}"
         self.video = video
         self.audio = audio
+        self.container = self._open_container()
+        self._video_stream = None
+        self._audio_stream = None
+        self._aac = None
+        if video is not None:
+            self._video_stream = self.container.add_mux_stream(video.codec, width=video.width, height=video.height)
+            self._video_stream.time_base = VIDEO_TIME_BASE
+        if audio is not None:
+            if self.keeps_opus:
+                stream = self.container.add_stream("opus", rate=audio.sample_rate)
+                stream.codec_context.layout = "stereo" if audio.channels == 2 else "mono"
+                stream.codec_context.extradata = audio.extradata
+                stream.time_base = AUDIO_TIME_BASE
+                self._audio_stream = stream
+            else:
+                from workers.audio import AacTranscoder
+
+                self._aac = AacTranscoder(self.container, audio)
+
+    @property
+    def key(self) -> str:
+        return self.objects.key(self.name)
+
+    @property
+    def url(self) -> str:
+        return self.objects.url(self.name)
 
     @abc.abstractmethod
+    def _open_container(self) -> av.container.OutputContainer: ...
+
+    def _mux(self, stream, data: bytes, pts: int, time_base, keyframe: bool, duration: int | None) -> None:
+        packet = av.Packet(data)
+        packet.stream = stream
+        packet.time_base = time_base
+        packet.pts = packet.dts = pts
+        packet.is_keyframe = keyframe
+        if duration:
+            packet.duration = duration
+        self.container.mux(packet)
+
     def write_video(self, data: bytes, pts: int, keyframe: bool) -> None:
         """One H.264 access unit (Annex-B), pts in VIDEO_TIME_BASE."""
+        self._mux(self._video_stream, data, pts, VIDEO_TIME_BASE, keyframe, None)
 
-    @abc.abstractmethod
     def write_audio(self, data: bytes, pts: int, duration: int) -> None:
-        """One encoded audio packet, pts and duration in AUDIO_TIME_BASE."""
+        """One Opus packet, pts and duration in AUDIO_TIME_BASE."""
+        if self._aac is not None:
+            self._aac.write(data, pts)
+        else:
+            self._mux(self._audio_stream, data, pts, AUDIO_TIME_BASE, True, duration)
 
-    @abc.abstractmethod
     def close(self) -> None:
-        """Write the trailer. The file object is not closed."""
+        """Write what is buffered and the trailer; objects are closed by their FileObjects."""
+        try:
+            if self._aac is not None:
+                self._aac.close()
+        finally:
+            self.container.close()
+            self._finish()
+
+    def _finish(self) -> None:
+        """After the trailer: anything a container writes last (HLS: the final playlist)."""
+
+
+class SingleObjectWriter(ContainerWriter):
+    """A container written front to back into one object."""
+
+    container_format: str
+    container_options: dict[str, str] = {}
+
+    def _open_container(self) -> av.container.OutputContainer:
+        self.out = self.objects.open(self.name)
+        return av.open(self.out, "w", format=self.container_format, options=dict(self.container_options))

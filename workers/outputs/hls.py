@@ -1,0 +1,82 @@
+"""HLS: MPEG-TS segments of about FragmentSeconds (cut on key frames) and an m3u8.
+
+Every object goes through PyAV's io_open hook: a segment is uploaded as the
+muxer writes it and is complete when the muxer closes it. While recording the
+playlist is an EVENT playlist (uploaded after each segment when asked for);
+the final one is a VOD playlist listing every segment.
+"""
+
+from __future__ import annotations
+
+import av
+
+from workers.outputs.base import ContainerWriter
+
+SEGMENT_EXTENSION = "ts"
+# For a file: URL FFmpeg writes a non-VOD playlist to a temp file and renames it
+# outside io_open; a protocol it does not know keeps every write in io_open.
+PLAYLIST_URL_PREFIX = "recnode-object:"
+
+
+class _PlaylistBuffer:
+    """The muxer rewrites the playlist after each segment: keep the latest text."""
+
+    def __init__(self, on_close):
+        self._data = bytearray()
+        self._on_close = on_close
+
+    def write(self, data: bytes) -> int:
+        self._data += data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._on_close(bytes(self._data))
+
+
+class HlsWriter(ContainerWriter):
+    extension = "m3u8"
+    output_format = "hls"
+
+    def _open_container(self) -> av.container.OutputContainer:
+        self.playlist = b""
+        self.segments: list[str] = []
+        self._closing = False
+        options = {
+            "hls_time": str(self.options.fragment_seconds),
+            "hls_list_size": "0",
+            "hls_playlist_type": "event",
+            # FFmpeg expands %d in the pattern: escape the %XX of escaped identifiers.
+            "hls_segment_filename": self.stem.replace("%", "%%") + f"_%d.{SEGMENT_EXTENSION}",
+            "max_interleave_delta": "1000000",
+        }
+        if not self.options.short_segment_paths:
+            url = self.objects.url(self.name)
+            options["hls_base_url"] = url[: len(url) - len(self.name)]
+        return av.open(PLAYLIST_URL_PREFIX + self.name, "w", format="hls", options=options,
+                       io_open=self._io_open)
+
+    def _io_open(self, url: str, flags: int, options: dict):
+        if url == PLAYLIST_URL_PREFIX + self.name:
+            return _PlaylistBuffer(self._playlist_written)
+        if url.startswith(PLAYLIST_URL_PREFIX) or "/" in url:
+            raise ValueError(f"unexpected HLS object {url!r}")
+        self.segments.append(url)
+        return self.objects.open(url)
+
+    def _playlist_written(self, text: bytes) -> None:
+        self.playlist = text
+        if self.options.realtime_playlist and not self._closing:
+            self.objects.put(self.name, text)
+
+    def close(self) -> None:
+        self._closing = True  # the last playlist goes up once, as VOD, from _finish
+        super().close()
+
+    def _finish(self) -> None:
+        final = self.playlist.replace(b"#EXT-X-PLAYLIST-TYPE:EVENT", b"#EXT-X-PLAYLIST-TYPE:VOD")
+        if b"#EXT-X-ENDLIST" not in final:
+            final += b"#EXT-X-ENDLIST\n"
+        self.objects.put(self.name, final)
