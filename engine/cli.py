@@ -73,6 +73,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    configure_logging("warning")
+    return asyncio.run(run_demo())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recnode", description="self-hosted cloud recording node")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sign_parser.add_argument("--data-dir", default=config_module._env("RECNODE_DATA_DIR", defaults.DATA_DIR),
                              help="where `serve` keeps its generated secret")
     sign_parser.set_defaults(func=cmd_sign)
+    demo_parser = commands.add_parser("demo", help="record a synthetic stream in every format, print what was written")
+    demo_parser.set_defaults(func=cmd_demo)
     return parser
 
 

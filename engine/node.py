@@ -30,6 +30,13 @@ SPAWN_ATTEMPTS = 3
 RETRY_AFTER_S = 5
 
 
+class _Flush:
+    """Resolved when the consumer reaches it: everything the worker said before is handled."""
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+
+
 class _WorkerExited:
     def __init__(self, handle: WorkerHandle, code: int | None):
         self.handle = handle
@@ -55,7 +62,7 @@ class RecordingNode:
         self.config.storage_root.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(Store, self.config.store_path)
         self.store = AsyncStore(store)
-        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request)
+        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush)
         await self.tasks.load()
         await self.supervisor.warm_up()
         self.ready = True
@@ -160,6 +167,16 @@ class RecordingNode:
             "Ports": list(stream.ports), "Tracks": stats.tracks, "Recordings": list(stats.recordings),
         }
 
+    async def flush(self, stream: PublishedStream) -> None:
+        """Wait until every event the stream's worker sent so far has been handled."""
+        worker = stream.worker
+        queue = self._queues.get(id(worker)) if isinstance(worker, WorkerHandle) else None
+        if queue is None:
+            return
+        future = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Flush(future))
+        await future
+
     # worker events, in order per worker
     def _queue_for(self, handle: WorkerHandle, stream: PublishedStream) -> asyncio.Queue:
         queue = self._queues.get(id(handle))
@@ -187,6 +204,9 @@ class RecordingNode:
         while True:
             item = await queue.get()
             try:
+                if isinstance(item, _Flush):
+                    item.future.set_result(None)
+                    continue
                 if isinstance(item, _WorkerExited):
                     await self._on_worker_exit(stream, item)
                     return
@@ -196,6 +216,10 @@ class RecordingNode:
             finally:
                 if isinstance(item, _WorkerExited):
                     self._queues.pop(id(handle), None)
+                    while not queue.empty():
+                        leftover = queue.get_nowait()
+                        if isinstance(leftover, _Flush):
+                            leftover.future.set_result(None)
 
     async def _on_worker_exit(self, stream: PublishedStream, exited: _WorkerExited) -> None:
         assert self.tasks is not None

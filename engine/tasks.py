@@ -51,11 +51,14 @@ class ActiveTask:
 
 class TaskManager:
     def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms,
-                 request: Callable[[PublishedStream, Callable[[int], protocol.Request]], Awaitable[protocol.Reply]]):
+                 request: Callable[[PublishedStream, Callable[[int], protocol.Request]], Awaitable[protocol.Reply]],
+                 flush: Callable[[PublishedStream], Awaitable[None]]):
         self._config = config
         self._store = store
         self._rooms = rooms
         self._request = request
+        self._flush = flush
+        self._background: set[asyncio.Task] = set()
         self._active: dict[str, ActiveTask] = {}
         self._ending: dict[str, ActiveTask] = {}  # ended, files still closing
         self._start_lock = asyncio.Lock()
@@ -186,7 +189,11 @@ class TaskManager:
                           quit_reason=event.quit_reason, message=event.message)
                 task = self._active.get(event.task_id)
                 if task is not None:
-                    await self._end(task, TaskStatus.ENDED_ABNORMALLY, f"{EndReason.FAILED}:{event.quit_reason}")
+                    # Not awaited here: ending waits for this very event queue to drain.
+                    ending = asyncio.get_running_loop().create_task(
+                        self._end(task, TaskStatus.ENDED_ABNORMALLY, f"{EndReason.FAILED}:{event.quit_reason}"))
+                    self._background.add(ending)
+                    ending.add_done_callback(self._background.discard)
 
     def _task_for_event(self, task_id: str) -> ActiveTask | None:
         # Files keep arriving after a task ended (its files close after StopRecord).
@@ -218,16 +225,17 @@ class TaskManager:
         task.record = replace(task.record, status=status, end_ms=end, end_reason=reason)
         await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
         log.info("task_ended", task_id=task_id, status=int(status), reason=reason)
-        stops = [
-            self._request(stream, lambda rid: protocol.StopRecording(rid, task_id))
-            for stream in self._rooms.streams(task.record.room_id)
-            if stream.stream_id in task.streams and stream.worker is not None
-        ]
-        results = await asyncio.gather(*(asyncio.wait_for(s, STOP_REPLY_TIMEOUT_S) for s in stops),
-                                       return_exceptions=True)
+        streams = [s for s in self._rooms.streams(task.record.room_id)
+                   if s.stream_id in task.streams and s.worker is not None]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self._request(s, lambda rid: protocol.StopRecording(rid, task_id)),
+                               STOP_REPLY_TIMEOUT_S) for s in streams),
+            return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("stop_recording_failed", task_id=task_id, error=str(result))
+        # The files' last events came before the replies: let them reach the store.
+        await asyncio.gather(*(self._flush(s) for s in streams))
         task.streams.clear()
         self._ending.pop(task_id, None)
 
