@@ -1,13 +1,24 @@
-"""StorageParams.Vendor code -> adapter."""
+"""StorageParams.Vendor code -> adapter.
+
+``adapter_for(target, endpoint_overrides)``: `endpoint_overrides` maps a vendor
+code to an endpoint URL that replaces the vendor's own (a node option, for
+tests and gateways; path-style addressing there). FileUrl keeps the vendor's
+public form whatever the override.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from storage_adapters.base import StorageAdapter, StorageError, StorageTarget
 from storage_adapters.local import LocalAdapter
+from storage_adapters.multipart import ObjectStoreAdapter
 
 LOCAL_DISK = 0
+AMAZON_S3 = 1
+ALIBABA_OSS = 2
+TENCENT_COS = 3
+S3_COMPATIBLE = 10
 
 VENDOR_NAMES = {
     0: "node disk",
@@ -24,14 +35,37 @@ VENDOR_NAMES = {
 }
 
 
-def _local(target: StorageTarget) -> StorageAdapter:
+def _local(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
     if not target.local_root:
         raise StorageError("node disk storage has no root directory configured")
     return LocalAdapter(target.local_root, target.bucket)
 
 
-ADAPTERS: dict[int, Callable[[StorageTarget], StorageAdapter]] = {
+def _s3(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
+    from storage_adapters.s3 import s3_store
+
+    return ObjectStoreAdapter(s3_store(target, endpoint_override))
+
+
+def _cos(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
+    from storage_adapters.s3 import cos_store
+
+    return ObjectStoreAdapter(cos_store(target, endpoint_override))
+
+
+def _oss(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
+    from storage_adapters.oss import oss_store
+
+    return ObjectStoreAdapter(oss_store(target, endpoint_override))
+
+
+# vendor -> factory(target, endpoint_override); boto3 / oss2 are imported on first use
+ADAPTERS: dict[int, Callable[[StorageTarget, str | None], StorageAdapter]] = {
     LOCAL_DISK: _local,
+    AMAZON_S3: _s3,
+    ALIBABA_OSS: _oss,
+    TENCENT_COS: _cos,
+    S3_COMPATIBLE: _s3,
 }
 
 
@@ -39,8 +73,11 @@ def supported(vendor: int) -> bool:
     return vendor in ADAPTERS
 
 
-def adapter_for(target: StorageTarget) -> StorageAdapter:
+def adapter_for(target: StorageTarget, endpoint_overrides: Mapping[int, str] | None = None) -> StorageAdapter:
+    """The adapter for `target`. Raises StorageError for an unsupported vendor or
+    incomplete parameters (e.g. Vendor 10 without EndPoint); no network I/O."""
     factory = ADAPTERS.get(target.vendor)
     if factory is None:
         raise StorageError(f"Vendor {target.vendor} ({VENDOR_NAMES.get(target.vendor, 'unknown')}) is not supported")
-    return factory(target)
+    override = (endpoint_overrides or {}).get(target.vendor) or None
+    return factory(target, override)

@@ -1,0 +1,181 @@
+"""Vendor 2: Alibaba Cloud OSS, with oss2 (signature V1, oss2's default Auth).
+
+Endpoint: an override (node option) > StorageParams.EndPoint >
+``https://oss-<Region>.aliyuncs.com`` (Region given as ``cn-hangzhou`` or
+``oss-cn-hangzhou``). oss2 addresses a bucket virtual-hosted
+(``<bucket>.<endpoint host>``) except on an IP or localhost endpoint, where it
+uses path style (``<endpoint>/<bucket>/<key>``); an override is always path
+style.
+
+FileUrl: ``https://<bucket>.oss-<region>.aliyuncs.com/<key>`` when Region is
+given, else virtual-hosted on EndPoint; never the override.
+
+oss2 checks the CRC-64 the server returns for put and each part. Timeouts:
+5 s to connect, 30 s per read; oss2 does not retry single requests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import oss2
+import oss2.exceptions as oss_errors
+import requests
+
+from storage_adapters.base import (
+    ObjectStore,
+    StorageAccessDenied,
+    StorageError,
+    StorageNotFound,
+    StorageTarget,
+    StorageUnavailable,
+    UploadNotFound,
+    content_type_for,
+    redact,
+)
+from storage_adapters.s3 import normalize_endpoint, quote_key
+
+T = TypeVar("T")
+
+TIMEOUT = (5, 30)  # requests' (connect, read); oss2 hands it through
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed",
+                 "SecurityTokenExpired", "InvalidSecurityToken", "UserDisable"}
+_BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
+_UNAVAILABLE_CODES = {"InternalError", "ServiceUnavailable", "RequestTimeout", "SlowDown",
+                      "QpsLimitExceeded", "DownloadTrafficRateLimitExceeded"}
+
+
+class OssStore(ObjectStore):
+    def __init__(self, bucket: str, *, endpoint: str, access_key_id: str, access_key_secret: str,
+                 url_prefix: str, is_path_style: bool = False):
+        self.name = f"Alibaba Cloud OSS bucket {bucket!r}"
+        if not access_key_id or not access_key_secret:
+            raise StorageAccessDenied(f"{self.name}: AccessKeyId and AccessKeySecret are required")
+        self.bucket_name = bucket
+        self.endpoint = endpoint
+        self._url_prefix = url_prefix
+        self._secret = access_key_secret
+        self._key_id = access_key_id  # credentials too: redacted from messages as well
+        try:
+            self._bucket = oss2.Bucket(oss2.Auth(access_key_id, access_key_secret), endpoint, bucket,
+                                       connect_timeout=TIMEOUT, is_path_style=is_path_style,
+                                       session=oss2.Session(), enable_crc=True)
+        except oss_errors.OssError as error:
+            message = f"{self.name}: {error.body or error}"
+            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+
+    def __repr__(self) -> str:
+        return f"OssStore({self.name} at {self.endpoint})"
+
+    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except oss_errors.RequestError as error:
+            translated = self._transport_error(error.exception, operation, key)
+        except (requests.exceptions.RequestException, OSError) as error:  # raised while oss2 reads a response
+            translated = self._transport_error(error, operation, key)
+        except oss_errors.InconsistentError as error:
+            translated = StorageUnavailable(f"{self.name}: {operation} {key!r}: {error.body}")
+        except oss_errors.ClientError as error:
+            translated = StorageError(f"{self.name}: {operation} {key!r}: {error.body}")
+        except oss_errors.OssError as error:  # ServerError and everything the server answered
+            translated = self._translate_server_error(error, operation, key)
+        translated.args = (redact(str(translated), self._secret, self._key_id),)
+        raise translated from None
+
+    def _transport_error(self, cause: BaseException, operation: str, key: str) -> StorageError:
+        kind = (StorageError if isinstance(cause, _BAD_URL) else StorageUnavailable)
+        return kind(f"{self.name}: {operation} {key!r}: {type(cause).__name__}: {cause}")
+
+    def _translate_server_error(self, error: oss_errors.OssError, operation: str, key: str) -> StorageError:
+        code, status = error.code or "", error.status
+        text = (f"{self.name}: {operation} {key!r}: {code or 'error'} (HTTP {status})"
+                + (f": {error.message}" if error.message else "")
+                + (f" [request {error.request_id}]" if error.request_id else ""))
+        kind: type[StorageError]
+        if code == "NoSuchUpload":
+            kind = UploadNotFound
+        elif code == "NoSuchBucket":
+            kind = StorageNotFound
+        elif code in _DENIED_CODES or status == 403:
+            kind = StorageAccessDenied
+        elif code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
+            kind = StorageUnavailable
+        elif status == 404:
+            kind = StorageNotFound
+        else:
+            kind = StorageError
+        translated = kind(text)
+        translated.vendor_code = code or None
+        translated.http_status = status
+        return translated
+
+    # ObjectStore
+    def begin(self, key: str) -> str:
+        result = self._call("begin multipart upload of", key, lambda: self._bucket.init_multipart_upload(
+            key, headers={"Content-Type": content_type_for(key)}))
+        return result.upload_id
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        result = self._call(f"upload part {number} of", key,
+                            lambda: self._bucket.upload_part(key, upload_id, number, bytes(data)))
+        return result.etag
+
+    def complete(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        infos = [oss2.models.PartInfo(number, etag) for number, etag in parts]
+        self._call("complete multipart upload of", key,
+                   lambda: self._bucket.complete_multipart_upload(key, upload_id, infos))
+
+    def abort(self, key: str, upload_id: str) -> None:
+        self._call("abort multipart upload of", key, lambda: self._bucket.abort_multipart_upload(key, upload_id))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put", key, lambda: self._bucket.put_object(
+            key, bytes(data), headers={"Content-Type": content_type_for(key)}))
+
+    def head(self, key: str) -> int | None:
+        try:
+            result = self._call("head", key, lambda: self._bucket.head_object(key))
+        except StorageNotFound as missing:
+            if missing.vendor_code == "NoSuchBucket":
+                raise
+            return None  # OSS names the missing thing (x-oss-err): NoSuchKey
+        return int(result.content_length)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self._bucket.delete_object(key))
+
+    def url(self, key: str) -> str:
+        return self._url_prefix + quote_key(key)
+
+
+def _is_ip(host: str) -> bool:
+    return bool(re.match(r"^[0-9.]+$", host)) or host.startswith("[") or host == "localhost"
+
+
+def oss_store(target: StorageTarget, endpoint_override: str | None = None) -> OssStore:
+    region = target.region.strip().removeprefix("oss-")
+    if region and not _REGION.match(region):
+        raise StorageError(f"Alibaba Cloud OSS: Region {target.region!r} is not a region name")
+    if target.endpoint:
+        endpoint = normalize_endpoint(target.endpoint)
+    elif region:
+        endpoint = f"https://oss-{region}.aliyuncs.com"
+    else:
+        raise StorageError("Vendor 2 (Alibaba Cloud OSS) needs Region (e.g. cn-hangzhou) or EndPoint")
+    if region:
+        url_prefix = f"https://{target.bucket}.oss-{region}.aliyuncs.com/"
+    else:
+        parts = urlsplit(endpoint)
+        url_prefix = (f"{endpoint}/{quote_key(target.bucket)}/" if _is_ip(parts.hostname or "")
+                      else f"{parts.scheme}://{target.bucket}.{parts.netloc}/")
+    if endpoint_override:
+        return OssStore(target.bucket, endpoint=normalize_endpoint(endpoint_override), is_path_style=True,
+                        url_prefix=url_prefix, access_key_id=target.access_key_id,
+                        access_key_secret=target.access_key_secret)
+    return OssStore(target.bucket, endpoint=endpoint, url_prefix=url_prefix, access_key_id=target.access_key_id,
+                    access_key_secret=target.access_key_secret)

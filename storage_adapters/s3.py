@@ -1,0 +1,276 @@
+"""Vendor 1 Amazon S3, Vendor 10 any S3-protocol service, Vendor 3 Tencent COS
+(through its S3-compatible endpoint), all with boto3.
+
+Endpoints and addressing
+------------------------
+* Vendor 1: the region's AWS endpoint (virtual-hosted addressing, boto3's
+  defaults, AWS's flexible checksums). A user EndPoint replaces it.
+* Vendor 10: EndPoint is required; path-style addressing.
+* Vendor 3: ``https://cos.<Region>.myqcloud.com``, virtual-hosted addressing.
+* An endpoint override (a node option, per vendor, for tests and gateways)
+  replaces all of these and uses path-style addressing.
+* Every endpoint that is not AWS's own gets ``request_checksum_calculation`` and
+  ``response_checksum_validation`` = "when_required": S3-compatible servers
+  reject boto3's default trailing checksums.
+
+FileUrl (``url()``) is the vendor's public form and never shows an override:
+``https://<bucket>.s3.<region>.amazonaws.com/<key>`` (path-style when the bucket
+has a dot), ``<EndPoint>/<bucket>/<key>`` for Vendor 10 (and Vendor 1 with its
+own EndPoint), ``https://<bucket>.cos.<region>.myqcloud.com/<key>``.
+
+Retries: one attempt per call; the spool above retries. Timeouts: 5 s to
+connect, 30 s per read.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import quote, urlsplit
+
+import boto3
+import botocore.exceptions as boto_errors
+from botocore.config import Config
+
+from storage_adapters.base import (
+    ObjectStore,
+    StorageAccessDenied,
+    StorageError,
+    StorageNotFound,
+    StorageTarget,
+    StorageUnavailable,
+    UploadNotFound,
+    content_type_for,
+    redact,
+)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
+MAX_ATTEMPTS = 1  # total attempts per call: no retry in this layer
+
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+_DENIED_CODES = {
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "AccountProblem",
+    "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "InvalidSecurity", "RequestTimeTooSkewed",
+    "InvalidObjectState",
+}
+_UNAVAILABLE_CODES = {
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
+    "OperationAborted", "RequestLimitExceeded", "ServerBusy",
+}
+
+_session_lock = threading.Lock()
+_session: boto3.session.Session | None = None
+
+
+def _client(**kwargs):
+    """A new S3 client from one shared session (clients are thread-safe, the
+    session's client() is not; sharing it loads the service model once)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client("s3", **kwargs)
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """`https://` added when no scheme is given; no trailing slash."""
+    endpoint = endpoint.strip().rstrip("/")
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise StorageError(f"EndPoint {endpoint!r} is not an http(s) URL")
+    return endpoint
+
+
+def quote_key(key: str) -> str:
+    return quote(key, safe="/~-._")
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, *, region: str, access_key_id: str, access_key_secret: str,
+                 endpoint_url: str | None = None, addressing_style: str = "auto", aws_checksums: bool = True,
+                 url_prefix: str, name: str = "S3"):
+        if not access_key_id or not access_key_secret:
+            raise StorageAccessDenied(f"{name}: AccessKeyId and AccessKeySecret are required")
+        if not bucket:
+            raise StorageNotFound(f"{name}: Bucket is empty")
+        self.bucket = bucket
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.name = f"{name} bucket {bucket!r}"
+        self._url_prefix = url_prefix
+        self._secret = access_key_secret
+        self._key_id = access_key_id  # credentials too: redacted from messages as well
+        checksums = "when_supported" if aws_checksums else "when_required"
+        config = Config(
+            region_name=region,
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style},
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the spool retries
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
+            ignore_configured_endpoint_urls=True,  # AWS_ENDPOINT_URL* must not redirect users' data
+            tcp_keepalive=True,
+        )
+        try:
+            self._s3 = _client(region_name=region, endpoint_url=endpoint_url, aws_access_key_id=access_key_id,
+                               aws_secret_access_key=access_key_secret, aws_session_token=None, config=config)
+        except (boto_errors.BotoCoreError, ValueError) as error:
+            message = f"{self.name}: cannot create client: {error}"
+            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.name} at {self.endpoint_url or 'AWS ' + self.region})"
+
+    # the boundary: every vendor exception becomes one of ours
+    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except boto_errors.ClientError as error:
+            translated = self._translate_client_error(error, operation, key)
+        except (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError) as error:
+            translated = StorageUnavailable(f"{self.name}: {operation} {key!r}: {type(error).__name__}: {error}")
+        except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError) as error:
+            translated = StorageAccessDenied(f"{self.name}: {operation} {key!r}: {error}")
+        except boto_errors.ParamValidationError as error:
+            translated = StorageError(f"{self.name}: {operation} {key!r}: invalid parameter: {error}")
+        except boto_errors.BotoCoreError as error:
+            translated = StorageError(f"{self.name}: {operation} {key!r}: {type(error).__name__}: {error}")
+        translated.args = (redact(str(translated), self._secret, self._key_id),)
+        raise translated from None  # the vendor's exception (and its request) is not kept
+
+    def _translate_client_error(self, error: boto_errors.ClientError, operation: str, key: str) -> StorageError:
+        details = error.response.get("Error", {}) or {}
+        code = str(details.get("Code", "") or "")
+        message = str(details.get("Message", "") or "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        text = f"{self.name}: {operation} {key!r}: {code or 'error'} (HTTP {status})"
+        if message:
+            text += f": {message}"
+        kind: type[StorageError]
+        if code == "NoSuchUpload":
+            kind = UploadNotFound
+        elif code == "NoSuchBucket":
+            kind = StorageNotFound
+        elif code in _DENIED_CODES or status == 403:
+            kind = StorageAccessDenied
+        elif code in _UNAVAILABLE_CODES or (status is not None and (status >= 500 or status == 429)):
+            kind = StorageUnavailable
+        elif status == 404:
+            kind = StorageNotFound
+        else:
+            kind = StorageError
+        translated = kind(text)
+        translated.vendor_code = code or None
+        translated.http_status = status
+        return translated
+
+    # ObjectStore
+    def begin(self, key: str) -> str:
+        response = self._call("begin multipart upload of", key,
+                              lambda: self._s3.create_multipart_upload(
+                                  Bucket=self.bucket, Key=key, ContentType=content_type_for(key)))
+        return response["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        response = self._call(f"upload part {number} of", key, lambda: self._s3.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(data)))
+        return response["ETag"]
+
+    def complete(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        listing = {"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]}
+        self._call("complete multipart upload of", key, lambda: self._s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload=listing))
+
+    def abort(self, key: str, upload_id: str) -> None:
+        self._call("abort multipart upload of", key, lambda: self._s3.abort_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put", key, lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(data),
+                                                           ContentType=content_type_for(key)))
+
+    def head(self, key: str) -> int | None:
+        try:
+            response = self._call("head", key, lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
+        except StorageNotFound as missing:
+            if missing.vendor_code == "NoSuchBucket":
+                raise
+            # HEAD answers a missing key and a missing bucket alike (404, no body): ask the bucket
+            try:
+                self._call("head bucket of", key, lambda: self._s3.head_bucket(Bucket=self.bucket))
+            except StorageAccessDenied:
+                pass  # not allowed to list: the key is what is missing
+            except StorageNotFound as no_bucket:
+                raise StorageNotFound(f"{self.name} does not exist ({no_bucket})") from None
+            return None
+        return int(response["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
+
+    def url(self, key: str) -> str:
+        return self._url_prefix + quote_key(key)
+
+
+def _check_region(region: str, vendor_name: str) -> str:
+    if not _REGION.match(region):
+        raise StorageError(f"{vendor_name}: Region {region!r} is not a region name")
+    return region
+
+
+def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
+    """Vendor 1 (Amazon S3) and Vendor 10 (any S3-protocol service, EndPoint required)."""
+    credentials = dict(access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
+    if target.vendor == 10:
+        if not target.endpoint:
+            raise StorageError("Vendor 10 (S3-compatible) needs EndPoint")
+        endpoint = normalize_endpoint(target.endpoint)
+        region = target.region.strip() or "us-east-1"
+        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override or endpoint),
+                       addressing_style="path", aws_checksums=False,
+                       url_prefix=f"{endpoint}/{quote_key(target.bucket)}/", name="S3-compatible", **credentials)
+    region = _check_region(target.region.strip() or "us-east-1", "Amazon S3")
+    if target.endpoint:
+        endpoint = normalize_endpoint(target.endpoint)
+        aws = urlsplit(endpoint).hostname.endswith(".amazonaws.com")
+        url_prefix = (f"https://{target.bucket}.{urlsplit(endpoint).netloc}/" if aws and "." not in target.bucket
+                      else f"{endpoint}/{quote_key(target.bucket)}/")
+    else:
+        endpoint, aws = None, True
+        url_prefix = (f"https://s3.{region}.amazonaws.com/{quote_key(target.bucket)}/" if "." in target.bucket
+                      else f"https://{target.bucket}.s3.{region}.amazonaws.com/")
+    if endpoint_override:
+        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override),
+                       addressing_style="path", aws_checksums=False, url_prefix=url_prefix, name="Amazon S3",
+                       **credentials)
+    return S3Store(target.bucket, region=region, endpoint_url=endpoint,
+                   addressing_style="auto" if aws else "path", aws_checksums=aws, url_prefix=url_prefix,
+                   name="Amazon S3", **credentials)
+
+
+def cos_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
+    """Vendor 3 (Tencent COS) through its S3-compatible endpoint."""
+    region = target.region.strip().removeprefix("cos.")
+    if not region:
+        raise StorageError("Vendor 3 (Tencent COS) needs Region, e.g. ap-guangzhou")
+    _check_region(region, "Tencent COS")
+    url_prefix = f"https://{target.bucket}.cos.{region}.myqcloud.com/"
+    if endpoint_override:
+        endpoint, style = normalize_endpoint(endpoint_override), "path"
+    elif target.endpoint:
+        endpoint, style = normalize_endpoint(target.endpoint), "virtual"
+    else:
+        endpoint, style = f"https://cos.{region}.myqcloud.com", "virtual"
+    return S3Store(target.bucket, region=region, endpoint_url=endpoint, addressing_style=style, aws_checksums=False,
+                   url_prefix=url_prefix, name="Tencent COS", access_key_id=target.access_key_id,
+                   access_key_secret=target.access_key_secret)
