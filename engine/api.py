@@ -26,17 +26,17 @@ def envelope(code: int, message: str, request_id: str, data: dict | None = None)
 
 
 class Api:
-    def __init__(self, node: RecordingNode, limits: models.Limits = models.Limits()):
+    def __init__(self, node: RecordingNode):
         self.node = node
         self.auth = Authenticator(node.config.app_id, node.config.server_secret)
-        self.limits = limits
+        self.limits = node.config.limits
         self._actions: dict[str, Callable[[Any], Awaitable[dict]]] = {
             "StartRecord": self.start_record,
             "StopRecord": self.stop_record,
             "DescribeRecordStatus": self.describe_record_status,
             "DescribeTasks": self.describe_tasks,
-            "PauseRecord": self.not_yet,
-            "ResumeRecord": self.not_yet,
+            "PauseRecord": self.pause_record,
+            "ResumeRecord": self.resume_record,
         }
 
     def app(self) -> web.Application:
@@ -97,9 +97,13 @@ class Api:
     async def describe_tasks(self, body: Any) -> dict:
         return await self.node.tasks.describe_tasks(models.parse_describe_tasks(body, int(time.time() * 1000)))
 
-    async def not_yet(self, body: Any) -> dict:
-        models.parse_task_request(body)
-        raise errors.InvalidParameter("PauseRecord / ResumeRecord are not supported yet")
+    async def pause_record(self, body: Any) -> dict:
+        await self.node.tasks.pause_record(models.parse_task_request(body).task_id)
+        return {}
+
+    async def resume_record(self, body: Any) -> dict:
+        await self.node.tasks.resume_record(models.parse_task_request(body).task_id)
+        return {}
 
     # health
     async def healthz(self, request: web.Request) -> web.Response:

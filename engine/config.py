@@ -9,6 +9,7 @@ from pathlib import Path
 from secrets import token_hex
 
 from engine import defaults
+from engine.models import Limits
 
 # Secrets are removed from os.environ once read, so that no child process
 # (the worker template and every worker forked from it) inherits them.
@@ -32,6 +33,28 @@ class NodeConfig:
     worker_ready_timeout_s: float = defaults.WORKER_READY_TIMEOUT_S
     jitter_max_wait_s: float = defaults.JITTER_MAX_WAIT_S
     sync_wait_for_sr_s: float = defaults.SYNC_WAIT_FOR_SR_S
+    rtp_inactivity_timeout_s: float = defaults.RTP_INACTIVITY_TIMEOUT_S
+    callback_url: str = ""  # default receiver of status callbacks
+    callback_secret: str = field(default="", repr=False)
+    callback_retries: int = defaults.CALLBACK_RETRIES
+    callback_retry_interval_s: float = defaults.CALLBACK_RETRY_INTERVAL_S
+    # Test configuration: lowers the API's minimums and the event cadences so a
+    # suite runs in minutes. The defaults are the contract.
+    test_limits: bool = False
+
+    @property
+    def limits(self) -> Limits:
+        if self.test_limits:
+            return Limits(defaults.TEST_MAX_IDLE_TIME_RANGE, defaults.TEST_MAX_RECORD_TIME_RANGE)
+        return Limits()
+
+    @property
+    def stream_missing_event_s(self) -> float:
+        return defaults.TEST_EVENT_INTERVAL_S if self.test_limits else defaults.STREAM_MISSING_EVENT_S
+
+    @property
+    def room_empty_event_s(self) -> float:
+        return defaults.TEST_EVENT_INTERVAL_S if self.test_limits else defaults.ROOM_EMPTY_EVENT_S
 
     @property
     def store_path(self) -> Path:
@@ -72,6 +95,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=e("RECNODE_DISABLE_LOCAL_STORAGE", "") in ("1", "true", "yes"),
     )
     parser.add_argument("--log-level", default=e("RECNODE_LOG_LEVEL", "info"))
+    parser.add_argument("--rtp-timeout", type=float,
+                        default=float(e("RECNODE_RTP_TIMEOUT", str(defaults.RTP_INACTIVITY_TIMEOUT_S))),
+                        help="seconds without RTP after which a stream has left its room")
+    parser.add_argument("--callback-url", default=e("RECNODE_CALLBACK_URL", ""),
+                        help="default receiver of status callbacks (a task's CallbackUrl wins)")
+    parser.add_argument("--callback-secret", default=None, help="signs callbacks (or RECNODE_CALLBACK_SECRET)")
+    parser.add_argument("--callback-retries", type=int,
+                        default=int(e("RECNODE_CALLBACK_RETRIES", str(defaults.CALLBACK_RETRIES))))
+    parser.add_argument("--callback-retry-interval", type=float,
+                        default=float(e("RECNODE_CALLBACK_RETRY_INTERVAL", str(defaults.CALLBACK_RETRY_INTERVAL_S))))
+    parser.add_argument("--test-limits", action="store_true",
+                        default=e("RECNODE_TEST_LIMITS", "") in ("1", "true", "yes"),
+                        help="FOR TESTS ONLY: lower MaxIdleTime/MaxRecordTime minimums and event cadences")
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -117,4 +153,10 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         ingest_token=args.ingest_token or secrets.get("RECNODE_INGEST_TOKEN", ""),
         local_storage_enabled=not args.disable_local_storage,
         log_level=args.log_level,
+        rtp_inactivity_timeout_s=args.rtp_timeout,
+        callback_url=args.callback_url,
+        callback_secret=args.callback_secret or secrets.get("RECNODE_CALLBACK_SECRET", "") or server_secret,
+        callback_retries=args.callback_retries,
+        callback_retry_interval_s=args.callback_retry_interval,
+        test_limits=args.test_limits,
     )

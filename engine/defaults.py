@@ -34,6 +34,18 @@ WORKER_MAX_RESTARTS_PER_MINUTE = 3
 STORE_FILENAME = "recnode.sqlite3"
 STORAGE_DIRNAME = "storage"
 
+# Room rules and callbacks
+TICK_S = 0.25
+STREAM_MISSING_EVENT_S = 30.0  # event 6: a listed stream not published this long after StartRecord
+ROOM_EMPTY_EVENT_S = 30.0  # event 4: first within this of the room emptying, then every this
+RTP_INACTIVITY_TIMEOUT_S = 10.0  # an RTP stream that sends nothing this long has left the room
+CALLBACK_TIMEOUT_S = 5.0
+CALLBACK_RETRIES = 2
+CALLBACK_RETRY_INTERVAL_S = 5.0
+TEST_MAX_IDLE_TIME_RANGE = (1, 86400)
+TEST_MAX_RECORD_TIME_RANGE = (2, 86400)
+TEST_EVENT_INTERVAL_S = 2.0
+
 # Media plane
 JITTER_MAX_WAIT_S = 0.25
 SYNC_WAIT_FOR_SR_S = 1.5

@@ -7,6 +7,7 @@ exit goes through the same queue, so it is handled after everything it said.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import structlog
 
 from engine import defaults, errors
+from engine.callbacks import CallbackSender
 from engine.config import NodeConfig
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms
@@ -51,6 +53,8 @@ class RecordingNode:
         self.supervisor = Supervisor(config.worker_ready_timeout_s)
         self.store: AsyncStore | None = None
         self.tasks: TaskManager | None = None
+        self.callbacks: CallbackSender | None = None
+        self._ticker: asyncio.Task | None = None
         self.ready = False
         self.draining = False
         self._publishing: set[tuple[str, str]] = set()
@@ -62,17 +66,38 @@ class RecordingNode:
         self.config.storage_root.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(Store, self.config.store_path)
         self.store = AsyncStore(store)
-        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush)
+        self.callbacks = CallbackSender(self.config, self.store)
+        self.callbacks.start()
+        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit)
         await self.tasks.load()
         await self.supervisor.warm_up()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         log.info("node_ready", data_dir=str(self.config.data_dir))
+
+    async def _tick(self) -> None:
+        assert self.tasks is not None
+        while True:
+            await asyncio.sleep(defaults.TICK_S)
+            try:
+                await self.tasks.tick(time.monotonic())
+                for stream in self.rooms.lingering():
+                    if not self.tasks.keeps_open(stream.room_id, stream.stream_id):
+                        self.rooms.take_lingering(stream.room_id, stream.stream_id)
+                        if isinstance(stream.worker, WorkerHandle):
+                            await stream.worker.stop()
+            except Exception:
+                log.exception("tick_failed")
 
     async def stop(self) -> None:
         self.draining = True
         self.ready = False
+        if self._ticker is not None:
+            self._ticker.cancel()
         await asyncio.gather(*(self.unpublish(s.resource_id) for s in self.rooms.all()), return_exceptions=True)
         await self.supervisor.stop_all()
+        if self.callbacks is not None:
+            await self.callbacks.stop(drain_s=2.0)
         for consumer in list(self._consumers):
             await asyncio.wait([consumer], timeout=5)
         if self.store is not None:
@@ -101,8 +126,12 @@ class RecordingNode:
         self._publishing.add(key)
         try:
             spec = StreamSpec(room_id, stream_id, user_id, offer.tracks)
-            stream = PublishedStream(spec, offer, user_name, now_ms())
-            await self._spawn_worker(stream, offer)
+            stream = self.rooms.take_lingering(room_id, stream_id)
+            if stream is not None and isinstance(stream.worker, WorkerHandle):
+                await self._restart_input(stream, spec, offer, user_name)
+            else:
+                stream = PublishedStream(spec, offer, user_name, now_ms())
+                await self._spawn_worker(stream, offer)
             stream.answer = rtp_answer(offer, self.config.advertised_address, stream.ports)
             self.rooms.add(stream)
         finally:
@@ -116,7 +145,31 @@ class RecordingNode:
     def _worker_config(self, stream: PublishedStream) -> WorkerConfig:
         return WorkerConfig(stream=stream.spec, bind_host=self.config.rtp_bind_host, rtp_ports=stream.ports,
                             jitter_max_wait_s=self.config.jitter_max_wait_s,
-                            sync_wait_for_sr_s=self.config.sync_wait_for_sr_s, log_level=self.config.log_level)
+                            sync_wait_for_sr_s=self.config.sync_wait_for_sr_s,
+                            inactivity_timeout_s=self.config.rtp_inactivity_timeout_s,
+                            log_level=self.config.log_level)
+
+    async def _restart_input(self, stream: PublishedStream, spec: StreamSpec, offer: RtpOffer,
+                             user_name: str) -> None:
+        """A departed stream whose recordings were kept open is published again:
+        its worker receives the new session and continues those files."""
+        worker = stream.worker
+        assert isinstance(worker, WorkerHandle)
+        for _ in range(SPAWN_ATTEMPTS):
+            try:
+                ports = self.ports.allocate(len(offer.tracks))
+            except PortsExhausted:
+                raise errors.IngestError(503, "no free RTP ports", retry_after=RETRY_AFTER_S) from None
+            reply = await worker.request(lambda rid: protocol.StartInput(rid, spec, ports))
+            if reply.ok:
+                stream.spec, stream.offer, stream.user_name, stream.ports = spec, offer, user_name, ports
+                stream.resource_id = secrets.token_urlsafe(12)
+                stream.unpublished = False
+                log.info("stream_resumed", room_id=spec.room_id, stream_id=spec.stream_id, worker_pid=worker.pid)
+                return
+            # ports another program holds stay marked as used
+        await worker.stop()
+        raise errors.IngestError(503, "could not restart the stream's input", retry_after=RETRY_AFTER_S)
 
     async def _spawn_worker(self, stream: PublishedStream, offer: RtpOffer | None) -> None:
         """Start the stream's worker; with an offer, on fresh ports (retrying taken ones)."""
@@ -141,18 +194,26 @@ class RecordingNode:
                 self.ports.release(tuple(p for p in stream.ports if p not in error.ports_in_use))
         raise errors.IngestError(503, f"could not start a worker: {last_error}", retry_after=RETRY_AFTER_S)
 
-    async def unpublish(self, resource_id: str) -> None:
+    async def unpublish(self, resource_id: str, reason: str = "deleted") -> None:
         stream = self.rooms.by_resource(resource_id)
         if stream is None:
             raise errors.IngestError(404, "no such stream resource")
         stream.unpublished = True
         self.rooms.remove(stream)
         assert self.tasks is not None
-        self.tasks.stream_gone(stream)
-        if isinstance(stream.worker, WorkerHandle):
-            await stream.worker.stop()
+        keep, stop = self.tasks.stream_gone(stream)
+        worker = stream.worker
+        if keep and isinstance(worker, WorkerHandle) and not self.draining:
+            # FillBlank: the files stay open in the worker until the stream comes back.
+            await asyncio.gather(*(worker.request(lambda rid, t=t: protocol.StopRecording(rid, t)) for t in stop),
+                                 return_exceptions=True)
+            await worker.request(protocol.StopInput)
+            self.rooms.linger(stream)
+        elif isinstance(worker, WorkerHandle):
+            await worker.stop()
         self.ports.release(stream.ports)
-        log.info("stream_unpublished", room_id=stream.room_id, stream_id=stream.stream_id)
+        log.info("stream_unpublished", room_id=stream.room_id, stream_id=stream.stream_id, reason=reason,
+                 kept_open_for=keep)
 
     async def stream_stats(self, resource_id: str) -> dict[str, Any]:
         stream = self.rooms.by_resource(resource_id)
@@ -210,6 +271,11 @@ class RecordingNode:
                 if isinstance(item, _WorkerExited):
                     await self._on_worker_exit(stream, item)
                     return
+                if isinstance(item, protocol.StreamInactive):
+                    if not stream.unpublished:
+                        # Not awaited: unpublishing waits for this queue (the worker's last events).
+                        self._background(self.unpublish(stream.resource_id, reason="inactive"))
+                    continue
                 await self.tasks.on_event(stream, item)
             except Exception:
                 log.exception("worker_event_failed", room_id=stream.room_id, stream_id=stream.stream_id)
@@ -221,6 +287,11 @@ class RecordingNode:
                         if isinstance(leftover, _Flush):
                             leftover.future.set_result(None)
 
+    def _background(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._consumers.add(task)
+        task.add_done_callback(self._consumers.discard)
+
     async def _on_worker_exit(self, stream: PublishedStream, exited: _WorkerExited) -> None:
         assert self.tasks is not None
         if exited.handle.stopping or stream.worker is not exited.handle:
@@ -229,6 +300,7 @@ class RecordingNode:
                   exitcode=exited.code)
         await self.tasks.worker_lost(stream)
         stream.worker = None
+        self.rooms.take_lingering(stream.room_id, stream.stream_id)
         if stream.unpublished or self.draining:
             return
         now = time.monotonic()

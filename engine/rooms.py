@@ -36,6 +36,8 @@ class Rooms:
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, PublishedStream]] = {}
         self._resources: dict[str, PublishedStream] = {}
+        # Streams that left but whose worker keeps recordings open (FillBlank).
+        self._lingering: dict[tuple[str, str], PublishedStream] = {}
 
     def get(self, room_id: str, stream_id: str) -> PublishedStream | None:
         return self._rooms.get(room_id, {}).get(stream_id)
@@ -48,6 +50,20 @@ class Rooms:
 
     def all(self) -> list[PublishedStream]:
         return list(self._resources.values())
+
+    def recording_streams(self, room_id: str) -> list[PublishedStream]:
+        """Published streams and departed ones whose recordings are kept open."""
+        lingering = [s for (room, _), s in self._lingering.items() if room == room_id]
+        return self.streams(room_id) + lingering
+
+    def linger(self, stream: PublishedStream) -> None:
+        self._lingering[(stream.room_id, stream.stream_id)] = stream
+
+    def take_lingering(self, room_id: str, stream_id: str) -> PublishedStream | None:
+        return self._lingering.pop((room_id, stream_id), None)
+
+    def lingering(self) -> list[PublishedStream]:
+        return list(self._lingering.values())
 
     def add(self, stream: PublishedStream) -> None:
         self._rooms.setdefault(stream.room_id, {})[stream.stream_id] = stream

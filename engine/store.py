@@ -21,9 +21,9 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -56,6 +56,26 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_task ON files (task_id, seq);
 """
+
+# Each entry takes the schema from version N to N + 1.
+_MIGRATIONS = {
+    1: """
+CREATE TABLE callbacks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_type INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    body_json TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    done_ms INTEGER,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (task_id, sequence)
+);
+CREATE INDEX callbacks_pending ON callbacks (done_ms, id);
+""",
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,17 @@ def _request_from_json(text: str) -> models.StartRecordRequest:
     )
 
 
+@dataclass(frozen=True)
+class CallbackRecord:
+    id: int
+    task_id: str
+    sequence: int
+    event_type: int
+    url: str
+    body: dict
+    attempts: int
+
+
 class SchemaError(RuntimeError):
     pass
 
@@ -122,12 +153,23 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA_V1)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row["value"]) > SCHEMA_VERSION:
-            raise SchemaError(f"store schema {row['value']} is newer than this node ({SCHEMA_VERSION})")
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+            version = 1
+        else:
+            version = int(row["value"])
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"store schema {version} is newer than this node ({SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            self._db.executescript("BEGIN;" + _MIGRATIONS[version] +
+                                   f"UPDATE meta SET value='{version + 1}' WHERE key='schema_version'; COMMIT;")
+            version += 1
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -212,6 +254,35 @@ class Store:
             )
             for r in rows
         ]
+
+    # callbacks: events are written to this outbox first, delivered from it
+    def add_callback(self, task_id: str, event_type: int, url: str, body: dict, created_ms: int) -> int:
+        """Store an event with the task's next sequence number; returns that number."""
+        sequence = self._db.execute("SELECT COALESCE(MAX(sequence), -1) + 1 FROM callbacks WHERE task_id=?",
+                                    (task_id,)).fetchone()[0]
+        body = {**body, "sequence": sequence}
+        self._db.execute(
+            "INSERT INTO callbacks (task_id, sequence, event_type, url, body_json, created_ms) VALUES (?,?,?,?,?,?)",
+            (task_id, sequence, event_type, url, json.dumps(body), created_ms))
+        return sequence
+
+    def pending_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        """The oldest undone callback of each task (so each task's stay in order)."""
+        rows = self._db.execute(
+            "SELECT c.* FROM callbacks c JOIN (SELECT task_id, MIN(sequence) AS s FROM callbacks "
+            "WHERE done_ms IS NULL GROUP BY task_id) p ON c.task_id = p.task_id AND c.sequence = p.s "
+            "ORDER BY c.id LIMIT ?", (limit,))
+        return [CallbackRecord(r["id"], r["task_id"], r["sequence"], r["event_type"], r["url"],
+                               json.loads(r["body_json"]), r["attempts"]) for r in rows]
+
+    def callback_attempted(self, callback_id: int, delivered: bool, done_ms: int | None) -> None:
+        self._db.execute("UPDATE callbacks SET attempts = attempts + 1, delivered=?, done_ms=? WHERE id=?",
+                         (int(delivered), done_ms, callback_id))
+
+    def callbacks_of_task(self, task_id: str) -> list[CallbackRecord]:
+        rows = self._db.execute("SELECT * FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))
+        return [CallbackRecord(r["id"], r["task_id"], r["sequence"], r["event_type"], r["url"],
+                               json.loads(r["body_json"]), r["attempts"]) for r in rows]
 
 
 class AsyncStore:

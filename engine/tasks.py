@@ -4,6 +4,7 @@ that writes terminal states."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import string
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from engine import defaults, errors, models
+from engine.callbacks import Event
 from engine.config import NodeConfig
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
@@ -37,12 +39,31 @@ def new_task_id() -> str:
     return "".join(secrets.choice(_TASK_ID_ALPHABET) for _ in range(defaults.TASK_ID_LENGTH))
 
 
+QUIT_IDLE = 3
+QUIT_MAX_RECORD_TIME = 4
+
+Emit = Callable[[str, str, str, int, str, dict], Awaitable[None]]
+
+
 @dataclass
 class ActiveTask:
     record: TaskRecord
     recording_spec: RecordingSpec
-    streams: set[str] = field(default_factory=set)  # stream ids being recorded
+    started: float  # monotonic time of StartRecord
+    streams: set[str] = field(default_factory=set)  # stream ids with a recording in a worker
     files: dict[str, FileRecord] = field(default_factory=dict)  # open files by id
+    seen_streams: set[str] = field(default_factory=set)  # wanted streams published at some point
+    idle_since: float | None = None  # monotonic: since when none of its streams is in the room
+    next_room_empty_event: float | None = None
+    missing_checked: bool = False
+
+    @property
+    def task_id(self) -> str:
+        return self.record.task_id
+
+    @property
+    def fill_blank(self) -> bool:
+        return self.record.request.input.fill_blank
 
     def wants(self, stream: PublishedStream) -> bool:
         listed = self.record.request.input.record_streams
@@ -52,8 +73,9 @@ class ActiveTask:
 class TaskManager:
     def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms,
                  request: Callable[[PublishedStream, Callable[[int], protocol.Request]], Awaitable[protocol.Reply]],
-                 flush: Callable[[PublishedStream], Awaitable[None]]):
+                 flush: Callable[[PublishedStream], Awaitable[None]], emit: Emit):
         self._config = config
+        self._emit_callback = emit
         self._store = store
         self._rooms = rooms
         self._request = request
@@ -64,8 +86,10 @@ class TaskManager:
         self._start_lock = asyncio.Lock()
 
     async def load(self) -> None:
+        now, wall = time.monotonic(), now_ms()
         for record in await self._store.tasks_with_status(ACTIVE_TASK_STATUSES):
-            self._active[record.task_id] = ActiveTask(record, self._recording_spec(record))
+            started = now - (wall - record.created_ms) / 1000
+            self._active[record.task_id] = ActiveTask(record, self._recording_spec(record), started)
 
     # StartRecord
     async def start_record(self, request: models.StartRecordRequest) -> str:
@@ -79,7 +103,7 @@ class TaskManager:
             record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
                                 request, created, begin_ms=created)
             await self._store.insert_task(record)
-        task = ActiveTask(record, self._recording_spec(record))
+        task = ActiveTask(record, self._recording_spec(record), time.monotonic())
         self._active[record.task_id] = task
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
                  storage=request.storage.public_view(), stream_type=request.input.stream_type,
@@ -121,12 +145,15 @@ class TaskManager:
                              short_segment_paths=r.output.short_fragment_path)
 
     async def _start_on_stream(self, task: ActiveTask, stream: PublishedStream) -> None:
-        if stream.worker is None or task.record.status is not TaskStatus.RECORDING:
+        task.seen_streams.add(stream.stream_id)
+        if stream.worker is None or task.record.status.terminal:
             return
         try:
             reply = await self._request(stream, lambda rid: protocol.StartRecording(rid, task.recording_spec))
+            if reply.ok and task.record.status is TaskStatus.PAUSED:
+                await self._request(stream, lambda rid: protocol.PauseRecording(rid, task.task_id))
         except Exception as error:  # the worker died meanwhile: its exit handler takes over
-            log.warning("start_recording_failed", task_id=task.record.task_id, stream_id=stream.stream_id,
+            log.warning("start_recording_failed", task_id=task.task_id, stream_id=stream.stream_id,
                         error=str(error))
             return
         if reply.ok:
@@ -138,14 +165,30 @@ class TaskManager:
             if task.record.room_id == stream.room_id and task.wants(stream):
                 await self._start_on_stream(task, stream)
 
-    def stream_gone(self, stream: PublishedStream) -> None:
+    def stream_gone(self, stream: PublishedStream) -> tuple[list[str], list[str]]:
+        """The stream left its room. Returns the tasks whose recording of it stays open
+        (FillBlank: the file continues if it comes back) and those whose must close."""
+        keep, stop = [], []
         for task in self._active.values():
-            task.streams.discard(stream.stream_id)
+            if task.record.room_id != stream.room_id or stream.stream_id not in task.streams:
+                continue
+            if task.fill_blank:
+                keep.append(task.task_id)
+            else:
+                task.streams.discard(stream.stream_id)
+                stop.append(task.task_id)
+        return keep, stop
+
+    def keeps_open(self, room_id: str, stream_id: str) -> bool:
+        """Whether a task still holds a recording of this (departed) stream open."""
+        return any(t.record.room_id == room_id and stream_id in t.streams for t in self._active.values())
 
     async def worker_lost(self, stream: PublishedStream) -> None:
         """The stream's worker died: what it wrote is kept, each open file is closed
         with what storage holds."""
-        self.stream_gone(stream)
+        for task in self._active.values():
+            if task.record.room_id == stream.room_id:
+                task.streams.discard(stream.stream_id)
         for task in list(self._active.values()):
             for file in [f for f in task.files.values() if f.stream_id == stream.stream_id]:
                 size = await asyncio.to_thread(self._stored_size, task, file.file_id)
@@ -191,7 +234,7 @@ class TaskManager:
                 if task is not None:
                     # Not awaited here: ending waits for this very event queue to drain.
                     ending = asyncio.get_running_loop().create_task(
-                        self._end(task, TaskStatus.ENDED_ABNORMALLY, f"{EndReason.FAILED}:{event.quit_reason}"))
+                        self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, event.quit_reason))
                     self._background.add(ending)
                     ending.add_done_callback(self._background.discard)
 
@@ -206,16 +249,87 @@ class TaskManager:
         await self._store.upsert_file(file)
 
     # StopRecord and every other end: the one writer of terminal states
-    async def stop_record(self, task_id: str) -> None:
+    async def _active_task(self, task_id: str) -> ActiveTask:
         task = self._active.get(task_id)
         if task is None:
             record = await self._store.get_task(task_id)
             if record is None:
                 raise errors.TaskNotFound()
             raise errors.TaskAlreadyStopped()
-        await self._end(task, TaskStatus.ENDED, EndReason.STOPPED)
+        return task
 
-    async def _end(self, task: ActiveTask, status: TaskStatus, reason: str) -> None:
+    async def stop_record(self, task_id: str) -> None:
+        await self._end(await self._active_task(task_id), TaskStatus.ENDED, EndReason.STOPPED)
+
+    # PauseRecord / ResumeRecord
+    async def pause_record(self, task_id: str) -> None:
+        task = await self._active_task(task_id)
+        if task.record.status is TaskStatus.PAUSED:
+            raise errors.InvalidParameter("TaskId: the task is already paused")
+        await self._set_paused(task, True)
+
+    async def resume_record(self, task_id: str) -> None:
+        task = await self._active_task(task_id)
+        if task.record.status is not TaskStatus.PAUSED:
+            raise errors.TaskNotPaused()
+        await self._set_paused(task, False)
+
+    async def _set_paused(self, task: ActiveTask, paused: bool) -> None:
+        status = TaskStatus.PAUSED if paused else TaskStatus.RECORDING
+        task.record = replace(task.record, status=status)
+        await self._store.update_task(task.task_id, status=status)
+        make = protocol.PauseRecording if paused else protocol.ResumeRecording
+        await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
+        log.info("task_paused" if paused else "task_resumed", task_id=task.task_id)
+        await self._emit(task, Event.PAUSED if paused else Event.RESUMED, "paused" if paused else "resumed", {})
+
+    async def _on_recording_streams(self, task: ActiveTask,
+                                    make: Callable[[int], protocol.Request]) -> list[PublishedStream]:
+        """Send a request to the worker of every stream the task records; returns them."""
+        streams = [s for s in self._rooms.recording_streams(task.record.room_id)
+                   if s.stream_id in task.streams and s.worker is not None]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self._request(s, make), STOP_REPLY_TIMEOUT_S) for s in streams),
+            return_exceptions=True)
+        for stream, result in zip(streams, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("worker_request_failed", task_id=task.task_id, stream_id=stream.stream_id,
+                            error=str(result))
+        return streams
+
+    # room rules, on the node's ticker
+    async def tick(self, now: float) -> None:
+        wall = now_ms()
+        for task in list(self._active.values()):
+            inputs = task.record.request.input
+            if wall - task.record.created_ms >= inputs.max_record_time * 1000:
+                await self._end(task, TaskStatus.ENDED, EndReason.MAX_TIME, QUIT_MAX_RECORD_TIME)
+                continue
+            if any(task.wants(s) for s in self._rooms.streams(task.record.room_id)):
+                task.idle_since = task.next_room_empty_event = None
+            else:
+                if task.idle_since is None:
+                    task.idle_since = now
+                    task.next_room_empty_event = now + self._config.room_empty_event_s
+                if now - task.idle_since >= inputs.max_idle_time:
+                    await self._end(task, TaskStatus.ENDED, EndReason.IDLE, QUIT_IDLE)
+                    continue
+                if task.next_room_empty_event is not None and now >= task.next_room_empty_event:
+                    task.next_room_empty_event += self._config.room_empty_event_s
+                    await self._emit(task, Event.ROOM_EMPTY, "no stream in the room", {})
+            if not task.missing_checked and now - task.started >= self._config.stream_missing_event_s:
+                task.missing_checked = True
+                for stream_id in inputs.record_streams:
+                    if stream_id not in task.seen_streams:
+                        await self._emit(task, Event.STREAM_MISSING, "stream does not exist",
+                                         {"stream_id": stream_id})
+
+    async def _emit(self, task: ActiveTask, event_type: int, message: str, detail: dict) -> None:
+        await self._emit_callback(task.task_id, task.record.room_id, task.record.request.output.callback_url,
+                                  event_type, message, detail)
+
+    async def _end(self, task: ActiveTask, status: TaskStatus, reason: str, quit_reason: int | None = None) -> None:
+        """The one writer of terminal states, and of the end-of-task callbacks."""
         assert status.terminal
         task_id = task.record.task_id
         if self._active.pop(task_id, None) is None:
@@ -224,20 +338,22 @@ class TaskManager:
         end = now_ms()
         task.record = replace(task.record, status=status, end_ms=end, end_reason=reason)
         await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
-        log.info("task_ended", task_id=task_id, status=int(status), reason=reason)
-        streams = [s for s in self._rooms.streams(task.record.room_id)
-                   if s.stream_id in task.streams and s.worker is not None]
-        results = await asyncio.gather(
-            *(asyncio.wait_for(self._request(s, lambda rid: protocol.StopRecording(rid, task_id)),
-                               STOP_REPLY_TIMEOUT_S) for s in streams),
-            return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("stop_recording_failed", task_id=task_id, error=str(result))
+        log.info("task_ended", task_id=task_id, status=int(status), reason=reason, quit_reason=quit_reason)
+        if reason == EndReason.STOPPED:
+            await self._emit(task, Event.STOPPED_UPLOADING, "stopped, files uploading", {})
+        else:
+            await self._emit(task, Event.ABNORMAL_END, f"task ended: {reason}", {"quit_reason": quit_reason})
+        streams = await self._on_recording_streams(task, lambda rid: protocol.StopRecording(rid, task_id))
         # The files' last events came before the replies: let them reach the store.
         await asyncio.gather(*(self._flush(s) for s in streams))
         task.streams.clear()
         self._ending.pop(task_id, None)
+        files = await self._store.files_of_task(task_id)
+        uploaded = all(f.status is FileStatus.UPLOADED for f in files)
+        await self._emit(task, Event.UPLOADED, "upload finished" if uploaded else "upload partly finished",
+                         {"upload_status": 1 if uploaded else 2, "file_info": [file_info(f) for f in files]})
+        if reason == EndReason.STOPPED:
+            await self._emit(task, Event.NORMAL_EXIT, "normal exit", {})
 
     # Describe*
     async def describe(self, task_id: str) -> dict:
@@ -271,6 +387,11 @@ class TaskManager:
                 for r in records
             ],
         }
+
+
+def file_info(file: FileRecord) -> dict:
+    """A file as callbacks carry it: the RecordFiles fields in snake_case."""
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in file_view(file).items()}
 
 
 def file_view(file: FileRecord) -> dict:

@@ -64,4 +64,5 @@ class WorkerConfig:
     rtp_ports: tuple[int, ...]  # one per track, in stream.tracks order; RTCP on port + 1 (or muxed)
     jitter_max_wait_s: float
     sync_wait_for_sr_s: float
+    inactivity_timeout_s: float = 10.0
     log_level: str = "info"

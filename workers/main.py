@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import structlog
@@ -47,14 +48,24 @@ class StreamWorker:
         self.config = config
         self._conn = conn
         stream = config.stream
-        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.sync_wait_for_sr_s)
-        self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None)
-        self.input = RtpInput(config, self._on_frame, self._on_sender_report)
         self.recordings: dict[str, Recording] = {}
+        self._new_session(config)
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uploader")
         self._stopping = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
         self._keyframe_wanted = False
+
+    def _new_session(self, config: WorkerConfig) -> None:
+        """A (re)published stream: fresh input, clock and GOP; kept recordings continue."""
+        self.config = config
+        stream = config.stream
+        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.sync_wait_for_sr_s)
+        self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None)
+        self.input: RtpInput | None = RtpInput(config, self._on_frame, self._on_sender_report)
+        self._input_started = time.monotonic()
+        self._inactive_reported = False
+        for recording in self.recordings.values():
+            recording.new_session(self.clock)
 
     # pipe
     def _send(self, message: object) -> None:
@@ -86,11 +97,28 @@ class StreamWorker:
                     self._send(protocol.Reply(request_id, True))
                 else:
                     self._spawn_close(recording, request_id)
+            case protocol.PauseRecording(request_id, task_id) | protocol.ResumeRecording(request_id, task_id):
+                recording = self.recordings.get(task_id)
+                if recording is not None:
+                    if isinstance(request, protocol.PauseRecording):
+                        recording.pause()
+                    else:
+                        recording.resume()
+                        if self.input is not None:
+                            self.input.request_keyframe()
+                self._send(protocol.Reply(request_id, recording is not None))
+            case protocol.StopInput(request_id):
+                if self.input is not None:
+                    self.input.close()
+                    self.input = None
+                self._send(protocol.Reply(request_id, True))
+            case protocol.StartInput(request_id, stream, ports):
+                asyncio.get_running_loop().create_task(self._restart_input(request_id, stream, ports))
             case protocol.StopStream(request_id):
                 self._send(protocol.Reply(request_id, True))
                 self._stopping.set()
             case protocol.GetStats(request_id):
-                stats = protocol.StreamStats(self.input.stats(), tuple(self.recordings))
+                stats = protocol.StreamStats(self.input.stats() if self.input else {}, tuple(self.recordings))
                 self._send(protocol.Reply(request_id, True, stats))
 
     def _spawn_close(self, recording: Recording, request_id: int | None) -> None:
@@ -103,6 +131,19 @@ class StreamWorker:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    async def _restart_input(self, request_id: int, stream, ports: tuple[int, ...]) -> None:
+        if self.input is not None:
+            self.input.close()
+        self._new_session(replace(self.config, stream=stream, rtp_ports=ports))
+        try:
+            await self.input.start()
+        except OSError as error:
+            self.input = None
+            self._send(protocol.Reply(request_id, False, ports, f"cannot bind: {error}"))
+            return
+        log.info("input_restarted", ports=ports, recordings=len(self.recordings))
+        self._send(protocol.Reply(request_id, True, ports))
+
     # media
     def _on_sender_report(self, kind: MediaKind, ntp: int, rtp: int) -> None:
         self.clock.tracks[kind].on_sender_report(ntp, rtp)
@@ -112,7 +153,7 @@ class StreamWorker:
         self.gop.add(frame, hold=any(r.state is State.PENDING for r in self.recordings.values()))
         now = time.monotonic()
         for recording in self.recordings.values():
-            if recording.state is State.ACTIVE:
+            if recording.state in (State.ACTIVE, State.RESUMING):
                 recording.write(frame)
             elif recording.state is State.PENDING:
                 self._try_begin(recording, now)
@@ -121,7 +162,7 @@ class StreamWorker:
         if not self.clock.settled(now):
             return
         if recording.video_spec is not None and not self.gop.has_keyframe:
-            if not self._keyframe_wanted:
+            if not self._keyframe_wanted and self.input is not None:
                 self._keyframe_wanted = True
                 self.input.request_keyframe()
             return
@@ -133,7 +174,9 @@ class StreamWorker:
         while not self._stopping.is_set():
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            self.input.tick(now)
+            if self.input is not None:
+                self.input.tick(now)
+                self._check_inactive(now)
             for recording in self.recordings.values():
                 if recording.state is State.PENDING:
                     self._try_begin(recording, now)
@@ -142,6 +185,14 @@ class StreamWorker:
                 for recording in self.recordings.values():
                     for progress in recording.progress():
                         self._send(progress)
+
+    def _check_inactive(self, now: float) -> None:
+        assert self.input is not None
+        last = max(self.input.last_packet or 0.0, self._input_started)
+        if not self._inactive_reported and now - last >= self.config.inactivity_timeout_s:
+            self._inactive_reported = True
+            log.info("stream_inactive", idle_s=round(now - last, 2))
+            self._send(protocol.StreamInactive(now - last))
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -157,7 +208,8 @@ class StreamWorker:
         ticker = loop.create_task(self._ticker())
         await self._stopping.wait()
         ticker.cancel()
-        self.input.close()
+        if self.input is not None:
+            self.input.close()
         for recording in list(self.recordings.values()):
             self._spawn_close(recording, None)
         self.recordings.clear()

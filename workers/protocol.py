@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.config import RecordingSpec
+from workers.config import RecordingSpec, StreamSpec
 
 
 # supervisor -> worker
@@ -26,6 +26,34 @@ class StopRecording:
 
 
 @dataclass(frozen=True)
+class PauseRecording:
+    request_id: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ResumeRecording:
+    request_id: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class StopInput:
+    """The stream left the room: close the input, keep the recordings (FillBlank)."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class StartInput:
+    """The stream came back: receive it again, continuing the kept recordings."""
+
+    request_id: int
+    stream: StreamSpec
+    rtp_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class StopStream:
     """Finalize every recording and exit."""
 
@@ -37,7 +65,8 @@ class GetStats:
     request_id: int
 
 
-Request = StartRecording | StopRecording | StopStream | GetStats
+Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | StopInput | StartInput | StopStream
+           | GetStats)
 
 
 # worker -> supervisor
@@ -102,9 +131,16 @@ class RecordingFailed:
 
 
 @dataclass(frozen=True)
+class StreamInactive:
+    """No media arrived for the configured time: the publisher is gone."""
+
+    idle_s: float
+
+
+@dataclass(frozen=True)
 class StreamStats:
     tracks: dict[str, dict[str, float]] = field(default_factory=dict)
     recordings: tuple[str, ...] = ()
 
 
-Event = Ready | StartFailed | FileOpened | FileProgress | FileClosed | RecordingFailed
+Event = Ready | StartFailed | FileOpened | FileProgress | FileClosed | RecordingFailed | StreamInactive

@@ -50,7 +50,19 @@ MAX_CONSECUTIVE_MUX_ERRORS = 50
 class State(enum.Enum):
     PENDING = "pending"  # waiting for the clock to settle or for a key frame
     ACTIVE = "active"
+    PAUSED = "paused"  # PauseRecord: nothing is written
+    RESUMING = "resuming"  # the file is open: waiting for a key frame to continue it
     CLOSED = "closed"
+
+
+class Rebase(enum.Enum):
+    CONTINUE = "continue"  # after a pause: the timeline goes on where the file ends, no gap
+    KEEP_GAP = "keep_gap"  # FillBlank: the time the stream was away stays in the file, as silence
+
+
+# A 20 ms Opus packet (CELT, fullband, mono) that decodes to silence.
+OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
+OPUS_SILENCE_SAMPLES = 960
 
 
 @dataclass
@@ -102,6 +114,10 @@ class Recording:
         self._basis = Basis.ARRIVAL
         self._origin = 0.0
         self._timelines: dict[MediaKind, _Timeline] = {}
+        self._floors: dict[MediaKind, _Timeline] = {}  # each track's timeline before the last rebase
+        self._origin_arrival = 0.0
+        self._rebase = Rebase.CONTINUE
+        self._opened = False
         self.dropped_frames = 0
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
@@ -123,9 +139,11 @@ class Recording:
             return False
         self._basis = self._clock.basis()
         self._origin = self._clock.media_time(first.kind, first.rtp_timestamp, self._basis)
+        self._origin_arrival = first.arrival
         begin_ms = int((self._wallclock() - (now - first.arrival)) * 1000)
         if not self._open(first, begin_ms):
             return True
+        self._opened = True
         self.state = State.ACTIVE
         start = frames.index(first)
         for frame in frames[:start]:
@@ -185,7 +203,42 @@ class Recording:
             self._log.info("file_opened", file_id=output.writer.key, basis=self._basis.value)
         return True
 
+    # pause, resume, and a stream that comes back (FillBlank)
+    def pause(self) -> None:
+        if self.state in (State.PENDING, State.ACTIVE, State.RESUMING):
+            self.state = State.PAUSED
+
+    def resume(self) -> None:
+        if self.state is State.PAUSED:
+            self._rebase = Rebase.CONTINUE
+            self.state = State.RESUMING if self._opened else State.PENDING
+
+    def new_session(self, clock: StreamClock) -> None:
+        """The stream was published again: new SSRCs, timestamps and clock."""
+        self._clock = clock
+        if self.state in (State.ACTIVE, State.RESUMING):
+            self._rebase = Rebase.KEEP_GAP
+            self.state = State.RESUMING
+
+    def _starts_recording(self, frame: EncodedFrame) -> bool:
+        if self.video_spec is not None:
+            return frame.kind is MediaKind.VIDEO and frame.keyframe
+        return frame.kind is MediaKind.AUDIO
+
+    def _rebase_at(self, first: EncodedFrame) -> None:
+        """Map `first` onto the file's timeline: where the file ends (CONTINUE), or
+        as far after the file's start as it arrived (KEEP_GAP)."""
+        end = max((t.end for t in self._timelines.values()), default=0.0)
+        target = end if self._rebase is Rebase.CONTINUE else max(end, first.arrival - self._origin_arrival)
+        self._floors.update(self._timelines)
+        self._timelines = {}
+        self._basis = self._clock.basis()
+        self._origin = self._clock.media_time(first.kind, first.rtp_timestamp, self._basis) - target
+
     def write(self, frame: EncodedFrame) -> None:
+        if self.state is State.RESUMING and self._starts_recording(frame):
+            self._rebase_at(frame)
+            self.state = State.ACTIVE
         if self.state is not State.ACTIVE:
             return
         spec = self.video_spec if frame.kind is MediaKind.VIDEO else self.audio_spec
@@ -210,9 +263,23 @@ class Recording:
         first_pts = round((media_time - self._origin) * out_rate)
         if first_pts < 0:
             return None  # from before the recording's first key frame
+        floor = self._floors.get(frame.kind)
+        if floor is not None:
+            if first_pts <= floor.last_pts:
+                return None  # would go back in time in the file
+            if frame.kind is MediaKind.AUDIO and self._rebase is Rebase.KEEP_GAP:
+                self._fill_silence(floor, first_pts)
         timeline = _Timeline(clock_rate, out_rate, frame.rtp_timestamp, first_pts, first_pts - 1)
         self._timelines[frame.kind] = timeline
         return timeline
+
+    def _fill_silence(self, floor: _Timeline, until: int) -> None:
+        """FillBlank: the audio track covers the time the stream was away with silence."""
+        pts = floor.last_pts + max(floor.last_duration, 1)
+        silence = EncodedFrame(MediaKind.AUDIO, OPUS_SILENCE, 0, 0.0)
+        while pts + OPUS_SILENCE_SAMPLES <= until:
+            self._mux(silence, floor, pts)
+            pts += OPUS_SILENCE_SAMPLES
 
     def _mux(self, frame: EncodedFrame, timeline: _Timeline, pts: int) -> None:
         if frame.kind is MediaKind.VIDEO:

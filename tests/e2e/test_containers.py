@@ -9,7 +9,8 @@ import pytest
 from tests.e2e.media_checks import assert_slices_equal, recorded_path, sent_video_aus
 from tests.helpers import probe
 from tests.helpers.api import start_record_body
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
+from tests.e2e.publishing import run_publisher
+from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, wait_manifest
 
 FORMATS = ("mp4", "flv", "hls")
 STREAM_TYPES = (1, 2, 3, 4)
@@ -39,9 +40,7 @@ def recorded(node, tmp_path_factory):
                                           FragmentSeconds=2, ShortFragmentPath=index % 2 == 0,
                                           RealtimeUploadFragment=stream_type in (3, 4))
         tasks[(fmt, stream_type)] = node.ok("StartRecord", body)["TaskId"]
-    spec = spec.with_targets(parse_answer(answer.body.decode()))
-    spec = type(spec)(**{**spec.__dict__, "manifest_path": str(tmp_path_factory.mktemp("pub") / "m.pkl")})
-    process = start_publisher(spec)
+    process, spec = run_publisher(spec, parse_answer(answer.body.decode()), tmp_path_factory.mktemp("pub"))
     manifest = wait_manifest(spec.manifest_path, proc=process)
     data = {}
     for combo, task_id in tasks.items():

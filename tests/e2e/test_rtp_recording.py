@@ -8,6 +8,7 @@ import time
 import av
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 
+from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 from tests.e2e.media_checks import (
     assert_opus_tail_equal,
     assert_slices_equal,
@@ -20,25 +21,6 @@ from tests.helpers.api import http, start_record_body
 from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
 
 JITTER_MAX_WAIT_S = 0.25
-
-
-def publish(node, room, stream, spec, sprop=True):
-    answer = node.publish(room, stream, offer_sdp(spec, True, True, sprop=sprop), user_id=f"user-{stream}")
-    assert answer.status == 201, answer
-    assert answer.headers["Content-Type"].startswith("application/sdp")
-    return answer.headers["Location"], parse_answer(answer.body.decode())
-
-
-def run_publisher(spec, targets, tmp_path):
-    spec = spec.with_targets(targets)
-    spec = type(spec)(**{**spec.__dict__, "manifest_path": str(tmp_path / "manifest.pkl")})
-    process = start_publisher(spec)
-    return process, spec
-
-
-def stop_and_describe(node, task_id):
-    node.ok("StopRecord", {"TaskId": task_id})
-    return node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
 
 
 def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):

@@ -32,3 +32,8 @@ class StreamInput(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def last_packet(self) -> float | None:
+        """Monotonic time media last arrived, None before any."""

@@ -93,6 +93,7 @@ class RtpTrackReceiver:
         self._rtcp = _Endpoint(self._on_rtcp, self.stats)
         self._last_keyframe_request = float("-inf")
         self.max_release_delay_s = 0.0
+        self.last_packet: float | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,6 +131,7 @@ class RtpTrackReceiver:
             self.stats.foreign += 1
             return
         now = time.monotonic()
+        self.last_packet = now
         self._release(self.jitter.push(packet, now), now)
 
     def _on_rtcp(self, data: bytes) -> None:
@@ -210,6 +212,11 @@ class RtpInput(StreamInput):
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {r.spec.kind.value: r.stats_dict() for r in self.receivers}
+
+    @property
+    def last_packet(self) -> float | None:
+        times = [r.last_packet for r in self.receivers if r.last_packet is not None]
+        return max(times) if times else None
 
     def close(self) -> None:
         for receiver in self.receivers:

@@ -1,0 +1,120 @@
+"""Status callbacks: written to the store's outbox first, then POSTed in order per
+task, at least once, retried with a bounded backoff; never on the recording path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+
+import aiohttp
+import structlog
+
+from engine.config import NodeConfig
+from engine.defaults import CALLBACK_TIMEOUT_S
+from engine.store import AsyncStore, CallbackRecord
+
+log = structlog.get_logger("callbacks")
+
+POLL_S = 0.2
+
+
+class Event:
+    UPLOADED = 1
+    ABNORMAL_END = 2
+    ROOM_EMPTY = 4
+    NORMAL_EXIT = 5
+    STREAM_MISSING = 6
+    STOPPED_UPLOADING = 7
+    PLAYLIST_UPLOADED = 102
+    PAUSED = 201
+    RESUMED = 202
+
+
+def signature(secret: str, timestamp: str, nonce: str) -> str:
+    return hashlib.sha1("".join(sorted([secret, timestamp, nonce])).encode()).hexdigest()
+
+
+class CallbackSender:
+    def __init__(self, config: NodeConfig, store: AsyncStore):
+        self._config = config
+        self._store = store
+        self._wake = asyncio.Event()
+        self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
+        self._in_flight: set[int] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def emit(self, task_id: str, room_id: str, task_url: str, event_type: int, message: str,
+                   detail: dict) -> None:
+        url = task_url or self._config.callback_url
+        if not url:
+            return
+        body = {"app_id": self._config.app_id, "task_id": task_id, "room_id": room_id, "event_type": event_type,
+                "message": message, "detail": detail}
+        sequence = await self._store.add_callback(task_id, event_type, url, body, int(time.time() * 1000))
+        log.info("callback_queued", task_id=task_id, event_type=event_type, sequence=sequence)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        deadline = time.monotonic() + drain_s
+        while drain_s and time.monotonic() < deadline and (self._in_flight or await self._store.pending_callbacks(1)):
+            await asyncio.sleep(POLL_S)
+        if self._runner is not None:
+            self._runner.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            now = time.monotonic()
+            for record in await self._store.pending_callbacks():
+                if record.id in self._in_flight or self._next_attempt.get(record.id, 0) > now:
+                    continue
+                self._in_flight.add(record.id)
+                asyncio.get_running_loop().create_task(self._deliver(record))
+
+    async def _deliver(self, record: CallbackRecord) -> None:
+        try:
+            delivered = await self._post(record)
+            attempts = record.attempts + 1
+            done = delivered or attempts > self._config.callback_retries
+            await self._store.callback_attempted(record.id, delivered, int(time.time() * 1000) if done else None)
+            if done:
+                self._next_attempt.pop(record.id, None)
+                if not delivered:
+                    log.error("callback_given_up", task_id=record.task_id, sequence=record.sequence,
+                              event_type=record.event_type, attempts=attempts)
+            else:
+                self._next_attempt[record.id] = time.monotonic() + self._config.callback_retry_interval_s
+        finally:
+            self._in_flight.discard(record.id)
+            self._wake.set()
+
+    async def _post(self, record: CallbackRecord) -> bool:
+        nonce = secrets.token_hex(8)
+        timestamp = str(int(time.time()))
+        body = {**record.body, "nonce": nonce, "timestamp": timestamp,
+                "signature": signature(self._config.callback_secret, timestamp, nonce)}
+        assert self._session is not None
+        try:
+            async with self._session.post(record.url, json=body) as response:
+                ok = 200 <= response.status < 300
+                if not ok:
+                    log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence,
+                                status=response.status)
+                return ok
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("callback_failed", task_id=record.task_id, sequence=record.sequence,
+                        error=type(error).__name__)
+            return False

@@ -1,0 +1,23 @@
+"""Publishing from e2e tests: announce over HTTP, send RTP from a publisher process."""
+
+from dataclasses import replace
+
+from tests.helpers.rtp_publisher import offer_sdp, parse_answer, start_publisher
+
+
+def publish(node, room, stream, spec, sprop=True):
+    answer = node.publish(room, stream, offer_sdp(spec, True, True, sprop=sprop), user_id=f"user-{stream}")
+    assert answer.status == 201, answer
+    assert answer.headers["Content-Type"].startswith("application/sdp")
+    return answer.headers["Location"], parse_answer(answer.body.decode())
+
+
+def run_publisher(spec, targets, tmp_path, name="manifest"):
+    spec = replace(spec.with_targets(targets), manifest_path=str(tmp_path / f"{name}.pkl"))
+    process = start_publisher(spec)
+    return process, spec
+
+
+def stop_and_describe(node, task_id):
+    node.ok("StopRecord", {"TaskId": task_id})
+    return node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
