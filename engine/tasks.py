@@ -4,7 +4,6 @@ that writes terminal states."""
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import string
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from engine import defaults, errors, models
+from engine import defaults, errors, models, views
 from engine.callbacks import Event
 from engine.config import NodeConfig
 from engine.rooms import PublishedStream, Rooms
@@ -351,7 +350,7 @@ class TaskManager:
         files = await self._store.files_of_task(task_id)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
         await self._emit(task, Event.UPLOADED, "upload finished" if uploaded else "upload partly finished",
-                         {"upload_status": 1 if uploaded else 2, "file_info": [file_info(f) for f in files]})
+                         {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
         if reason == EndReason.STOPPED:
             await self._emit(task, Event.NORMAL_EXIT, "normal exit", {})
 
@@ -360,54 +359,11 @@ class TaskManager:
         record = await self._store.get_task(task_id)
         if record is None:
             raise errors.TaskNotFound()
-        files = await self._store.files_of_task(task_id)
-        return {
-            "TaskId": record.task_id,
-            "RoomId": record.room_id,
-            "RecordMode": record.request.input.record_mode,
-            "StreamType": record.request.input.stream_type,
-            "Status": int(record.status),
-            "RecordBeginTimestamp": record.begin_ms or 0,
-            "RecordEndTimestamp": record.end_ms or 0,
-            "RecordFiles": [file_view(f) for f in files],
-        }
+        return views.task_status(record, await self._store.files_of_task(task_id))
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
         statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES
         total, records = await self._store.page_tasks(
             statuses, request.room_id, request.start_time_ms, request.end_time_ms,
             (request.page_offset - 1) * request.page_size, request.page_size)
-        return {
-            "PageOffset": request.page_offset,
-            "PageSize": request.page_size,
-            "TotalCount": total,
-            "TaskList": [
-                {"TaskId": r.task_id, "RoomId": r.room_id, "Status": int(r.status),
-                 "RecordBeginTimestamp": r.begin_ms or 0}
-                for r in records
-            ],
-        }
-
-
-def file_info(file: FileRecord) -> dict:
-    """A file as callbacks carry it: the RecordFiles fields in snake_case."""
-    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in file_view(file).items()}
-
-
-def file_view(file: FileRecord) -> dict:
-    return {
-        "UserId": file.user_id,
-        "UserName": file.user_name,
-        "StreamId": file.stream_id,
-        "FileId": file.file_id,
-        "FileUrl": file.file_url,
-        "OutputFileFormat": file.output_format,
-        "FileSize": file.size,
-        "Duration": file.duration_ms,
-        "ResolutionWidth": file.width,
-        "ResolutionHeight": file.height,
-        "MediaTrackType": file.media_track_type,
-        "BeginTimestamp": file.begin_ms,
-        "Status": int(file.status),
-    }
-
+        return views.task_page(request.page_offset, request.page_size, total, records)
