@@ -38,6 +38,8 @@ class NodeConfig:
     callback_secret: str = field(default="", repr=False)
     callback_retries: int = defaults.CALLBACK_RETRIES
     callback_retry_interval_s: float = defaults.CALLBACK_RETRY_INTERVAL_S
+    storage_endpoints: tuple[tuple[int, str], ...] = ()  # Vendor -> endpoint override (gateways, tests)
+    spool_max_bytes: int = defaults.SPOOL_MAX_BYTES
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -63,6 +65,10 @@ class NodeConfig:
     @property
     def storage_root(self) -> Path:
         return self.data_dir / defaults.STORAGE_DIRNAME
+
+    @property
+    def spool_root(self) -> Path:
+        return self.data_dir / defaults.SPOOL_DIRNAME
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -105,6 +111,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         default=int(e("RECNODE_CALLBACK_RETRIES", str(defaults.CALLBACK_RETRIES))))
     parser.add_argument("--callback-retry-interval", type=float,
                         default=float(e("RECNODE_CALLBACK_RETRY_INTERVAL", str(defaults.CALLBACK_RETRY_INTERVAL_S))))
+    parser.add_argument("--storage-endpoint", action="append",
+                        default=[v for v in e("RECNODE_STORAGE_ENDPOINTS", "").split(",") if v],
+                        metavar="VENDOR=URL", help="send a Vendor's requests to this endpoint (repeatable)")
+    parser.add_argument("--spool-max-bytes", type=int,
+                        default=int(e("RECNODE_SPOOL_MAX_BYTES", str(defaults.SPOOL_MAX_BYTES))),
+                        help="disk the upload spool may use before recordings fail (quit_reason 1004)")
     parser.add_argument("--test-limits", action="store_true",
                         default=e("RECNODE_TEST_LIMITS", "") in ("1", "true", "yes"),
                         help="FOR TESTS ONLY: lower MaxIdleTime/MaxRecordTime minimums and event cadences")
@@ -158,5 +170,14 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         callback_secret=args.callback_secret or secrets.get("RECNODE_CALLBACK_SECRET", "") or server_secret,
         callback_retries=args.callback_retries,
         callback_retry_interval_s=args.callback_retry_interval,
+        storage_endpoints=tuple(_storage_endpoint(v) for v in args.storage_endpoint),
+        spool_max_bytes=args.spool_max_bytes,
         test_limits=args.test_limits,
     )
+
+
+def _storage_endpoint(text: str) -> tuple[int, str]:
+    vendor, _, url = text.partition("=")
+    if not vendor.strip().isdigit() or not url.startswith(("http://", "https://")):
+        raise SystemExit(f"--storage-endpoint: expected VENDOR=http(s)://host[:port], got {text!r}")
+    return int(vendor), url

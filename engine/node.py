@@ -16,6 +16,8 @@ import structlog
 
 from engine import defaults, errors
 from engine.callbacks import CallbackSender
+from engine.files import FileBook
+from engine.uploader import Uploader
 from engine.config import NodeConfig
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms
@@ -23,6 +25,7 @@ from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
 from engine.store import AsyncStore, Store
 from engine.supervisor import Supervisor, WorkerGone, WorkerHandle, WorkerStartError
 from engine.tasks import TaskManager, now_ms
+from storage_adapters.spool import Spool
 from workers import protocol
 from workers.config import StreamSpec, WorkerConfig
 
@@ -54,6 +57,7 @@ class RecordingNode:
         self.store: AsyncStore | None = None
         self.tasks: TaskManager | None = None
         self.callbacks: CallbackSender | None = None
+        self.uploader: Uploader | None = None
         self._ticker: asyncio.Task | None = None
         self.ready = False
         self.draining = False
@@ -68,7 +72,12 @@ class RecordingNode:
         self.store = AsyncStore(store)
         self.callbacks = CallbackSender(self.config, self.store)
         self.callbacks.start()
-        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit)
+        self.uploader = Uploader(Spool(self.config.spool_root, self.config.spool_max_bytes),
+                                 dict(self.config.storage_endpoints), self._object_uploaded)
+        files = FileBook(self.config, self.store, self.uploader.pending_keys)
+        self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit,
+                                 files)
+        self.uploader.start()
         await self.tasks.load()
         await self.supervisor.warm_up()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -89,6 +98,10 @@ class RecordingNode:
             except Exception:
                 log.exception("tick_failed")
 
+    async def _object_uploaded(self, result) -> None:
+        assert self.tasks is not None
+        await self.tasks.files.object_uploaded(result)
+
     async def stop(self) -> None:
         self.draining = True
         self.ready = False
@@ -96,6 +109,8 @@ class RecordingNode:
             self._ticker.cancel()
         await asyncio.gather(*(self.unpublish(s.resource_id) for s in self.rooms.all()), return_exceptions=True)
         await self.supervisor.stop_all()
+        if self.uploader is not None:
+            await self.uploader.stop()
         if self.callbacks is not None:
             await self.callbacks.stop(drain_s=2.0)
         for consumer in list(self._consumers):

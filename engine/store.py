@@ -244,7 +244,15 @@ class Store:
         )
 
     def files_of_task(self, task_id: str) -> list[FileRecord]:
-        rows = self._db.execute("SELECT * FROM files WHERE task_id=? ORDER BY seq", (task_id,))
+        return self._files("SELECT * FROM files WHERE task_id=? ORDER BY seq", (task_id,))
+
+    def files_with_status(self, statuses: tuple[FileStatus, ...]) -> list[FileRecord]:
+        marks = ",".join("?" * len(statuses))
+        return self._files(f"SELECT * FROM files WHERE status IN ({marks}) ORDER BY task_id, seq",
+                           tuple(int(s) for s in statuses))
+
+    def _files(self, query: str, params: tuple) -> list[FileRecord]:
+        rows = self._db.execute(query, params)
         return [
             FileRecord(
                 file_id=r["file_id"], task_id=r["task_id"], stream_id=r["stream_id"], user_id=r["user_id"],

@@ -17,9 +17,17 @@ from engine.callbacks import Event
 from engine.config import NodeConfig
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
-from engine.store import AsyncStore, FileRecord, TaskRecord
-from storage_adapters.base import StorageError, StorageTarget
+from engine.store import AsyncStore, TaskRecord
+from engine.files import FileBook
+from storage_adapters.base import (
+    StorageAccessDenied,
+    StorageError,
+    StorageNotFound,
+    StorageTarget,
+    StorageUnavailable,
+)
 from storage_adapters.local import LocalAdapter
+from storage_adapters.multipart import probe
 from storage_adapters.vendors import LOCAL_DISK, VENDOR_NAMES, adapter_for, supported
 from workers import protocol
 from workers.config import RecordingSpec
@@ -50,7 +58,6 @@ class ActiveTask:
     recording_spec: RecordingSpec
     started: float  # monotonic time of StartRecord
     streams: set[str] = field(default_factory=set)  # stream ids with a recording in a worker
-    files: dict[str, FileRecord] = field(default_factory=dict)  # open files by id
     seen_streams: set[str] = field(default_factory=set)  # wanted streams published at some point
     idle_since: float | None = None  # monotonic: since when none of its streams is in the room
     next_room_empty_event: float | None = None
@@ -72,8 +79,9 @@ class ActiveTask:
 class TaskManager:
     def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms,
                  request: Callable[[PublishedStream, Callable[[int], protocol.Request]], Awaitable[protocol.Reply]],
-                 flush: Callable[[PublishedStream], Awaitable[None]], emit: Emit):
+                 flush: Callable[[PublishedStream], Awaitable[None]], emit: Emit, files: FileBook):
         self._config = config
+        self.files = files
         self._emit_callback = emit
         self._store = store
         self._rooms = rooms
@@ -81,18 +89,19 @@ class TaskManager:
         self._flush = flush
         self._background: set[asyncio.Task] = set()
         self._active: dict[str, ActiveTask] = {}
-        self._ending: dict[str, ActiveTask] = {}  # ended, files still closing
         self._start_lock = asyncio.Lock()
 
     async def load(self) -> None:
         now, wall = time.monotonic(), now_ms()
         for record in await self._store.tasks_with_status(ACTIVE_TASK_STATUSES):
             started = now - (wall - record.created_ms) / 1000
-            self._active[record.task_id] = ActiveTask(record, self._recording_spec(record), started)
+            task = ActiveTask(record, self._recording_spec(record), started)
+            self._active[record.task_id] = task
+            self.files.register(task.task_id, task.recording_spec.storage)
 
     # StartRecord
     async def start_record(self, request: models.StartRecordRequest) -> str:
-        self._check_supported(request)
+        await self._check_storage(request)
         async with self._start_lock:
             if request.client_task_id is not None:
                 existing = await self._store.get_task_by_client_id(request.client_task_id)
@@ -104,6 +113,7 @@ class TaskManager:
             await self._store.insert_task(record)
         task = ActiveTask(record, self._recording_spec(record), time.monotonic())
         self._active[record.task_id] = task
+        self.files.register(task.task_id, task.recording_spec.storage)
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
                  storage=request.storage.public_view(), stream_type=request.input.stream_type,
                  output_format=request.output.output_format)
@@ -112,7 +122,8 @@ class TaskManager:
                 await self._start_on_stream(task, stream)
         return record.task_id
 
-    def _check_supported(self, request: models.StartRecordRequest) -> None:
+    async def _check_storage(self, request: models.StartRecordRequest) -> None:
+        """Refuse a bucket the node cannot use before answering: not after a recording."""
         vendor = request.storage.vendor
         if vendor == LOCAL_DISK and not self._config.local_storage_enabled:
             raise errors.InvalidParameter("StorageParams.Vendor 0 (node disk) is disabled on this node")
@@ -126,6 +137,20 @@ class TaskManager:
             except StorageError:
                 raise errors.InvalidParameter(
                     "StorageParams.Bucket / RecordOutputParams.OutputFolder leave the storage root") from None
+            return
+        try:
+            adapter = adapter_for(self._storage_target(request), dict(self._config.storage_endpoints))
+            await asyncio.to_thread(probe, adapter, request.output.output_folder)
+        except StorageAccessDenied:
+            raise errors.InvalidParameter(
+                "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)") from None
+        except StorageNotFound:
+            raise errors.InvalidParameter("StorageParams.Bucket: no such bucket") from None
+        except StorageUnavailable:
+            raise errors.InvalidParameter(
+                "StorageParams: the bucket cannot be reached (Region / EndPoint)") from None
+        except StorageError as error:
+            raise errors.InvalidParameter(f"StorageParams: {error}") from None
 
     def _storage_target(self, request: models.StartRecordRequest) -> StorageTarget:
         s = request.storage
@@ -141,7 +166,8 @@ class TaskManager:
                              file_rule=r.output.file_rule, fragment_seconds=r.output.fragment_seconds,
                              storage=self._storage_target(r),
                              realtime_playlist=r.output.realtime_upload_fragment,
-                             short_segment_paths=r.output.short_fragment_path)
+                             short_segment_paths=r.output.short_fragment_path,
+                             spool_root=str(self._config.spool_root), spool_max_bytes=self._config.spool_max_bytes)
 
     async def _start_on_stream(self, task: ActiveTask, stream: PublishedStream) -> None:
         task.seen_streams.add(stream.stream_id)
@@ -183,69 +209,34 @@ class TaskManager:
         return any(t.record.room_id == room_id and stream_id in t.streams for t in self._active.values())
 
     async def worker_lost(self, stream: PublishedStream) -> None:
-        """The stream's worker died: what it wrote is kept, each open file is closed
-        with what storage holds."""
-        for task in self._active.values():
-            if task.record.room_id == stream.room_id:
-                task.streams.discard(stream.stream_id)
-        for task in list(self._active.values()):
-            for file in [f for f in task.files.values() if f.stream_id == stream.stream_id]:
-                size = await asyncio.to_thread(self._stored_size, task, file.file_id)
-                await self._close_file(task, file, size if size is not None else file.size, file.duration_ms,
-                                       ok=size is not None)
-
-    def _stored_size(self, task: ActiveTask, key: str) -> int | None:
-        try:
-            return adapter_for(task.recording_spec.storage).object_size(key)
-        except StorageError:
-            return None
+        """The stream's worker died: what it wrote is kept (see FileBook.worker_lost)."""
+        tasks = {t.task_id for t in self._active.values() if t.record.room_id == stream.room_id}
+        for task_id in tasks:
+            self._active[task_id].streams.discard(stream.stream_id)
+        await self.files.worker_lost(lambda f: f.task_id in tasks and f.stream_id == stream.stream_id)
 
     # worker events
     async def on_event(self, stream: PublishedStream, event: object) -> None:
         match event:
             case protocol.FileOpened():
-                task = self._task_for_event(event.task_id)
-                if task is None:
-                    return
-                file = FileRecord(
-                    file_id=event.file_id, task_id=event.task_id, stream_id=stream.stream_id,
-                    user_id=stream.spec.user_id, user_name=stream.user_name, output_format=event.output_format,
-                    file_url=event.file_url, media_track_type=event.media_track_type, begin_ms=event.begin_ms,
-                    status=FileStatus.RECORDING, width=event.width, height=event.height)
-                task.files[file.file_id] = file
-                await self._store.upsert_file(file)
+                await self.files.opened(event, stream.stream_id, stream.spec.user_id, stream.user_name)
             case protocol.FileProgress():
-                task = self._task_for_event(event.task_id)
-                file = task.files.get(event.file_id) if task else None
-                if task is not None and file is not None:
-                    file = replace(file, size=event.size, duration_ms=event.duration_ms)
-                    task.files[file.file_id] = file
-                    await self._store.upsert_file(file)
+                await self.files.progress(event)
             case protocol.FileClosed():
-                task = self._task_for_event(event.task_id)
-                file = task.files.get(event.file_id) if task else None
-                if task is not None and file is not None:
-                    await self._close_file(task, file, event.size, event.duration_ms, ok=event.ok)
+                await self.files.closed(event)
             case protocol.RecordingFailed():
                 log.error("recording_failed", task_id=event.task_id, stream_id=stream.stream_id,
                           quit_reason=event.quit_reason, message=event.message)
                 task = self._active.get(event.task_id)
                 if task is not None:
                     # Not awaited here: ending waits for this very event queue to drain.
-                    ending = asyncio.get_running_loop().create_task(
-                        self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, event.quit_reason))
-                    self._background.add(ending)
-                    ending.add_done_callback(self._background.discard)
+                    self._in_background(self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED,
+                                                  event.quit_reason))
 
-    def _task_for_event(self, task_id: str) -> ActiveTask | None:
-        # Files keep arriving after a task ended (its files close after StopRecord).
-        return self._active.get(task_id) or self._ending.get(task_id)
-
-    async def _close_file(self, task: ActiveTask, file: FileRecord, size: int, duration_ms: int, ok: bool) -> None:
-        status = FileStatus.UPLOADED if ok else FileStatus.UPLOAD_FAILED
-        file = replace(file, size=size, duration_ms=duration_ms, status=status)
-        task.files.pop(file.file_id, None)
-        await self._store.upsert_file(file)
+    def _in_background(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # StopRecord and every other end: the one writer of terminal states
     async def _active_task(self, task_id: str) -> ActiveTask:
@@ -333,7 +324,6 @@ class TaskManager:
         task_id = task.record.task_id
         if self._active.pop(task_id, None) is None:
             return
-        self._ending[task_id] = task
         end = now_ms()
         task.record = replace(task.record, status=status, end_ms=end, end_reason=reason)
         await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
@@ -346,8 +336,11 @@ class TaskManager:
         # The files' last events came before the replies: let them reach the store.
         await asyncio.gather(*(self._flush(s) for s in streams))
         task.streams.clear()
-        self._ending.pop(task_id, None)
-        files = await self._store.files_of_task(task_id)
+        # StopRecord answers now; upload-finished (and normal-exit) follow when the bucket holds everything.
+        self._in_background(self._after_uploads(task, reason))
+
+    async def _after_uploads(self, task: ActiveTask, reason: str) -> None:
+        files = await self.files.wait_settled(task.task_id)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
         await self._emit(task, Event.UPLOADED, "upload finished" if uploaded else "upload partly finished",
                          {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})

@@ -55,6 +55,8 @@ class RecordingSpec:
     storage: StorageTarget
     realtime_playlist: bool = False  # RealtimeUploadFragment
     short_segment_paths: bool = False  # ShortFragmentPath
+    spool_root: str = ""  # remote buckets: objects are spooled here first
+    spool_max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ import av
 import structlog
 
 from storage_adapters.base import StorageAdapter, StorageError, StorageFull, StorageTarget
-from storage_adapters.vendors import adapter_for
+from storage_adapters.spool import Spool, SpoolAdapter
+from storage_adapters.vendors import LOCAL_DISK, adapter_for
 from workers import naming, protocol
 from workers.clock import Basis, StreamClock
 from workers.codecs import h264, opus
@@ -45,6 +46,13 @@ QUIT_FAILED_TO_OPEN = 1003
 QUIT_DISK_FULL = 1004
 QUIT_UNKNOWN = 1001
 MAX_CONSECUTIVE_MUX_ERRORS = 50
+
+
+def storage_for(spec: RecordingSpec) -> StorageAdapter:
+    """Node disk is written in place; a remote bucket through the node's spool."""
+    if spec.storage.vendor == LOCAL_DISK:
+        return adapter_for(spec.storage)
+    return SpoolAdapter(Spool(spec.spool_root, spec.spool_max_bytes), spec.storage)
 
 
 class State(enum.Enum):
@@ -96,7 +104,7 @@ class _Output:
 class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
-                 adapters: Callable[[StorageTarget], StorageAdapter] = adapter_for):
+                 adapters: Callable[[StorageTarget], StorageAdapter] | None = None):
         self.spec = spec
         self.stream = stream
         self._clock = clock
@@ -174,7 +182,7 @@ class Recording:
     def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
         try:
             video, audio = self._params(first)
-            adapter = self._adapters(self.spec.storage)
+            adapter = self._adapters(self.spec.storage) if self._adapters else storage_for(self.spec)
             options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,
                                     realtime_playlist=self.spec.realtime_playlist,
                                     short_segment_paths=self.spec.short_segment_paths)
