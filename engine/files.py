@@ -77,7 +77,7 @@ class FileBook:
     async def closed(self, event: protocol.FileClosed) -> None:
         file = self._recording.pop(event.file_id, None)
         if file is not None:
-            await self._finish(file, event.size, event.duration_ms, event.ok)
+            await self._finish(replace(file, sha256=event.sha256), event.size, event.duration_ms, event.ok)
 
     async def worker_lost(self, room_streams: Callable[[FileRecord], bool]) -> None:
         """A worker died: its open files keep what it wrote (on disk: what the file

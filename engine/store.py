@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +75,9 @@ CREATE TABLE callbacks (
 );
 CREATE INDEX callbacks_pending ON callbacks (done_ms, id);
 """,
+    2: """
+ALTER TABLE files ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+""",
 }
 
 
@@ -107,6 +110,7 @@ class FileRecord:
     duration_ms: int = 0
     width: int = 0
     height: int = 0
+    sha256: str = ""  # of all the bytes the worker wrote (for HLS: of the playlist)
 
 
 def _request_to_json(request: models.StartRecordRequest) -> str:
@@ -237,10 +241,12 @@ class Store:
         else:
             seq = seq_row[0]
         self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO files (file_id, task_id, stream_id, user_id, user_name, output_format, "
+            "file_url, size, duration_ms, width, height, media_track_type, begin_ms, status, seq, sha256) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (file.file_id, file.task_id, file.stream_id, file.user_id, file.user_name, file.output_format,
              file.file_url, file.size, file.duration_ms, file.width, file.height, file.media_track_type,
-             file.begin_ms, int(file.status), seq),
+             file.begin_ms, int(file.status), seq, file.sha256),
         )
 
     def files_of_task(self, task_id: str) -> list[FileRecord]:
@@ -259,6 +265,7 @@ class Store:
                 user_name=r["user_name"], output_format=r["output_format"], file_url=r["file_url"],
                 media_track_type=r["media_track_type"], begin_ms=r["begin_ms"], status=FileStatus(r["status"]),
                 size=r["size"], duration_ms=r["duration_ms"], width=r["width"], height=r["height"],
+                sha256=r["sha256"],
             )
             for r in rows
         ]

@@ -74,3 +74,21 @@ def test_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(SchemaError):
         Store(path)
+
+
+def test_a_version_1_store_is_migrated(tmp_path):
+    from engine.store import _SCHEMA_V1
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_V1)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO files (file_id, task_id, stream_id, user_id, user_name, output_format, file_url, "
+               "media_track_type, begin_ms, status, seq) VALUES ('f', 't', 's', 'u', 'u', 'mp4', '', 3, 0, 3, 1)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert store.files_of_task("t")[0].sha256 == ""
+    store.add_callback("t", 1, "http://x", {}, 0)
+    assert store.pending_callbacks()[0].sequence == 0

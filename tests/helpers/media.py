@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -152,14 +154,18 @@ def _texture(width: int, height: int) -> np.ndarray:
     return big[:height, :width]
 
 
-def _video_plane(index: int, width: int, height: int, white: bool) -> np.ndarray:
-    """yuv420p picture as the (height * 3/2, width) array PyAV expects."""
+def _video_plane(index: int, width: int, height: int, white: bool, busy: bool = False) -> np.ndarray:
+    """yuv420p picture as the (height * 3/2, width) array PyAV expects. `busy`
+    adds fresh noise to every frame so the encoder needs its whole bitrate."""
     frame = np.full((height * 3 // 2, width), CHROMA_NEUTRAL, dtype=np.uint8)
     luma = frame[:height]
     if white:
         luma[:] = LUMA_WHITE
         return frame
     luma[:] = _texture(width, height)
+    if busy:
+        noise = np.random.default_rng(index).integers(0, 48, size=(height, width), dtype=np.uint8)
+        luma += noise
     size = min(SQUARE_SIZE, width, height)
     x = (index * 4) % max(1, width - size)
     y = (index * 3) % max(1, height - size)
@@ -174,6 +180,7 @@ def _encode_video(
     width: int,
     height: int,
     flash_frames: frozenset[int],
+    bitrate_kbps: int = 0,
 ) -> tuple[VideoAU, ...]:
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width = width
@@ -188,10 +195,14 @@ def _encode_video(
         "level": "31",
         "x264-params": f"repeat-headers=1:keyint={keyint}:min-keyint={keyint}:scenecut=0",
     }
+    if bitrate_kbps:
+        ctx.options = {**ctx.options, "preset": "ultrafast", "level": "41",
+                       "x264-params": ctx.options["x264-params"] +
+                       f":bitrate={bitrate_kbps}:vbv-maxrate={bitrate_kbps}:vbv-bufsize={bitrate_kbps}"}
     packets: list[av.Packet] = []
     for i in range(n_frames):
         frame = av.VideoFrame.from_ndarray(
-            _video_plane(i, width, height, i in flash_frames), format="yuv420p"
+            _video_plane(i, width, height, i in flash_frames, busy=bool(bitrate_kbps)), format="yuv420p"
         )
         frame.pts = i
         packets.extend(ctx.encode(frame))
@@ -289,6 +300,23 @@ def _parameter_sets(first_au: bytes) -> tuple[bytes, bytes]:
     return sps, pps
 
 
+def _cached_on_disk(name: str, make):
+    import hashlib
+    import pickle
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / "recnode-test-media"
+    folder.mkdir(exist_ok=True)
+    path = folder / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".pkl")
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_bytes(pickle.dumps(value))
+    os.replace(temporary, path)
+    return value
+
+
 @functools.lru_cache(maxsize=16)
 def make_test_media(
     duration_s: float = 6.0,
@@ -298,8 +326,13 @@ def make_test_media(
     height: int = 240,
     flash_period_s: float = 1.0,
     flash_offset_s: float = 0.5,
+    bitrate_kbps: int = 0,
 ) -> TestMedia:
     """Encode (once per argument set, cached) the synthetic A/V test clip.
+
+    ``bitrate_kbps`` > 0 makes every frame busy and encodes at that bitrate (for
+    upload tests that need real volume); such clips are also cached on disk, since
+    the publisher process needs the same clip again.
 
     ``fps`` must divide 48000 so that every frame time is a whole audio
     sample.  Flash times are ``flash_offset_s + k * flash_period_s`` rounded
@@ -313,7 +346,12 @@ def make_test_media(
     beep_samples = tuple(i * samples_per_frame for i in flash_frames)
     pcm = _make_pcm(n_frames * samples_per_frame, beep_samples)
     pcm.setflags(write=False)
-    video = _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames))
+    if bitrate_kbps:
+        video = _cached_on_disk(
+            f"video-{n_frames}-{fps}-{keyint}-{width}x{height}-{bitrate_kbps}-{sorted(flash_frames)}",
+            lambda: _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames), bitrate_kbps))
+    else:
+        video = _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames))
     audio, opus_head = _encode_audio(pcm)
     sps, pps = _parameter_sets(video[0].data)
     return TestMedia(

@@ -91,6 +91,7 @@ class PublisherSpec:
     # behaviour
     audio_delay_s: float = 0.0  # audio sent this much after capture time
     send_sr: bool = True
+    bitrate_kbps: int = 0  # > 0: busy frames at this bitrate (upload volume tests)
     in_band_parameter_sets: bool = True  # False: SPS/PPS only in the SDP (sprop), stripped from the stream
     sr_interval_s: float = 1.0
     send_bye: bool = False  # RTCP BYE per track after its last packet
@@ -113,6 +114,7 @@ class PublisherSpec:
             height=self.height,
             flash_period_s=self.flash_period_s,
             flash_offset_s=self.flash_offset_s,
+            bitrate_kbps=self.bitrate_kbps,
         )
 
     def media(self) -> TestMedia:

@@ -26,7 +26,7 @@ from storage_adapters.multipart import MIN_PART_SIZE, MultipartSink, ObjectStore
 from storage_adapters.oss import OssStore
 from storage_adapters.vendors import adapter_for
 from tests.helpers.oss_server import sign, string_to_sign
-from tests.storage.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
+from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
 from tests.storage.test_s3 import SECRET, assert_no_secret, uneven_chunks
 
 MiB = 1024 * 1024

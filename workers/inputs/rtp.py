@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from dataclasses import dataclass, fields
 
@@ -26,6 +27,9 @@ from workers.tracks import AudioTrack, VideoTrack
 log = structlog.get_logger("rtp")
 
 KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5
+# A key frame arrives as a burst of packets (100+ at 8 Mbps); the kernel's default
+# receive buffer drops part of it. Ask for more (root may exceed net.core.rmem_max).
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_EARLY_REPORTS = 4
 
 Address = tuple[str, int]
@@ -69,6 +73,18 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.transport.sendto(data, addr)
 
 
+def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER_BYTES) -> int:
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
 class RtpTrackReceiver:
     def __init__(self, spec: TrackSpec, config: WorkerConfig, port: int, on_frame: FrameHandler,
                  on_sender_report: SenderReportHandler):
@@ -97,7 +113,8 @@ class RtpTrackReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self._rtp, local_addr=(self._bind_host, self.port))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self._rtp, local_addr=(self._bind_host, self.port))
+        enlarge_receive_buffer(transport.get_extra_info("socket"))
         try:
             await loop.create_datagram_endpoint(lambda: self._rtcp, local_addr=(self._bind_host, self.port + 1))
         except OSError:

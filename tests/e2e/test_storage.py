@@ -1,0 +1,213 @@
+"""Recording into buckets: moto's S3 server and a signature-checking OSS server,
+real HTTP, the node's spool and uploader, outages and a killed node."""
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
+from tests.e2e.publishing import publish, run_publisher
+from tests.helpers import probe
+from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
+from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
+
+DURABLE_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def bucket_node(tmp_path_factory, moto_server, s3_bucket, oss_server):
+    base = tmp_path_factory.mktemp("bucket-node")
+    process = NodeProcess(base / "data", free_port(), free_udp_range(), base / "node.log",
+                          extra_args=storage_args(moto_server, oss_server)).start()
+    yield process
+    process.stop()
+
+
+def storage_args(moto_server, oss_server):
+    return ("--storage-endpoint", f"1={moto_server.endpoint}", "--storage-endpoint", f"3={moto_server.endpoint}",
+            "--storage-endpoint", f"2={oss_server.endpoint}")
+
+
+def s3_body(room, moto_server, bucket, fmt="mp4", stream_type=3, **storage):
+    body = start_record_body(room)
+    body["RecordInputParams"]["StreamType"] = stream_type
+    body["RecordOutputParams"].update(OutputFileFormat=fmt, OutputFolder=f"{room}/{fmt}/", FragmentSeconds=2,
+                                      ShortFragmentPath=True)
+    body["StorageParams"] = {"Vendor": 1, "Region": "us-east-1", "Bucket": bucket,
+                             "AccessKeyId": moto_server.access_key_id,
+                             "AccessKeySecret": moto_server.access_key_secret, **storage}
+    return body
+
+
+def stored_sha256(node, file_id):
+    with sqlite3.connect(f"file:{node.data_dir / 'recnode.sqlite3'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT sha256 FROM files WHERE file_id=?", (file_id,)).fetchone()[0]
+
+
+def fetch_s3(moto_server, bucket, key):
+    return moto_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def check_file(node, entry, fetch, tmp_path):
+    """The bucket's object is what the worker wrote, and it decodes (HLS: with its segments)."""
+    data = fetch(entry["FileId"])
+    assert hashlib.sha256(data).hexdigest() == stored_sha256(node, entry["FileId"])
+    assert entry["FileUrl"].startswith(("https://", "http://")) and entry["FileUrl"].endswith(entry["FileId"])
+    local = tmp_path / entry["FileId"].rsplit("/", 1)[-1]
+    local.write_bytes(data)
+    if entry["OutputFileFormat"] == "hls":
+        for line in data.decode().splitlines():
+            if line and not line.startswith("#"):
+                folder = entry["FileId"].rsplit("/", 1)[0]
+                (tmp_path / line).write_bytes(fetch(f"{folder}/{line}"))
+    report = probe.decode_all(local)
+    assert report.errors == () and (report.video_frames or report.audio_frames)
+    return report
+
+
+def record(node, room, bodies, spec, tmp_path, during=None):
+    location, targets = publish(node, room, "cam", spec)
+    tasks = [node.ok("StartRecord", b)["TaskId"] for b in bodies]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    if during is not None:
+        during(tasks)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    node.unpublish(location)
+    return tasks, manifest
+
+
+def stop_until_uploaded(node, task_id, timeout=DURABLE_TIMEOUT_S):
+    node.ok("StopRecord", {"TaskId": task_id})
+    stopped = time.monotonic()
+    data = node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]),
+                          timeout=timeout)
+    return data, time.monotonic() - stopped
+
+
+def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucket, tmp_path):
+    bodies = [s3_body("s3-all", moto_server, s3_bucket, fmt, st) for fmt, st in (("mp4", 3), ("flv", 4), ("hls", 3))]
+    bodies.append(s3_body("s3-all-cos", moto_server, s3_bucket, "mp4", 3, Vendor=3, Region="ap-guangzhou"))
+    tasks, _ = record(bucket_node, "s3-all", bodies[:3], PublisherSpec(duration_s=5.0), tmp_path)
+    for task_id in tasks:
+        data, took = stop_until_uploaded(bucket_node, task_id)
+        assert took < 10
+        for entry in data["RecordFiles"]:
+            check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1]
+
+
+def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_bucket, tmp_path):
+    client = moto_server.client()
+    seen_parts = []
+
+    def watch(tasks):
+        deadline = time.monotonic() + 30
+        while not seen_parts and time.monotonic() < deadline:
+            for upload in client.list_multipart_uploads(Bucket=s3_bucket, Prefix="s3-parts/").get("Uploads", []):
+                parts = client.list_parts(Bucket=s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                seen_parts.extend(p["Size"] for p in parts.get("Parts", []))
+            time.sleep(0.2)
+
+    # Vendor 10 (any S3-protocol service) with its EndPoint, and a >= 8 Mbps stream
+    body = s3_body("s3-parts", moto_server, s3_bucket, Vendor=10, EndPoint=moto_server.endpoint)
+    spec = PublisherSpec(duration_s=10.0, width=640, height=360, bitrate_kbps=9000)
+    [task_id], manifest = record(bucket_node, "s3-parts", [body], spec, tmp_path, during=watch)
+    assert seen_parts and all(size >= 5 * 1024 * 1024 for size in seen_parts)
+    data, took = stop_until_uploaded(bucket_node, task_id)
+    [entry] = data["RecordFiles"]
+    assert entry["FileSize"] > 8 * 1024 * 1024
+    report = check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    assert report.video_frames == 300
+    assert entry["FileUrl"].startswith(moto_server.endpoint)  # Vendor 10: the user's own endpoint
+
+
+def test_a_bucket_outage_loses_nothing(bucket_node, moto_server, s3_bucket, tmp_path):
+    def outage(tasks):
+        time.sleep(2.0)
+        moto_server.pause()  # the bucket stops answering mid-recording ...
+        time.sleep(5.0)
+        moto_server.resume()  # ... and comes back
+
+    body = s3_body("s3-outage", moto_server, s3_bucket)
+    [task_id], _ = record(bucket_node, "s3-outage", [body], PublisherSpec(duration_s=8.0), tmp_path, during=outage)
+    data, _ = stop_until_uploaded(bucket_node, task_id)
+    [entry] = data["RecordFiles"]
+    report = check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    assert report.video_frames == 240
+
+
+def test_uploads_pending_when_the_node_is_killed_finish_after_restart(moto_server, oss_server, s3_bucket, tmp_path):
+    data_dir = tmp_path / "data"
+    first = NodeProcess(data_dir, free_port(), free_udp_range(20), tmp_path / "a.log",
+                        extra_args=storage_args(moto_server, oss_server)).start()
+    body = s3_body("s3-restart", moto_server, s3_bucket)
+    try:
+        [task_id], _ = record(first, "s3-restart", [body], PublisherSpec(duration_s=3.0), tmp_path)
+        moto_server.pause()
+        first.ok("StopRecord", {"TaskId": task_id})
+        [entry] = first.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"]
+        assert entry["Status"] == 2  # uploading: the bucket does not answer
+        first.process.kill()
+        first.process.wait(10)
+    finally:
+        moto_server.resume() if first.process.poll() is None else None
+    moto_server.pause()
+    second = NodeProcess(data_dir, free_port(), free_udp_range(20), tmp_path / "b.log",
+                         extra_args=storage_args(moto_server, oss_server)).start()
+    try:
+        assert second.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"][0]["Status"] == 2
+        moto_server.resume()
+        data = second.wait_task(task_id, lambda d: d["RecordFiles"][0]["Status"] == 3, timeout=DURABLE_TIMEOUT_S)
+        check_file(second, data["RecordFiles"][0], lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+        assert not any((data_dir / "spool").iterdir())
+    finally:
+        moto_server.resume()
+        second.stop()
+
+
+def test_oss_with_signed_requests(bucket_node, oss_server, tmp_path):
+    body = start_record_body("oss-room")
+    body["StorageParams"] = {"Vendor": 2, "Region": "cn-hangzhou", "Bucket": OSS_BUCKET,
+                             "AccessKeyId": OSS_KEY_ID, "AccessKeySecret": OSS_SECRET}
+    [task_id], _ = record(bucket_node, "oss-room", [body], PublisherSpec(duration_s=3.0), tmp_path)
+    data, _ = stop_until_uploaded(bucket_node, task_id)
+    [entry] = data["RecordFiles"]
+    assert entry["FileUrl"].startswith(f"https://{OSS_BUCKET}.oss-cn-hangzhou.aliyuncs.com/")
+    check_file(bucket_node, entry, lambda k: oss_server.object(OSS_BUCKET, k), tmp_path)
+    wrong = {**body, "StorageParams": {**body["StorageParams"], "AccessKeySecret": "not-the-secret"}}
+    answer = bucket_node.call("StartRecord", wrong)
+    assert answer["Code"] == 300000004 and "refused the credentials" in answer["Message"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"AccessKeySecret": "wrong-secret"}, "refused the credentials"),
+    ({"Bucket": "no-such-bucket"}, "no such bucket"),
+    ({"Vendor": 10, "EndPoint": "http://127.0.0.1:9"}, "cannot be reached"),
+])
+def test_storage_problems_are_refused_at_start_record(bucket_node, moto_server, s3_bucket, change, message):
+    body = s3_body("s3-bad", moto_server, s3_bucket, **change)
+    answer = bucket_node.call("StartRecord", body)
+    assert answer["Code"] == 300000004 and message in answer["Message"], answer
+    assert moto_server.access_key_secret not in str(answer)
+
+
+def test_storage_secrets_leak_nowhere(bucket_node, moto_server, s3_bucket):
+    published = bucket_node.publish("s3-secret", "s", __import__("tests.helpers.rtp_publisher", fromlist=["x"])
+                                    .offer_sdp(PublisherSpec(), True, True))
+    task_id = bucket_node.ok("StartRecord", s3_body("s3-secret", moto_server, s3_bucket))["TaskId"]
+    pid = bucket_node.stream_stats(published.headers["Location"])["WorkerPid"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = f.read()
+    answer = bucket_node.call("DescribeRecordStatus", {"TaskId": task_id})
+    bucket_node.ok("StopRecord", {"TaskId": task_id})
+    bucket_node.unpublish(published.headers["Location"])
+    for secret in (moto_server.access_key_secret, OSS_SECRET):
+        assert secret.encode() not in cmdline and secret.encode() not in environ
+        assert secret not in str(answer) and secret not in bucket_node.logs()
+    spool = bucket_node.data_dir / "spool"
+    assert oct(spool.stat().st_mode & 0o777) == "0o700"
