@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import structlog
 
+from engine.callbacks import Event
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
@@ -31,16 +32,20 @@ def belongs_to(key: str, file: FileRecord) -> bool:
 
 
 class FileBook:
-    def __init__(self, config: NodeConfig, store: AsyncStore, pending_keys: Callable[[], set[str]]):
+    def __init__(self, config: NodeConfig, store: AsyncStore, pending_keys: Callable[[], set[str]],
+                 emit: Callable[..., Awaitable[None]]):
         self._config = config
+        self._emit = emit
+        self._tasks: dict[str, tuple[str, str]] = {}  # task id -> (room id, callback url)
         self._store = store
         self._pending_keys = pending_keys
         self._targets: dict[str, StorageTarget] = {}  # task id -> where its files go
         self._recording: dict[str, FileRecord] = {}  # by file id
         self._changed = asyncio.Event()
 
-    def register(self, task_id: str, target: StorageTarget) -> None:
+    def register(self, task_id: str, target: StorageTarget, room_id: str, callback_url: str) -> None:
         self._targets[task_id] = target
+        self._tasks[task_id] = (room_id, callback_url)
 
     def _remote(self, task_id: str) -> bool:
         target = self._targets.get(task_id)
@@ -106,8 +111,23 @@ class FileBook:
         if status is FileStatus.UPLOADING:
             await self.settle()
 
+    async def playlist_written(self, event: protocol.PlaylistWritten) -> None:
+        if not self._remote(event.task_id):  # on the node's disk it is in place now
+            await self._playlist_ready(event.file_id)
+
+    async def _playlist_ready(self, file_id: str) -> None:
+        file = self._recording.get(file_id)
+        if file is None or file.task_id not in self._tasks:
+            return
+        room_id, url = self._tasks[file.task_id]
+        await self._emit(file.task_id, room_id, url, Event.PLAYLIST_UPLOADED, "hls playlist uploaded",
+                         {"stream_id": file.stream_id, "file_id": file.file_id, "file_url": file.file_url,
+                          "media_track_type": file.media_track_type})
+
     # uploads
     async def object_uploaded(self, result: UploadResult) -> None:
+        if result.ok and result.key.endswith(".m3u8"):
+            await self._playlist_ready(result.key)
         for file in await self._store.files_with_status((FileStatus.UPLOADING,)):
             if belongs_to(result.key, file) and not result.ok:
                 await self._save(replace(file, status=FileStatus.UPLOAD_FAILED))

@@ -74,7 +74,7 @@ class RecordingNode:
         self.callbacks.start()
         self.uploader = Uploader(Spool(self.config.spool_root, self.config.spool_max_bytes),
                                  dict(self.config.storage_endpoints), self._object_uploaded)
-        files = FileBook(self.config, self.store, self.uploader.pending_keys)
+        files = FileBook(self.config, self.store, self.uploader.pending_keys, self.callbacks.emit)
         self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit,
                                  files)
         self.uploader.start()

@@ -97,7 +97,7 @@ class TaskManager:
             started = now - (wall - record.created_ms) / 1000
             task = ActiveTask(record, self._recording_spec(record), started)
             self._active[record.task_id] = task
-            self.files.register(task.task_id, task.recording_spec.storage)
+            self._register_files(task)
 
     # StartRecord
     async def start_record(self, request: models.StartRecordRequest) -> str:
@@ -113,7 +113,7 @@ class TaskManager:
             await self._store.insert_task(record)
         task = ActiveTask(record, self._recording_spec(record), time.monotonic())
         self._active[record.task_id] = task
-        self.files.register(task.task_id, task.recording_spec.storage)
+        self._register_files(task)
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
                  storage=request.storage.public_view(), stream_type=request.input.stream_type,
                  output_format=request.output.output_format)
@@ -121,6 +121,10 @@ class TaskManager:
             if task.wants(stream):
                 await self._start_on_stream(task, stream)
         return record.task_id
+
+    def _register_files(self, task: ActiveTask) -> None:
+        self.files.register(task.task_id, task.recording_spec.storage, task.record.room_id,
+                            task.record.request.output.callback_url)
 
     async def _check_storage(self, request: models.StartRecordRequest) -> None:
         """Refuse a bucket the node cannot use before answering: not after a recording."""
@@ -224,6 +228,8 @@ class TaskManager:
                 await self.files.progress(event)
             case protocol.FileClosed():
                 await self.files.closed(event)
+            case protocol.PlaylistWritten():
+                await self.files.playlist_written(event)
             case protocol.RecordingFailed():
                 log.error("recording_failed", task_id=event.task_id, stream_id=stream.stream_id,
                           quit_reason=event.quit_reason, message=event.message)

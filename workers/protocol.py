@@ -122,6 +122,14 @@ class FileClosed:
 
 
 @dataclass(frozen=True)
+class PlaylistWritten:
+    """A realtime HLS playlist was written while recording (RealtimeUploadFragment)."""
+
+    task_id: str
+    file_id: str
+
+
+@dataclass(frozen=True)
 class RecordingFailed:
     """The worker cannot go on recording for a task; quit_reason is the API's."""
 
@@ -143,4 +151,5 @@ class StreamStats:
     recordings: tuple[str, ...] = ()
 
 
-Event = Ready | StartFailed | FileOpened | FileProgress | FileClosed | RecordingFailed | StreamInactive
+Event = (Ready | StartFailed | FileOpened | FileProgress | FileClosed | PlaylistWritten | RecordingFailed
+         | StreamInactive)

@@ -196,6 +196,9 @@ class Recording:
                 objects = FileObjects(adapter, self.spec.output_folder, self._uploader)
                 writer = writer_type(objects, stem, video if MediaKind.VIDEO in kinds else None,
                                      audio if MediaKind.AUDIO in kinds else None, options)
+                if isinstance(writer, HlsWriter):
+                    writer.on_playlist = lambda key=writer.key: self._emit(
+                        protocol.PlaylistWritten(self.spec.task_id, key))
                 self._outputs.append(_Output(writer, objects, kinds, media_track_type))
         except (StorageError, av.FFmpegError, ValueError) as error:
             self._fail(QUIT_DISK_FULL if isinstance(error, StorageFull) else QUIT_FAILED_TO_OPEN,

@@ -252,3 +252,22 @@ def test_client_task_id_survives_a_node_restart(tmp_path):
         assert second.ok("DescribeTasks", {"Status": 2, "RoomId": "room-client"})["TotalCount"] == 1
     finally:
         second.stop()
+
+
+def test_realtime_hls_playlist_events(node, receiver, tmp_path):
+    b = body("room-hls", receiver)
+    b["RecordOutputParams"].update(OutputFileFormat="hls", FragmentSeconds=2, RealtimeUploadFragment=True)
+    task_id = node.ok("StartRecord", b)["TaskId"]
+    spec = PublisherSpec(duration_s=5.0)
+    location, targets = publish(node, "room-hls", "cam", spec)
+    process, spec = run_publisher(spec, targets, tmp_path)
+    got = receiver.wait_for(task_id, lambda e: e.count(102) >= 2, timeout=15)
+    wait_manifest(spec.manifest_path, proc=process)
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+    node.unpublish(location)
+    events = receiver.wait_for(task_id, lambda e: e[-3:] == [7, 1, 5])
+    first = next(r for r in got if r.body["event_type"] == 102)
+    assert first.body["detail"] == {"stream_id": "cam", "file_id": entry["FileId"], "file_url": entry["FileUrl"],
+                                    "media_track_type": 3}
+    assert [r.body["event_type"] for r in events][-3:] == [7, 1, 5]
+    assert all(r.body["event_type"] == 102 for r in events[:-3])

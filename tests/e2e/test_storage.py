@@ -12,15 +12,27 @@ from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
 from tests.e2e.publishing import publish, run_publisher
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
+from tests.helpers.callback_receiver import CallbackReceiver
 from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
 DURABLE_TIMEOUT_S = 60
+
+
+CALLBACK_SECRET = "storage-callbacks-3e1f"
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    server = CallbackReceiver(CALLBACK_SECRET)
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")
 def bucket_node(tmp_path_factory, moto_server, s3_bucket, oss_server):
     base = tmp_path_factory.mktemp("bucket-node")
     process = NodeProcess(base / "data", free_port(), free_udp_range(), base / "node.log",
+                          extra_env={"RECNODE_CALLBACK_SECRET": CALLBACK_SECRET},
                           extra_args=storage_args(moto_server, oss_server)).start()
     yield process
     process.stop()
@@ -87,16 +99,22 @@ def stop_until_uploaded(node, task_id, timeout=DURABLE_TIMEOUT_S):
     return data, time.monotonic() - stopped
 
 
-def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucket, tmp_path):
+def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucket, receiver, tmp_path):
     bodies = [s3_body("s3-all", moto_server, s3_bucket, fmt, st) for fmt, st in (("mp4", 3), ("flv", 4), ("hls", 3))]
-    bodies.append(s3_body("s3-all-cos", moto_server, s3_bucket, "mp4", 3, Vendor=3, Region="ap-guangzhou"))
-    tasks, _ = record(bucket_node, "s3-all", bodies[:3], PublisherSpec(duration_s=5.0), tmp_path)
+    bodies[2]["RecordOutputParams"].update(RealtimeUploadFragment=True, CallbackUrl=receiver.url)
+    bodies.append(s3_body("s3-all", moto_server, s3_bucket, "mp4", 3, Vendor=3, Region="ap-guangzhou"))
+    tasks, _ = record(bucket_node, "s3-all", bodies, PublisherSpec(duration_s=5.0), tmp_path)
     for task_id in tasks:
         data, took = stop_until_uploaded(bucket_node, task_id)
         assert took < 10
         for entry in data["RecordFiles"]:
             check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
-    assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1]
+    assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1, 1]
+    # the HLS task's playlist reached the bucket while recording: event 102, before the end events
+    events = receiver.wait_for(tasks[2], lambda e: e[-3:] == [7, 1, 5])
+    types = [r.body["event_type"] for r in events]
+    assert types.count(102) >= 1 and set(types[:-3]) == {102}
+    assert all(r.signature_ok for r in events)
 
 
 def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_bucket, tmp_path):

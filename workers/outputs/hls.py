@@ -39,6 +39,7 @@ class _PlaylistBuffer:
 class HlsWriter(ContainerWriter):
     extension = "m3u8"
     output_format = "hls"
+    on_playlist = None  # called after each realtime playlist upload is queued
 
     def _open_container(self) -> av.container.OutputContainer:
         self.playlist = b""
@@ -70,6 +71,8 @@ class HlsWriter(ContainerWriter):
         self.playlist = text
         if self.options.realtime_playlist and not self._closing:
             self.objects.put(self.name, text)
+            if self.on_playlist is not None:
+                self.on_playlist()
 
     def close(self) -> None:
         self._closing = True  # the last playlist goes up once, as VOD, from _finish
