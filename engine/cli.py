@@ -33,16 +33,31 @@ async def serve(config: config_module.NodeConfig, started: asyncio.Event | None 
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     log.info("listening", host=config.host, port=config.port, data_dir=str(config.data_dir))
-    stop = asyncio.Event()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     if started is not None:
         started.set()
     await stop.wait()
-    log.info("shutting_down")
-    await node.stop()
+    # Draining: no new tasks or streams; recordings finish their files; uploads and
+    # callbacks get until the deadline. A second signal (or the deadline) cuts it short.
+    log.info("draining", deadline_s=config.drain_timeout_s)
+    draining = loop.create_task(node.stop(config.drain_timeout_s))
+    forced = loop.create_task(force.wait())
+    await asyncio.wait([draining, forced], timeout=config.drain_timeout_s + 5,
+                       return_when=asyncio.FIRST_COMPLETED)
+    if not draining.done():
+        log.warning("forced_exit", pending_uploads=node.uploader.backlog if node.uploader else 0)
+        node.kill_workers()  # their files keep every fragment written; the spool keeps the rest
+        draining.cancel()
+    forced.cancel()
     await runner.cleanup()
+    log.info("stopped")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

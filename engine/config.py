@@ -40,6 +40,8 @@ class NodeConfig:
     callback_retry_interval_s: float = defaults.CALLBACK_RETRY_INTERVAL_S
     storage_endpoints: tuple[tuple[int, str], ...] = ()  # Vendor -> endpoint override (gateways, tests)
     spool_max_bytes: int = defaults.SPOOL_MAX_BYTES
+    drain_timeout_s: float = defaults.DRAIN_TIMEOUT_S
+    callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -117,6 +119,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spool-max-bytes", type=int,
                         default=int(e("RECNODE_SPOOL_MAX_BYTES", str(defaults.SPOOL_MAX_BYTES))),
                         help="disk the upload spool may use before recordings fail (quit_reason 1004)")
+    parser.add_argument("--drain-timeout", type=float,
+                        default=float(e("RECNODE_DRAIN_TIMEOUT", str(defaults.DRAIN_TIMEOUT_S))),
+                        help="on SIGTERM, seconds to finish uploads and callbacks before exiting")
+    parser.add_argument("--callback-deny", default=e("RECNODE_CALLBACK_DENY", ",".join(defaults.CALLBACK_DENY_NETWORKS)),
+                        help="comma-separated networks CallbackUrl may not point into ('' allows all)")
     parser.add_argument("--test-limits", action="store_true",
                         default=e("RECNODE_TEST_LIMITS", "") in ("1", "true", "yes"),
                         help="FOR TESTS ONLY: lower MaxIdleTime/MaxRecordTime minimums and event cadences")
@@ -172,6 +179,8 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         callback_retry_interval_s=args.callback_retry_interval,
         storage_endpoints=tuple(_storage_endpoint(v) for v in args.storage_endpoint),
         spool_max_bytes=args.spool_max_bytes,
+        drain_timeout_s=args.drain_timeout,
+        callback_deny=tuple(n.strip() for n in args.callback_deny.split(",") if n.strip()),
         test_limits=args.test_limits,
     )
 

@@ -46,6 +46,11 @@ TEST_MAX_IDLE_TIME_RANGE = (1, 86400)
 TEST_MAX_RECORD_TIME_RANGE = (2, 86400)
 TEST_EVENT_INTERVAL_S = 2.0
 
+DRAIN_TIMEOUT_S = 30.0
+# CallbackUrl may not point into these: link-local and cloud metadata services.
+# Loopback stays allowed so local receivers (and tests) work.
+CALLBACK_DENY_NETWORKS = ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128")
+
 # Storage
 SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3

@@ -124,6 +124,18 @@ class FileBook:
                          {"stream_id": file.stream_id, "file_id": file.file_id, "file_url": file.file_url,
                           "media_track_type": file.media_track_type})
 
+    async def reconcile(self, files: list[FileRecord]) -> None:
+        """After a restart: a file left recording was finished by its worker when the
+        node died (on disk it holds what was written; in the spool it is uploading)."""
+        for file in files:
+            if file.status is not FileStatus.RECORDING:
+                continue
+            size = file.size
+            if not self._remote(file.task_id):
+                size = await asyncio.to_thread(self._stored_size, file)
+            await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
+        await self.settle()
+
     # uploads
     async def object_uploaded(self, result: UploadResult) -> None:
         if result.ok and result.key.endswith(".m3u8"):

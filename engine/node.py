@@ -22,7 +22,7 @@ from engine.config import NodeConfig
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms
 from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
-from engine.store import AsyncStore, Store
+from engine.store import AsyncStore, Store, StreamRecord
 from engine.supervisor import Supervisor, WorkerGone, WorkerHandle, WorkerStartError
 from engine.tasks import TaskManager, now_ms
 from storage_adapters.spool import Spool
@@ -80,6 +80,7 @@ class RecordingNode:
         self.uploader.start()
         await self.tasks.load()
         await self.supervisor.warm_up()
+        await self._restore_streams()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         log.info("node_ready", data_dir=str(self.config.data_dir))
@@ -102,22 +103,32 @@ class RecordingNode:
         assert self.tasks is not None
         await self.tasks.files.object_uploaded(result)
 
-    async def stop(self) -> None:
+    async def stop(self, deadline_s: float = 10.0) -> None:
+        """Drain: refuse new work, finish every file, then give uploads and callbacks
+        until the deadline. Streams and tasks stay in the store for the next start."""
+        deadline = time.monotonic() + deadline_s
         self.draining = True
         self.ready = False
         if self._ticker is not None:
             self._ticker.cancel()
         await asyncio.gather(*(self.unpublish(s.resource_id) for s in self.rooms.all()), return_exceptions=True)
         await self.supervisor.stop_all()
+        for consumer in list(self._consumers):  # the workers' last events reach the store
+            await asyncio.wait([consumer], timeout=max(0.1, deadline - time.monotonic()))
+        while self.uploader is not None and self.uploader.backlog and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         if self.uploader is not None:
             await self.uploader.stop()
         if self.callbacks is not None:
-            await self.callbacks.stop(drain_s=2.0)
-        for consumer in list(self._consumers):
-            await asyncio.wait([consumer], timeout=5)
+            await self.callbacks.stop(drain_s=max(0.0, deadline - time.monotonic()))
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         log.info("node_stopped")
+
+    def kill_workers(self) -> None:
+        for worker in list(self.supervisor.workers):
+            worker.stopping = True
+            worker.process.kill()
 
     # talking to a stream's worker
     async def request(self, stream: PublishedStream, make: Callable[[int], protocol.Request]) -> protocol.Reply:
@@ -143,12 +154,13 @@ class RecordingNode:
             spec = StreamSpec(room_id, stream_id, user_id, offer.tracks)
             stream = self.rooms.take_lingering(room_id, stream_id)
             if stream is not None and isinstance(stream.worker, WorkerHandle):
-                await self._restart_input(stream, spec, offer, user_name)
+                await self._restart_input(stream, spec, offer, user_name, sdp_text)
             else:
-                stream = PublishedStream(spec, offer, user_name, now_ms())
+                stream = PublishedStream(spec, offer, user_name, sdp_text, now_ms())
                 await self._spawn_worker(stream, offer)
             stream.answer = rtp_answer(offer, self.config.advertised_address, stream.ports)
             self.rooms.add(stream)
+            await self._store().save_stream(self._stream_record(stream))
         finally:
             self._publishing.discard(key)
         log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, ports=stream.ports,
@@ -156,6 +168,38 @@ class RecordingNode:
         assert self.tasks is not None
         await self.tasks.stream_ready(stream)
         return stream
+
+    def _store(self) -> AsyncStore:
+        assert self.store is not None
+        return self.store
+
+    @staticmethod
+    def _stream_record(stream: PublishedStream) -> StreamRecord:
+        return StreamRecord(stream.resource_id, stream.room_id, stream.stream_id, stream.spec.user_id,
+                            stream.user_name, stream.offer_text, stream.ports, stream.published_ms)
+
+    async def _restore_streams(self) -> None:
+        """After a restart: listen again on the ports of every RTP stream that was
+        published, so its publisher (which knows nothing of the restart) is recorded."""
+        for record in await self._store().streams():
+            try:
+                offer = parse_rtp_offer(record.offer)
+                spec = StreamSpec(record.room_id, record.stream_id, record.user_id, offer.tracks)
+                stream = PublishedStream(spec, offer, record.user_name, record.offer, record.published_ms,
+                                         resource_id=record.resource_id, ports=record.ports)
+                self.ports.reserve(record.ports)
+                await self._spawn_worker(stream, None)
+            except (SdpError, errors.IngestError) as error:
+                log.warning("stream_not_restored", room_id=record.room_id, stream_id=record.stream_id,
+                            error=str(error))
+                self.ports.release(record.ports)
+                await self._store().delete_stream(record.resource_id)
+                continue
+            stream.answer = rtp_answer(offer, self.config.advertised_address, stream.ports)
+            self.rooms.add(stream)
+            log.info("stream_restored", room_id=record.room_id, stream_id=record.stream_id, ports=record.ports)
+            assert self.tasks is not None
+            await self.tasks.stream_ready(stream)
 
     def _worker_config(self, stream: PublishedStream) -> WorkerConfig:
         return WorkerConfig(stream=stream.spec, bind_host=self.config.rtp_bind_host, rtp_ports=stream.ports,
@@ -165,7 +209,7 @@ class RecordingNode:
                             log_level=self.config.log_level)
 
     async def _restart_input(self, stream: PublishedStream, spec: StreamSpec, offer: RtpOffer,
-                             user_name: str) -> None:
+                             user_name: str, sdp_text: str) -> None:
         """A departed stream whose recordings were kept open is published again:
         its worker receives the new session and continues those files."""
         worker = stream.worker
@@ -178,6 +222,7 @@ class RecordingNode:
             reply = await worker.request(lambda rid: protocol.StartInput(rid, spec, ports))
             if reply.ok:
                 stream.spec, stream.offer, stream.user_name, stream.ports = spec, offer, user_name, ports
+                stream.offer_text = sdp_text
                 stream.resource_id = secrets.token_urlsafe(12)
                 stream.unpublished = False
                 log.info("stream_resumed", room_id=spec.room_id, stream_id=spec.stream_id, worker_pid=worker.pid)
@@ -215,6 +260,8 @@ class RecordingNode:
             raise errors.IngestError(404, "no such stream resource")
         stream.unpublished = True
         self.rooms.remove(stream)
+        if not self.draining:  # a node going down keeps its streams, to listen again after the restart
+            await self._store().delete_stream(resource_id)
         assert self.tasks is not None
         keep, stop = self.tasks.stream_gone(stream)
         worker = stream.worker

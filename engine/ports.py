@@ -29,5 +29,9 @@ class PortAllocator:
         self._used.update(ports)
         return tuple(ports)
 
+    def reserve(self, ports: tuple[int, ...]) -> None:
+        """Mark ports as used (a restored stream keeps the ports it had)."""
+        self._used.update(ports)
+
     def release(self, ports: tuple[int, ...]) -> None:
         self._used.difference_update(ports)

@@ -15,6 +15,7 @@ class PublishedStream:
     spec: StreamSpec
     offer: RtpOffer
     user_name: str
+    offer_text: str
     published_ms: int
     resource_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     ports: tuple[int, ...] = ()

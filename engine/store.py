@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,6 +78,19 @@ CREATE INDEX callbacks_pending ON callbacks (done_ms, id);
     2: """
 ALTER TABLE files ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
 """,
+    3: """
+CREATE TABLE streams (
+    resource_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    offer TEXT NOT NULL,
+    ports_json TEXT NOT NULL,
+    published_ms INTEGER NOT NULL,
+    UNIQUE (room_id, stream_id)
+);
+""",
 }
 
 
@@ -127,6 +140,18 @@ def _request_from_json(text: str) -> models.StartRecordRequest:
         storage=models.Storage(**raw["storage"]),
         client_task_id=raw["client_task_id"],
     )
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    resource_id: str
+    room_id: str
+    stream_id: str
+    user_id: str
+    user_name: str
+    offer: str
+    ports: tuple[int, ...]
+    published_ms: int
 
 
 @dataclass(frozen=True)
@@ -269,6 +294,24 @@ class Store:
             )
             for r in rows
         ]
+
+    # published RTP streams, so a restarted node listens for them again
+    def save_stream(self, stream: StreamRecord) -> None:
+        self._db.execute("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?)",
+                         (stream.resource_id, stream.room_id, stream.stream_id, stream.user_id, stream.user_name,
+                          stream.offer, json.dumps(list(stream.ports)), stream.published_ms))
+
+    def delete_stream(self, resource_id: str) -> None:
+        self._db.execute("DELETE FROM streams WHERE resource_id=?", (resource_id,))
+
+    def streams(self) -> list[StreamRecord]:
+        rows = self._db.execute("SELECT * FROM streams ORDER BY published_ms")
+        return [StreamRecord(r["resource_id"], r["room_id"], r["stream_id"], r["user_id"], r["user_name"],
+                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"]) for r in rows]
+
+    def events_of_task(self, task_id: str) -> list[int]:
+        return [r[0] for r in self._db.execute(
+            "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]
 
     # callbacks: events are written to this outbox first, delivered from it
     def add_callback(self, task_id: str, event_type: int, url: str, body: dict, created_ms: int) -> int:

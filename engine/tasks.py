@@ -12,23 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from engine import defaults, errors, models, views
+from engine import checks, defaults, errors, models, views
 from engine.callbacks import Event
 from engine.config import NodeConfig
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
 from engine.store import AsyncStore, TaskRecord
 from engine.files import FileBook
-from storage_adapters.base import (
-    StorageAccessDenied,
-    StorageError,
-    StorageNotFound,
-    StorageTarget,
-    StorageUnavailable,
-)
-from storage_adapters.local import LocalAdapter
-from storage_adapters.multipart import probe
-from storage_adapters.vendors import LOCAL_DISK, VENDOR_NAMES, adapter_for, supported
 from workers import protocol
 from workers.config import RecordingSpec
 
@@ -98,10 +88,26 @@ class TaskManager:
             task = ActiveTask(record, self._recording_spec(record), started)
             self._active[record.task_id] = task
             self._register_files(task)
+        await self._reconcile_files(now)
+
+    async def _reconcile_files(self, now: float) -> None:
+        """Files a previous run left recording or uploading: settle them, and send the
+        end-of-task events it still owed."""
+        unsettled = await self._store.files_with_status((FileStatus.RECORDING, FileStatus.UPLOADING))
+        for task_id in {f.task_id for f in unsettled}:
+            record = await self._store.get_task(task_id)
+            if record is None:
+                continue
+            task = self._active.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
+            self._register_files(task)
+            if record.status.terminal and Event.UPLOADED not in await self._store.events_of_task(task_id):
+                self._in_background(self._after_uploads(task, record.end_reason or ""))
+        await self.files.reconcile(unsettled)
 
     # StartRecord
     async def start_record(self, request: models.StartRecordRequest) -> str:
-        await self._check_storage(request)
+        await checks.check_storage(self._config, request)
+        await checks.check_callback_url(self._config, request.output.callback_url)
         async with self._start_lock:
             if request.client_task_id is not None:
                 existing = await self._store.get_task_by_client_id(request.client_task_id)
@@ -126,49 +132,12 @@ class TaskManager:
         self.files.register(task.task_id, task.recording_spec.storage, task.record.room_id,
                             task.record.request.output.callback_url)
 
-    async def _check_storage(self, request: models.StartRecordRequest) -> None:
-        """Refuse a bucket the node cannot use before answering: not after a recording."""
-        vendor = request.storage.vendor
-        if vendor == LOCAL_DISK and not self._config.local_storage_enabled:
-            raise errors.InvalidParameter("StorageParams.Vendor 0 (node disk) is disabled on this node")
-        if not supported(vendor):
-            raise errors.InvalidParameter(
-                f"StorageParams.Vendor {vendor} ({VENDOR_NAMES[vendor]}) is not supported yet")
-        if vendor == LOCAL_DISK:
-            try:
-                LocalAdapter(self._config.storage_root, request.storage.bucket).path_of(
-                    request.output.output_folder + "probe")
-            except StorageError:
-                raise errors.InvalidParameter(
-                    "StorageParams.Bucket / RecordOutputParams.OutputFolder leave the storage root") from None
-            return
-        try:
-            adapter = adapter_for(self._storage_target(request), dict(self._config.storage_endpoints))
-            await asyncio.to_thread(probe, adapter, request.output.output_folder)
-        except StorageAccessDenied:
-            raise errors.InvalidParameter(
-                "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)") from None
-        except StorageNotFound:
-            raise errors.InvalidParameter("StorageParams.Bucket: no such bucket") from None
-        except StorageUnavailable:
-            raise errors.InvalidParameter(
-                "StorageParams: the bucket cannot be reached (Region / EndPoint)") from None
-        except StorageError as error:
-            raise errors.InvalidParameter(f"StorageParams: {error}") from None
-
-    def _storage_target(self, request: models.StartRecordRequest) -> StorageTarget:
-        s = request.storage
-        root = str(self._config.storage_root) if s.vendor == LOCAL_DISK else None
-        return StorageTarget(vendor=s.vendor, bucket=s.bucket, local_root=root, region=s.region,
-                             endpoint=s.endpoint, access_key_id=s.access_key_id,
-                             access_key_secret=s.access_key_secret)
-
     def _recording_spec(self, record: TaskRecord) -> RecordingSpec:
         r = record.request
         return RecordingSpec(task_id=record.task_id, stream_type=r.input.stream_type,
                              output_format=r.output.output_format, output_folder=r.output.output_folder,
                              file_rule=r.output.file_rule, fragment_seconds=r.output.fragment_seconds,
-                             storage=self._storage_target(r),
+                             storage=checks.storage_target(self._config, r),
                              realtime_playlist=r.output.realtime_upload_fragment,
                              short_segment_paths=r.output.short_fragment_path,
                              spool_root=str(self._config.spool_root), spool_max_bytes=self._config.spool_max_bytes)
