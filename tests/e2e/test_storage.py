@@ -229,3 +229,34 @@ def test_storage_secrets_leak_nowhere(bucket_node, moto_server, s3_bucket):
         assert secret not in str(answer) and secret not in bucket_node.logs()
     spool = bucket_node.data_dir / "spool"
     assert oct(spool.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_full_spool_fails_clearly(moto_server, oss_server, s3_bucket, receiver, tmp_path):
+    node = NodeProcess(tmp_path / "data", free_port(), free_udp_range(20), tmp_path / "n.log",
+                       extra_env={"RECNODE_CALLBACK_SECRET": CALLBACK_SECRET},
+                       extra_args=(*storage_args(moto_server, oss_server), "--spool-max-bytes", str(2 * 1024 * 1024)))
+    node.start()
+    try:
+        moto_server.pause()  # nothing leaves the spool: it fills up
+        body = s3_body("s3-full", moto_server, s3_bucket)
+        body["RecordOutputParams"]["CallbackUrl"] = receiver.url
+        moto_server.resume()  # (StartRecord's probe needs the bucket)
+        spec = PublisherSpec(duration_s=6.0, width=640, height=360, bitrate_kbps=9000)
+        location, targets = publish(node, "s3-full", "cam", spec)
+        task_id = node.ok("StartRecord", body)["TaskId"]
+        moto_server.pause()
+        process, spec = run_publisher(spec, targets, tmp_path)
+        data = node.wait_task(task_id, lambda d: d["Status"] == 4, timeout=30)
+        moto_server.resume()
+        [entry] = data["RecordFiles"]
+        node.wait_task(task_id, lambda d: d["RecordFiles"][0]["Status"] == 5, timeout=30)
+        got = receiver.wait_for(task_id, lambda e: e[-2:] == [2, 1], timeout=60)
+        assert [r.body["event_type"] for r in got] == [2, 1]
+        assert got[0].body["detail"]["quit_reason"] == 1004 and got[1].body["detail"]["upload_status"] == 2
+        assert "spool is full" in node.logs()
+        wait_manifest(spec.manifest_path, proc=process)
+        node.unpublish(location)
+        assert node.ok("DescribeTasks", {"Status": 3, "RoomId": "s3-full"})["TaskList"][0]["Status"] == 4
+    finally:
+        moto_server.resume()
+        node.stop()
