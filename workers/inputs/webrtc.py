@@ -1,0 +1,385 @@
+"""WebRTC (WHIP) input: one aiortc peer connection, encoded frames out, nothing decoded.
+
+How frames leave aiortc (aiortc 1.16; every internal used is in
+`workers.inputs.aiortc_patches` and checked by tests/workers/test_aiortc_internals.py):
+aiortc's `RTCRtpReceiver._handle_rtp_packet` does SRTP (via the DTLS transport),
+RTCP receiver statistics, REMB, RTX unwrapping and NACK generation, then hands each
+packet to its private `JitterBuffer`. We replace that jitter buffer, per receiver,
+with a tap (`_PacketTap`) that passes every packet to a `_TrackPipe` and never returns
+a frame, so aiortc's decoder thread stays idle (and `get_decoder` is replaced by a
+dropping stand-in, in case). This is the least invasive point: everything before it
+(NACK/RTX repair included) keeps working unmodified; everything after it (aiortc's
+jitter buffer, which stalls on unrecovered loss, the timestamp mapper, the decoder)
+is what a recorder must not use. Taking packets earlier would mean redoing RTX and
+NACK; wrapping the decoder would keep aiortc's stalling jitter buffer.
+
+`_TrackPipe` is the same path as the plain-RTP input: `workers.jitter.JitterBuffer`
+(reordering, duplicates, a hole waited for at most `jitter_max_wait_s`, then the broken
+frame dropped) and `workers.tracks.VideoTrack` / `AudioTrack` (H.264 depayloading to
+Annex-B, SPS/PPS on every key frame, frames dropped after a loss until a clean key
+frame, PLI requested). `tick()` releases frames held behind a hole even when no packet
+arrives. Sender Reports and BYE are taken from the receiver's RTCP handler.
+
+Key frames: `request_keyframe()` sends PLI, or FIR when the publisher offered
+`ccm fir` without `nack pli`. Requests are at least 0.5 s apart; one that cannot go
+out yet (too soon, or before the first packet told us the SSRC) goes out as soon as it
+may, and while no key frame has been delivered the request is repeated every second
+(RTCP is lost too, and a browser may otherwise send its next key frame only ~30 s
+later). After a dropped frame the input asks by itself (through VideoTrack).
+
+B-frames: RTP carries no decode timestamp, so a stream with B-frames would reach us
+in decode order with non-monotonic RTP timestamps, and we could not give the muxer
+correct DTS without parsing slice headers and the SPS reorder depth. We do not, because
+the publishers this input serves do not send B-frames:
+- FFmpeg's whip muxer refuses a video stream with B-frames when it opens
+  ("Unsupported B frames by RTC", `par->video_delay > 0`, libavformat/whip.c); checked
+  against this machine's FFmpeg by
+  tests/workers/test_webrtc_input.py::test_ffmpeg_whip_refuses_b_frames.
+- OBS's WHIP service forces `bf=0` on the encoder (plugins/obs-webrtc
+  whip-service.cpp, `ApplyEncoderSettings`); read in the source, not tested here.
+- Browsers: libwebrtc encodes H.264 with OpenH264 (Constrained Baseline: no B slices)
+  or with hardware encoders set up for real time without frame reordering; not tested
+  here (the planned headless-Chromium test will show it).
+Frames are emitted in arrival (= decode) order; a video frame whose RTP timestamp is
+below the highest one seen is counted (`reordered_timestamps` in stats) and logged
+once, so a B-frame publisher would be visible rather than silently mis-timed.
+
+The peer is gone (`on_closed(reason)`) when the connection state becomes failed
+(ICE failure or consent freshness expiry: aioice checks consent every ~5 s and gives
+up after 6 failures, ~30 s; tests shorten `aioice.ice.CONSENT_INTERVAL` /
+`CONSENT_FAILURES`) or closed, when the DTLS transport closes (the peer sent
+close_notify), or when every track's sender said RTCP BYE. Not called after our own
+`close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import structlog
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
+
+from workers.codecs import h264
+from workers.config import TrackSpec
+from workers.frames import MediaKind
+from workers.inputs import aiortc_patches
+from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
+from workers.inputs.webrtc_codecs import InvalidOffer, OfferError, SectionPlan, UnsupportedOffer, plan_offer
+from workers.jitter import JitterBuffer
+from workers.tracks import AudioTrack, VideoTrack
+
+aiortc_patches.install()
+
+log = structlog.get_logger("webrtc")
+
+KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5  # between two requests, whoever asks
+KEYFRAME_REQUEST_RETRY_S = 1.0  # ask again while no key frame came (PLI / FIR travel over lossy UDP)
+MAX_EARLY_REPORTS = 4
+
+__all__ = ["InvalidOffer", "OfferError", "UnsupportedOffer", "WebRtcInput", "WebRtcSettings"]
+
+
+@dataclass(frozen=True)
+class WebRtcSettings:
+    host_addresses: tuple[str, ...] = ("127.0.0.1",)  # ICE host candidates offered (no STUN: iceServers=[])
+    advertised_address: str | None = None  # replaces the host candidates' address in the answer (NAT, containers)
+    port_range: tuple[int, int] | None = None  # inclusive UDP port range ICE may bind
+    jitter_max_wait_s: float = 0.25  # bounded wait for NACK/RTX repair before dropping a frame
+
+
+class _TrackPipe:
+    """Packets of one negotiated track -> EncodedFrames, like plain RTP's RtpTrackReceiver."""
+
+    def __init__(self, plan: SectionPlan, max_wait: float, on_frame: FrameHandler,
+                 on_sender_report: SenderReportHandler, send_keyframe_request: Callable[[int, str], None]):
+        self.spec = plan.track
+        self.kind = plan.kind
+        self._method = plan.keyframe_request
+        video = self.kind is MediaKind.VIDEO
+        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=max_wait,
+                                   starts_frame=h264.payload_starts_frame if video else None)
+        self.track: VideoTrack | AudioTrack = (VideoTrack(self.spec, self.request_keyframe) if video
+                                               else AudioTrack(self.spec))
+        self._on_frame = on_frame
+        self._on_sender_report = on_sender_report
+        self._send_request = send_keyframe_request
+        self.remote_ssrc: int | None = None
+        self._early_reports: dict[int, tuple[int, int]] = {}
+        self._last_request = float("-inf")
+        self._want_keyframe = False  # asked for (by the worker or the loss gate), none delivered since
+        self._asked = False  # a request for the current want went out
+        self._highest_timestamp: int | None = None
+        self.ended = False  # the sender said BYE
+        self.last_packet: float | None = None
+        self.max_release_delay_s = 0.0
+        self.counters = {"foreign": 0, "sender_reports": 0, "nack": 0, "nack_sequence_numbers": 0, "pli": 0,
+                         "fir": 0, "reordered_timestamps": 0}
+
+    # aiortc_patches.PacketSink
+    def on_rtp(self, packet: RtpPacket) -> None:
+        if self.remote_ssrc is None:
+            self.remote_ssrc = packet.ssrc
+            early = self._early_reports.pop(packet.ssrc, None)
+            self._early_reports.clear()
+            if early is not None:
+                self._report(*early)
+        elif packet.ssrc != self.remote_ssrc:
+            self.counters["foreign"] += 1
+            return
+        now = time.monotonic()
+        self.last_packet = now
+        self._release(self.jitter.push(packet, now), now)
+        self._flush_request(now)
+
+    def on_rtcp(self, packet) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            if packet.ssrc == self.remote_ssrc:
+                self._report(info.ntp_timestamp, info.rtp_timestamp)
+            elif self.remote_ssrc is None and len(self._early_reports) < MAX_EARLY_REPORTS:
+                self._early_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
+        elif isinstance(packet, RtcpByePacket) and self.remote_ssrc in packet.sources:
+            self.ended = True
+
+    def on_nack(self, lost: list[int]) -> None:
+        self.counters["nack"] += 1
+        self.counters["nack_sequence_numbers"] += len(lost)
+
+    def _report(self, ntp: int, rtp: int) -> None:
+        self.counters["sender_reports"] += 1
+        self._on_sender_report(self.kind, ntp, rtp)
+
+    def tick(self, now: float) -> None:
+        self._release(self.jitter.poll(now), now)
+        self._flush_request(now)
+
+    def _release(self, frames, now: float) -> None:
+        for assembled in frames:
+            self.max_release_delay_s = max(self.max_release_delay_s, now - assembled.arrival)
+            frame = self.track.accept(assembled)
+            if frame is None:
+                continue
+            if self._highest_timestamp is not None and frame.rtp_timestamp < self._highest_timestamp \
+                    and self.kind is MediaKind.VIDEO:
+                if not self.counters["reordered_timestamps"]:
+                    log.warning("webrtc_video_timestamps_go_back", note="B-frames? frames kept in decode order")
+                self.counters["reordered_timestamps"] += 1
+            else:
+                self._highest_timestamp = frame.rtp_timestamp
+            if frame.keyframe:
+                self._want_keyframe = self._asked = False
+            self._on_frame(frame)
+
+    def request_keyframe(self) -> None:
+        """Ask for a key frame now if allowed, else as soon as allowed (and the SSRC is known);
+        repeated every KEYFRAME_REQUEST_RETRY_S until a key frame is delivered."""
+        if self.kind is not MediaKind.VIDEO:
+            return
+        self._want_keyframe = True
+        self._flush_request(time.monotonic())
+
+    def _flush_request(self, now: float) -> None:
+        if not self._want_keyframe or self.remote_ssrc is None:
+            return
+        wait = KEYFRAME_REQUEST_RETRY_S if self._asked else KEYFRAME_REQUEST_MIN_INTERVAL_S
+        if now - self._last_request < wait:
+            return
+        self._asked = True
+        self._last_request = now
+        self.counters[self._method] += 1
+        self._send_request(self.remote_ssrc, self._method)
+
+    def stats_dict(self) -> dict[str, float]:
+        jitter = self.jitter.stats
+        result: dict[str, float] = {
+            "packets": jitter.packets,
+            "frames": self.track.stats.frames,
+            "lost": jitter.lost_packets,
+            "nack": self.counters["nack"],
+            "pli": self.counters["pli"],
+            "dropped_frames": jitter.dropped_frames,
+            "max_release_delay_s": round(self.max_release_delay_s, 4),
+        }
+        result.update({k: v for k, v in self.counters.items() if k not in result})
+        result.update({f"jitter_{f.name}": getattr(jitter, f.name) for f in fields(jitter)})
+        gate = self.track.stats
+        result.update({f.name: getattr(gate, f.name) for f in fields(gate) if f.name != "frames"})
+        return result
+
+
+class WebRtcInput(StreamInput):
+    def __init__(self, settings: WebRtcSettings, on_frame: FrameHandler, on_sender_report: SenderReportHandler,
+                 on_closed: Callable[[str], None]):
+        super().__init__(on_frame, on_sender_report)
+        self.settings = settings
+        self._on_closed = on_closed
+        self._pc: RTCPeerConnection | None = None
+        self._plans: list[SectionPlan] = []
+        self._pipes: list[_TrackPipe] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._closing: asyncio.Task | None = None
+        self._closed_reported = False
+        self._local_close = False
+        self._fir_sequence = 0
+
+    async def start(self) -> None:
+        """Nothing binds before an offer: ICE sockets are opened by `accept_offer`."""
+        low_high = self.settings.port_range
+        if low_high is not None and not (0 < low_high[0] <= low_high[1] < 65536):
+            raise OSError(f"invalid UDP port range {low_high}")
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Answer a publisher's SDP offer; returns the complete answer (ICE gathered).
+
+        Raises `UnsupportedOffer` / `InvalidOffer` (both `OfferError`, a ValueError) when the
+        offer cannot be recorded, OSError when no ICE socket could be bound.
+        """
+        if self._pc is not None:
+            raise RuntimeError("this input already accepted an offer")
+        plans = plan_offer(sdp)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = pc
+        try:
+            transceivers = []
+            for plan in plans:
+                transceiver = pc.addTransceiver(plan.kind.value, direction="recvonly")
+                transceiver.setCodecPreferences(list(plan.preferences))
+                transceivers.append(transceiver)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except OfferError:
+                raise
+            except Exception as error:
+                raise InvalidOffer(f"offer rejected: {error}") from error
+            for plan, transceiver in zip(plans, transceivers, strict=True):
+                self._pipes.append(self._attach(plan, transceiver))
+            self._plans = plans
+            pc.on("connectionstatechange", self._on_connection_state)
+            for transport in {t.receiver.transport for t in transceivers}:
+                transport.on("statechange", lambda transport=transport: self._on_dtls_state(transport))
+            answer = await pc.createAnswer()
+            token = aiortc_patches.ICE_BINDING.set(
+                aiortc_patches.IceBinding(tuple(self.settings.host_addresses), self.settings.port_range))
+            try:
+                await pc.setLocalDescription(answer)
+            finally:
+                aiortc_patches.ICE_BINDING.reset(token)
+            answer_sdp = pc.localDescription.sdp
+            if "a=candidate:" not in answer_sdp:
+                raise OSError(f"no ICE candidate could be bound on {self.settings.host_addresses}")
+        except BaseException:
+            self._pipes.clear()
+            self._plans = []
+            self._pc = None
+            self._local_close = True
+            await pc.close()
+            self._local_close = False
+            raise
+        if self.settings.advertised_address:
+            answer_sdp = _advertise(answer_sdp, self.settings.advertised_address)
+        log.info("webrtc_offer_accepted", tracks=[f"{p.track.kind}:{p.track.codec}/{p.track.payload_type}"
+                                                  for p in plans])
+        return answer_sdp
+
+    def _attach(self, plan: SectionPlan, transceiver: RTCRtpTransceiver) -> _TrackPipe:
+        negotiated = [c for c in aiortc_patches.negotiated_codecs(transceiver) if c.name.lower() != "rtx"]
+        if not negotiated or negotiated[0].payloadType != plan.codec.payloadType:
+            raise UnsupportedOffer(f"{plan.kind.value}: aiortc did not negotiate payload type "
+                                   f"{plan.codec.payloadType} ({plan.codec.name})")
+        if plan.kind is MediaKind.VIDEO and "profile-level-id" in plan.codec.parameters:
+            # Answer with the publisher's own profile-level-id: its level is then never lowered.
+            negotiated[0].parameters["profile-level-id"] = plan.codec.parameters["profile-level-id"]
+
+        def send_request(ssrc: int, method: str, transceiver=transceiver) -> None:
+            if method == "fir":
+                self._fir_sequence = (self._fir_sequence + 1) & 0xFF
+                coroutine = aiortc_patches.send_fir(transceiver, ssrc, self._fir_sequence)
+            else:
+                coroutine = aiortc_patches.send_pli(transceiver.receiver, ssrc)
+            self._spawn(coroutine)
+
+        pipe = _TrackPipe(plan, self.settings.jitter_max_wait_s, self.on_frame, self.on_sender_report, send_request)
+        aiortc_patches.hook_receiver(transceiver.receiver, pipe)
+        return pipe
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # peer gone
+    def _report_closed(self, reason: str) -> None:
+        if self._closed_reported or self._local_close:
+            return
+        self._closed_reported = True
+        log.info("webrtc_peer_gone", reason=reason)
+        self._on_closed(reason)
+
+    def _on_connection_state(self) -> None:
+        if self._pc is not None and self._pc.connectionState in ("failed", "closed"):
+            self._report_closed(f"connection {self._pc.connectionState}")
+
+    def _on_dtls_state(self, transport) -> None:
+        if transport.state in ("closed", "failed"):
+            self._report_closed(f"dtls {transport.state}")
+
+    # StreamInput
+    @property
+    def tracks(self) -> tuple[TrackSpec, ...]:
+        return tuple(plan.track for plan in self._plans)
+
+    def request_keyframe(self) -> None:
+        for pipe in self._pipes:
+            if pipe.kind is MediaKind.VIDEO:
+                pipe.request_keyframe()
+
+    def tick(self, now: float) -> None:
+        for pipe in self._pipes:
+            pipe.tick(now)
+        if self._pipes and all(pipe.ended for pipe in self._pipes):
+            self._report_closed("rtcp bye")
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {pipe.kind.value: pipe.stats_dict() for pipe in self._pipes}
+
+    @property
+    def last_packet(self) -> float | None:
+        times = [p.last_packet for p in self._pipes if p.last_packet is not None]
+        return max(times) if times else None
+
+    def close(self) -> None:
+        """Close the peer connection (in the background; `aclose()` waits for it)."""
+        self._local_close = True
+        if self._pc is not None and self._closing is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop left: the process is ending, and the sockets with it
+            self._closing = loop.create_task(self._pc.close())
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._closing is not None:
+            await self._closing
+
+
+_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$")
+
+
+def _advertise(sdp: str, address: str) -> str:
+    """Replace the address of our host candidates (and the c= lines) with `address`."""
+    version = 6 if ":" in address else 4
+    lines = []
+    for line in sdp.split("\r\n"):
+        match = _CANDIDATE.match(line)
+        if match:
+            line = f"{match.group(1)}{address}{match.group(3)}"
+        elif line.startswith("c=IN IP"):
+            line = f"c=IN IP{version} {address}"
+        lines.append(line)
+    return "\r\n".join(lines)
