@@ -13,6 +13,7 @@ from aiohttp import web
 
 from engine import errors, models
 from engine.auth import Authenticator
+from engine.metrics import render_metrics
 from engine.node import RecordingNode
 
 log = structlog.get_logger("api")
@@ -45,6 +46,7 @@ class Api:
             web.post("/", self.handle_action),
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
+            web.get("/metrics", self.metrics),
             web.post("/rtp/{room_id}/{stream_id}", self.publish_rtp),
             web.delete("/rtp/resource/{resource_id}", self.unpublish_rtp),
             web.get("/rtp/resource/{resource_id}", self.rtp_stats),
@@ -81,9 +83,11 @@ class Api:
         return envelope(0, "success", request_id, data)
 
     async def start_record(self, body: Any) -> dict:
+        parsed = models.parse_start_record(body, self.limits)
         if self.node.draining:
             raise errors.NodeBusy("node is draining")
-        parsed = models.parse_start_record(body, self.limits)
+        if parsed.client_task_id is None and not self.node.capacity.takes_task(self.node.tasks.active_count):
+            raise errors.NodeBusy("node at capacity")
         task_id = await self.node.tasks.start_record(parsed)
         return {"TaskId": task_id}
 
@@ -113,6 +117,10 @@ class Api:
         if self.node.ready and not self.node.draining:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "draining" if self.node.draining else "starting"}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=await render_metrics(self.node), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
     # RTP publishing
     def _check_token(self, request: web.Request) -> None:

@@ -41,6 +41,9 @@ class NodeConfig:
     storage_endpoints: tuple[tuple[int, str], ...] = ()  # Vendor -> endpoint override (gateways, tests)
     spool_max_bytes: int = defaults.SPOOL_MAX_BYTES
     drain_timeout_s: float = defaults.DRAIN_TIMEOUT_S
+    max_streams: int = 0  # 0: measured default for this machine (engine.capacity)
+    max_tasks: int = defaults.MAX_TASKS
+    cpu_cap: float = defaults.CPU_CAP
     callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
@@ -124,6 +127,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on SIGTERM, seconds to finish uploads and callbacks before exiting")
     parser.add_argument("--callback-deny", default=e("RECNODE_CALLBACK_DENY", ",".join(defaults.CALLBACK_DENY_NETWORKS)),
                         help="comma-separated networks CallbackUrl may not point into ('' allows all)")
+    parser.add_argument("--max-streams", type=int, default=int(e("RECNODE_MAX_STREAMS", "0")),
+                        help="published streams this node takes (0: the measured default for its cores)")
+    parser.add_argument("--max-tasks", type=int, default=int(e("RECNODE_MAX_TASKS", str(defaults.MAX_TASKS))))
+    parser.add_argument("--cpu-cap", type=float, default=float(e("RECNODE_CPU_CAP", str(defaults.CPU_CAP))),
+                        help="CPU use (fraction of all cores) above which the node answers busy")
     parser.add_argument("--test-limits", action="store_true",
                         default=e("RECNODE_TEST_LIMITS", "") in ("1", "true", "yes"),
                         help="FOR TESTS ONLY: lower MaxIdleTime/MaxRecordTime minimums and event cadences")
@@ -180,6 +188,9 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         storage_endpoints=tuple(_storage_endpoint(v) for v in args.storage_endpoint),
         spool_max_bytes=args.spool_max_bytes,
         drain_timeout_s=args.drain_timeout,
+        max_streams=args.max_streams,
+        max_tasks=args.max_tasks,
+        cpu_cap=args.cpu_cap,
         callback_deny=tuple(n.strip() for n in args.callback_deny.split(",") if n.strip()),
         test_limits=args.test_limits,
     )

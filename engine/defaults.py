@@ -47,6 +47,12 @@ TEST_MAX_RECORD_TIME_RANGE = (2, 86400)
 TEST_EVENT_INTERVAL_S = 2.0
 
 DRAIN_TIMEOUT_S = 30.0
+
+# Capacity (admission). Streams per core as measured by benchmarks/ on a 2-core
+# machine with 2.5 Mb/s streams; the CPU cap leaves headroom for bursts.
+MAX_STREAMS_PER_CORE = 20
+MAX_TASKS = 500
+CPU_CAP = 0.85
 # CallbackUrl may not point into these: link-local and cloud metadata services.
 # Loopback stays allowed so local receivers (and tests) work.
 CALLBACK_DENY_NETWORKS = ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128")

@@ -16,6 +16,7 @@ import structlog
 
 from engine import defaults, errors
 from engine.callbacks import CallbackSender
+from engine.capacity import Capacity, default_max_streams
 from engine.files import FileBook
 from engine.uploader import Uploader
 from engine.config import NodeConfig
@@ -62,6 +63,7 @@ class RecordingNode:
         self.ready = False
         self.draining = False
         self._publishing: set[tuple[str, str]] = set()
+        self.capacity = Capacity(config.max_streams or default_max_streams(), config.max_tasks, config.cpu_cap)
         self._queues: dict[int, asyncio.Queue] = {}
         self._consumers: set[asyncio.Task] = set()
 
@@ -90,6 +92,7 @@ class RecordingNode:
         while True:
             await asyncio.sleep(defaults.TICK_S)
             try:
+                self.capacity.sample()
                 await self.tasks.tick(time.monotonic())
                 for stream in self.rooms.lingering():
                     if not self.tasks.keeps_open(stream.room_id, stream.stream_id):
@@ -142,6 +145,8 @@ class RecordingNode:
                           sdp_text: str) -> PublishedStream:
         if self.draining or not self.ready:
             raise errors.IngestError(503, "node is draining or starting", retry_after=RETRY_AFTER_S)
+        if not self.capacity.takes_stream(len(self.rooms.all()) + len(self._publishing)):
+            raise errors.IngestError(503, "node at capacity", retry_after=RETRY_AFTER_S)
         key = (room_id, stream_id)
         if key in self._publishing or self.rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")

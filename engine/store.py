@@ -248,6 +248,14 @@ class Store:
         )
         return total, [self._task(row) for row in rows]
 
+    def count_tasks(self, statuses: tuple[TaskStatus, ...]) -> dict[TaskStatus, int]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._db.execute(f"SELECT status, COUNT(*) FROM tasks WHERE status IN ({marks}) GROUP BY status",
+                                tuple(int(s) for s in statuses))
+        counts = {status: 0 for status in statuses}
+        counts.update({TaskStatus(status): count for status, count in rows})
+        return counts
+
     @staticmethod
     def _task(row: sqlite3.Row) -> TaskRecord:
         return TaskRecord(

@@ -104,6 +104,16 @@ class TaskManager:
                 self._in_background(self._after_uploads(task, record.end_reason or ""))
         await self.files.reconcile(unsettled)
 
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def status_counts(self) -> dict[TaskStatus, int]:
+        counts = {status: 0 for status in ACTIVE_TASK_STATUSES}
+        for task in self._active.values():
+            counts[task.record.status] += 1
+        return counts
+
     # StartRecord
     async def start_record(self, request: models.StartRecordRequest) -> str:
         await checks.check_storage(self._config, request)

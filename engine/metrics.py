@@ -1,0 +1,36 @@
+"""/metrics in the Prometheus text format (version 0.0.4)."""
+
+from __future__ import annotations
+
+from engine.status import ENDED_TASK_STATUSES, TaskStatus
+
+STATUS_NAMES = {TaskStatus.INITIALISING: "initialising", TaskStatus.RECORDING: "recording",
+                TaskStatus.ENDED: "ended", TaskStatus.ENDED_ABNORMALLY: "ended_abnormally",
+                TaskStatus.PAUSED: "paused"}
+
+
+def _gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} gauge")
+    lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+
+async def render_metrics(node) -> str:
+    streams = len(node.rooms.all())
+    tasks = node.tasks.status_counts() if node.tasks else {}
+    ended = await node.store.count_tasks(ENDED_TASK_STATUSES) if node.store else {}
+    capacity = node.capacity
+    lines: list[str] = []
+    _gauge(lines, "recnode_load", "Load against capacity (1 = full: new work is refused)",
+           [("", capacity.load(streams, sum(tasks.values())))])
+    _gauge(lines, "recnode_cpu_utilization", "Share of all cores in use (moving average)", [("", capacity.cpu)])
+    _gauge(lines, "recnode_capacity_streams", "Published streams this node takes", [("", capacity.max_streams)])
+    _gauge(lines, "recnode_capacity_tasks", "Active tasks this node takes", [("", capacity.max_tasks)])
+    _gauge(lines, "recnode_streams", "Published streams", [("", streams)])
+    _gauge(lines, "recnode_workers", "Worker processes", [("", len(node.supervisor.workers))])
+    _gauge(lines, "recnode_tasks", "Tasks by status (ended ones: since the store began)",
+           [(f'{{status="{STATUS_NAMES[s]}"}}', n) for s, n in {**tasks, **ended}.items()])
+    _gauge(lines, "recnode_upload_backlog_objects", "Objects waiting in the spool for their bucket",
+           [("", node.uploader.backlog if node.uploader else 0)])
+    _gauge(lines, "recnode_ready", "1 when the node takes work", [("", 1 if node.ready and not node.draining else 0)])
+    return "\n".join(lines) + "\n"
