@@ -48,10 +48,41 @@ class Api:
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.metrics),
             web.post("/rtp/{room_id}/{stream_id}", self.publish_rtp),
-            web.delete("/rtp/resource/{resource_id}", self.unpublish_rtp),
-            web.get("/rtp/resource/{resource_id}", self.rtp_stats),
+            web.delete("/rtp/resource/{resource_id}", self.unpublish),
+            web.get("/rtp/resource/{resource_id}", self.stream_stats),
+            web.post("/whip/{room_id}/{stream_id}", self.publish_whip),
+            web.delete("/whip/resource/{resource_id}", self.unpublish),
+            web.get("/whip/resource/{resource_id}", self.stream_stats),
+            web.patch("/whip/resource/{resource_id}", self.no_trickle),
+            web.options("/whip/{tail:.*}", self.whip_options),
         ])
+        app.middlewares.append(self._cors)
         return app
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler):
+        """WHIP is called from pages on other origins: answer them, errors included."""
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            response = error
+        if request.path.startswith("/whip/"):
+            response.headers.update({
+                "Access-Control-Allow-Origin": self.node.config.whip_cors_origin,
+                "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+                "Access-Control-Expose-Headers": "Location, ETag, Link, Retry-After",
+            })
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    async def whip_options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+
+    async def no_trickle(self, request: web.Request) -> web.Response:
+        return web.Response(status=405, text="trickle ICE is not supported: send a complete offer\n",
+                            headers={"Allow": "DELETE, OPTIONS"})
 
     # the recording API
     async def handle_action(self, request: web.Request) -> web.Response:
@@ -122,7 +153,7 @@ class Api:
         return web.Response(text=await render_metrics(self.node), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
 
-    # RTP publishing
+    # publishing: plain RTP (an SDP offer of what will be sent) and WHIP (RFC 9725)
     def _check_token(self, request: web.Request) -> None:
         token = self.node.config.ingest_token
         if not token:
@@ -139,6 +170,12 @@ class Api:
         return web.Response(status=error.status, text=error.reason + "\n", headers=headers)
 
     async def publish_rtp(self, request: web.Request) -> web.Response:
+        return await self._publish(request, "rtp")
+
+    async def publish_whip(self, request: web.Request) -> web.Response:
+        return await self._publish(request, "whip")
+
+    async def _publish(self, request: web.Request, kind: str) -> web.Response:
         try:
             self._check_token(request)
             room_id = models.check_identifier(request.match_info["room_id"], "RoomId")
@@ -152,16 +189,18 @@ class Api:
                 sdp_text = (await request.read()).decode()
             except UnicodeDecodeError:
                 raise errors.IngestError(400, "the SDP offer is not UTF-8") from None
-            stream = await self.node.publish_rtp(room_id, stream_id, user_id, user_name, sdp_text)
+            publish = self.node.publish_whip if kind == "whip" else self.node.publish_rtp
+            stream = await publish(room_id, stream_id, user_id, user_name, sdp_text)
         except errors.InvalidParameter as error:
             return web.Response(status=400, text=error.message + "\n")
         except errors.IngestError as error:
             return self._ingest_error(error)
-        location = f"/rtp/resource/{stream.resource_id}"
+        # Absolute: FFmpeg's WHIP client does not resolve a relative Location.
+        location = f"{request.scheme}://{request.host}/{kind}/resource/{stream.resource_id}"
         return web.Response(status=201, text=stream.answer, content_type="application/sdp",
                             headers={"Location": location})
 
-    async def unpublish_rtp(self, request: web.Request) -> web.Response:
+    async def unpublish(self, request: web.Request) -> web.Response:
         try:
             self._check_token(request)
             await self.node.unpublish(request.match_info["resource_id"])
@@ -169,7 +208,7 @@ class Api:
             return self._ingest_error(error)
         return web.Response(status=200)
 
-    async def rtp_stats(self, request: web.Request) -> web.Response:
+    async def stream_stats(self, request: web.Request) -> web.Response:
         try:
             self._check_token(request)
             stats = await self.node.stream_stats(request.match_info["resource_id"])

@@ -41,6 +41,9 @@ class NodeConfig:
     storage_endpoints: tuple[tuple[int, str], ...] = ()  # Vendor -> endpoint override (gateways, tests)
     spool_max_bytes: int = defaults.SPOOL_MAX_BYTES
     drain_timeout_s: float = defaults.DRAIN_TIMEOUT_S
+    webrtc_hosts: tuple[str, ...] = ("127.0.0.1",)
+    webrtc_ports: tuple[int, int] | None = None
+    whip_cors_origin: str = "*"
     max_streams: int = 0  # 0: measured default for this machine (engine.capacity)
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
@@ -127,6 +130,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on SIGTERM, seconds to finish uploads and callbacks before exiting")
     parser.add_argument("--callback-deny", default=e("RECNODE_CALLBACK_DENY", ",".join(defaults.CALLBACK_DENY_NETWORKS)),
                         help="comma-separated networks CallbackUrl may not point into ('' allows all)")
+    parser.add_argument("--webrtc-hosts", default=e("RECNODE_WEBRTC_HOSTS", "127.0.0.1"),
+                        help="comma-separated local addresses WebRTC offers as ICE host candidates (no STUN)")
+    parser.add_argument("--webrtc-ports", default=e("RECNODE_WEBRTC_PORTS", ""),
+                        help="UDP port range for WebRTC (ICE), MIN-MAX; default: any")
+    parser.add_argument("--whip-cors-origin", default=e("RECNODE_WHIP_CORS_ORIGIN", "*"),
+                        help="Access-Control-Allow-Origin for WHIP (pages on other origins publish)")
     parser.add_argument("--max-streams", type=int, default=int(e("RECNODE_MAX_STREAMS", "0")),
                         help="published streams this node takes (0: the measured default for its cores)")
     parser.add_argument("--max-tasks", type=int, default=int(e("RECNODE_MAX_TASKS", str(defaults.MAX_TASKS))))
@@ -188,6 +197,9 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         storage_endpoints=tuple(_storage_endpoint(v) for v in args.storage_endpoint),
         spool_max_bytes=args.spool_max_bytes,
         drain_timeout_s=args.drain_timeout,
+        webrtc_hosts=tuple(h.strip() for h in args.webrtc_hosts.split(",") if h.strip()),
+        webrtc_ports=_port_range(args.webrtc_ports) if args.webrtc_ports else None,
+        whip_cors_origin=args.whip_cors_origin,
         max_streams=args.max_streams,
         max_tasks=args.max_tasks,
         cpu_cap=args.cpu_cap,

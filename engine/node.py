@@ -33,6 +33,7 @@ from workers.config import StreamSpec, WorkerConfig
 log = structlog.get_logger("node")
 
 SPAWN_ATTEMPTS = 3
+WHIP_TIMEOUT_S = 15.0  # offer -> answer, ICE gathering included
 RETRY_AFTER_S = 5
 
 
@@ -141,15 +142,59 @@ class RecordingNode:
         return await worker.request(make)
 
     # publishing
-    async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
-                          sdp_text: str) -> PublishedStream:
+    def _admit(self, room_id: str, stream_id: str) -> None:
         if self.draining or not self.ready:
             raise errors.IngestError(503, "node is draining or starting", retry_after=RETRY_AFTER_S)
         if not self.capacity.takes_stream(len(self.rooms.all()) + len(self._publishing)):
             raise errors.IngestError(503, "node at capacity", retry_after=RETRY_AFTER_S)
-        key = (room_id, stream_id)
-        if key in self._publishing or self.rooms.get(room_id, stream_id) is not None:
+        if (room_id, stream_id) in self._publishing or self.rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
+
+    async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
+                           sdp_text: str) -> PublishedStream:
+        """WHIP: the stream's worker answers the offer with its own peer connection."""
+        self._admit(room_id, stream_id)
+        key = (room_id, stream_id)
+        self._publishing.add(key)
+        try:
+            stream = self.rooms.take_lingering(room_id, stream_id)
+            if stream is None or not isinstance(stream.worker, WorkerHandle):
+                stream = PublishedStream(StreamSpec(room_id, stream_id, user_id, ()), None, user_name, sdp_text,
+                                         now_ms(), kind="whip")
+                await self._spawn_worker(stream, None)
+                fresh = True
+            else:
+                fresh = False  # a FillBlank stream coming back: its worker continues the files
+            worker = stream.worker
+            assert isinstance(worker, WorkerHandle)
+            try:
+                reply = await worker.request(lambda rid: protocol.AcceptOffer(rid, sdp_text), timeout=WHIP_TIMEOUT_S)
+            except (WorkerGone, TimeoutError):
+                reply = protocol.Reply(0, False, "WorkerGone", "the stream's worker did not answer the offer")
+            if not reply.ok:
+                if fresh:
+                    await worker.stop()
+                status = 406 if reply.payload == "UnsupportedOffer" else 400 if reply.payload == "InvalidOffer" else 503
+                raise errors.IngestError(status, f"offer not accepted: {reply.error}",
+                                         retry_after=RETRY_AFTER_S if status == 503 else None)
+            answer, tracks = reply.payload
+            stream.spec = StreamSpec(room_id, stream_id, user_id, tracks)
+            stream.user_name, stream.offer_text, stream.answer, stream.unpublished = user_name, sdp_text, answer, False
+            if not fresh:
+                stream.resource_id = secrets.token_urlsafe(12)
+            self.rooms.add(stream)
+        finally:
+            self._publishing.discard(key)
+        log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, kind="whip",
+                 worker_pid=worker.pid, tracks=[f"{t.kind}:{t.codec}" for t in tracks])
+        assert self.tasks is not None
+        await self.tasks.stream_ready(stream)
+        return stream
+
+    async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
+                          sdp_text: str) -> PublishedStream:
+        self._admit(room_id, stream_id)
+        key = (room_id, stream_id)
         try:
             offer = parse_rtp_offer(sdp_text)
         except SdpError as error:
@@ -211,7 +256,11 @@ class RecordingNode:
                             jitter_max_wait_s=self.config.jitter_max_wait_s,
                             sync_wait_for_sr_s=self.config.sync_wait_for_sr_s,
                             inactivity_timeout_s=self.config.rtp_inactivity_timeout_s,
-                            log_level=self.config.log_level)
+                            log_level=self.config.log_level, input_kind=stream.kind,
+                            webrtc_hosts=self.config.webrtc_hosts,
+                            webrtc_advertised=self.config.advertised_address
+                            if self.config.advertised_address not in self.config.webrtc_hosts else None,
+                            webrtc_ports=self.config.webrtc_ports, fast_consent=self.config.test_limits)
 
     async def _restart_input(self, stream: PublishedStream, spec: StreamSpec, offer: RtpOffer,
                              user_name: str, sdp_text: str) -> None:
@@ -265,7 +314,7 @@ class RecordingNode:
             raise errors.IngestError(404, "no such stream resource")
         stream.unpublished = True
         self.rooms.remove(stream)
-        if not self.draining:  # a node going down keeps its streams, to listen again after the restart
+        if not self.draining or stream.kind != "rtp":  # a node going down keeps its RTP streams
             await self._store().delete_stream(resource_id)
         assert self.tasks is not None
         keep, stop = self.tasks.stream_gone(stream)
@@ -369,6 +418,9 @@ class RecordingNode:
         stream.worker = None
         self.rooms.take_lingering(stream.room_id, stream.stream_id)
         if stream.unpublished or self.draining:
+            return
+        if stream.kind == "whip":  # the peer connection died with it: the publisher must reconnect
+            await self.unpublish(stream.resource_id, reason="worker died")
             return
         now = time.monotonic()
         while stream.restarts and now - stream.restarts[0] > 60:

@@ -13,7 +13,7 @@ from workers.config import StreamSpec
 @dataclass(eq=False)
 class PublishedStream:
     spec: StreamSpec
-    offer: RtpOffer
+    offer: RtpOffer | None  # None for WHIP: the worker's peer connection negotiated it
     user_name: str
     offer_text: str
     published_ms: int
@@ -23,6 +23,7 @@ class PublishedStream:
     worker: object | None = None  # engine.supervisor.WorkerHandle
     restarts: deque[float] = field(default_factory=deque)
     unpublished: bool = False
+    kind: str = "rtp"  # or "whip"
 
     @property
     def room_id(self) -> str:

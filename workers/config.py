@@ -68,3 +68,8 @@ class WorkerConfig:
     sync_wait_for_sr_s: float
     inactivity_timeout_s: float = 10.0
     log_level: str = "info"
+    input_kind: str = "rtp"  # "rtp" (ports bound at start) or "whip" (a peer connection per offer)
+    webrtc_hosts: tuple[str, ...] = ("127.0.0.1",)  # ICE host candidates
+    webrtc_advertised: str | None = None
+    webrtc_ports: tuple[int, int] | None = None
+    fast_consent: bool = False  # tests: notice a vanished WebRTC peer in ~3 s instead of ~30 s

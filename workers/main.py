@@ -26,6 +26,7 @@ from workers.clock import StreamClock
 from workers.config import WorkerConfig
 from workers.frames import EncodedFrame, MediaKind
 from workers.gop import GopCache
+from workers.inputs.base import StreamInput
 from workers.inputs.rtp import RtpInput
 from workers.logs import configure_logging
 from workers.recording import Recording, State
@@ -55,13 +56,15 @@ class StreamWorker:
         self._closing: set[asyncio.Task] = set()
         self._keyframe_wanted = False
 
-    def _new_session(self, config: WorkerConfig) -> None:
+    def _new_session(self, config: WorkerConfig, stream_input: StreamInput | None = None) -> None:
         """A (re)published stream: fresh input, clock and GOP; kept recordings continue."""
         self.config = config
         stream = config.stream
         self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.sync_wait_for_sr_s)
         self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None)
-        self.input: RtpInput | None = RtpInput(config, self._on_frame, self._on_sender_report)
+        if stream_input is None and config.input_kind == "rtp":
+            stream_input = RtpInput(config, self._on_frame, self._on_sender_report)
+        self.input: StreamInput | None = stream_input
         self._input_started = time.monotonic()
         self._inactive_reported = False
         for recording in self.recordings.values():
@@ -114,6 +117,8 @@ class StreamWorker:
                 self._send(protocol.Reply(request_id, True))
             case protocol.StartInput(request_id, stream, ports):
                 asyncio.get_running_loop().create_task(self._restart_input(request_id, stream, ports))
+            case protocol.AcceptOffer(request_id, sdp):
+                asyncio.get_running_loop().create_task(self._accept_offer(request_id, sdp))
             case protocol.StopStream(request_id):
                 self._send(protocol.Reply(request_id, True))
                 self._stopping.set()
@@ -144,6 +149,32 @@ class StreamWorker:
         log.info("input_restarted", ports=ports, recordings=len(self.recordings))
         self._send(protocol.Reply(request_id, True, ports))
 
+    async def _accept_offer(self, request_id: int, sdp: str) -> None:
+        from workers.inputs.webrtc import OfferError, WebRtcInput, WebRtcSettings
+
+        settings = WebRtcSettings(host_addresses=self.config.webrtc_hosts,
+                                  advertised_address=self.config.webrtc_advertised,
+                                  port_range=self.config.webrtc_ports, jitter_max_wait_s=self.config.jitter_max_wait_s)
+        peer = WebRtcInput(settings, self._on_frame, self._on_sender_report, self._on_peer_closed)
+        try:
+            answer = await peer.accept_offer(sdp)
+        except (OfferError, OSError) as error:
+            await peer.aclose()
+            self._send(protocol.Reply(request_id, False, type(error).__name__, str(error)))
+            return
+        if self.input is not None:
+            self.input.close()
+        stream = replace(self.config.stream, tracks=peer.tracks)
+        self._new_session(replace(self.config, stream=stream), peer)
+        log.info("peer_connected", tracks=[f"{t.kind}:{t.codec}" for t in peer.tracks])
+        self._send(protocol.Reply(request_id, True, (answer, peer.tracks)))
+
+    def _on_peer_closed(self, reason: str) -> None:
+        log.info("peer_closed", reason=reason)
+        if not self._inactive_reported:
+            self._inactive_reported = True
+            self._send(protocol.StreamInactive(0.0, reason))
+
     # media
     def _on_sender_report(self, kind: MediaKind, ntp: int, rtp: int) -> None:
         self.clock.tracks[kind].on_sender_report(ntp, rtp)
@@ -156,10 +187,14 @@ class StreamWorker:
             if recording.state in (State.ACTIVE, State.RESUMING):
                 recording.write(frame)
             elif recording.state is State.PENDING:
-                self._try_begin(recording, now)
+                self._try_begin(recording, now, frame)
 
-    def _try_begin(self, recording: Recording, now: float) -> None:
+    def _try_begin(self, recording: Recording, now: float, frame: EncodedFrame | None = None) -> None:
         if not self.clock.settled(now):
+            return
+        if recording.video_spec is None:  # audio only: no GOP to wait for, start on this packet
+            if frame is not None:
+                recording.begin([frame], now)
             return
         if recording.video_spec is not None and not self.gop.has_keyframe:
             if not self._keyframe_wanted and self.input is not None:
@@ -196,8 +231,13 @@ class StreamWorker:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        if self.config.fast_consent:
+            import aioice.ice
+
+            aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES = 1.0, 3
         try:
-            await self.input.start()
+            if self.input is not None:
+                await self.input.start()
         except OSError as error:
             self._send(protocol.StartFailed(f"cannot bind: {error}", self.config.rtp_ports))
             return 1
@@ -210,6 +250,8 @@ class StreamWorker:
         ticker.cancel()
         if self.input is not None:
             self.input.close()
+            if hasattr(self.input, "aclose"):
+                await self.input.aclose()
         for recording in list(self.recordings.values()):
             self._spawn_close(recording, None)
         self.recordings.clear()

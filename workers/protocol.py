@@ -54,6 +54,15 @@ class StartInput:
 
 
 @dataclass(frozen=True)
+class AcceptOffer:
+    """WHIP: answer this SDP offer with a new peer connection (replacing any input).
+    The Reply's payload is (answer SDP, negotiated tracks); its error, a reason to show."""
+
+    request_id: int
+    sdp: str
+
+
+@dataclass(frozen=True)
 class StopStream:
     """Finalize every recording and exit."""
 
@@ -65,8 +74,8 @@ class GetStats:
     request_id: int
 
 
-Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | StopInput | StartInput | StopStream
-           | GetStats)
+Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | StopInput | StartInput | AcceptOffer
+           | StopStream | GetStats)
 
 
 # worker -> supervisor
@@ -140,9 +149,10 @@ class RecordingFailed:
 
 @dataclass(frozen=True)
 class StreamInactive:
-    """No media arrived for the configured time: the publisher is gone."""
+    """The publisher is gone: no media for the configured time, or its peer connection ended."""
 
     idle_s: float
+    reason: str = "no media"
 
 
 @dataclass(frozen=True)

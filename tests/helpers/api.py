@@ -148,11 +148,14 @@ class NodeProcess:
             url += "?" + urllib.parse.urlencode({"UserId": user_id})
         return http("POST", url, sdp.encode(), {"Content-Type": "application/sdp", **(headers or {})})
 
+    def _resource(self, location: str) -> str:
+        return location if location.startswith("http") else self.base_url + location
+
     def unpublish(self, location: str, headers: dict | None = None) -> HttpAnswer:
-        return http("DELETE", self.base_url + location, headers=headers)
+        return http("DELETE", self._resource(location), headers=headers)
 
     def stream_stats(self, location: str) -> dict:
-        return http("GET", self.base_url + location).json()
+        return http("GET", self._resource(location)).json()
 
     def wait_task(self, task_id: str, predicate, timeout: float = 20) -> dict:
         deadline = time.monotonic() + timeout

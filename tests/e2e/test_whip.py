@@ -1,0 +1,133 @@
+"""WHIP into the node: real aiortc and FFmpeg WebRTC publishers (their own
+processes), the node's worker answering with its own peer connection."""
+
+import asyncio
+import time
+
+import pytest
+
+from tests.e2e.media_checks import recorded_path
+from tests.helpers import probe
+from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
+from tests.helpers.webrtc_publishers import PublisherSpec, read_manifest, start_publisher
+
+TOKEN = "whip-token-9b2c"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    base = tmp_path_factory.mktemp("whip")
+    process = NodeProcess(base / "data", free_port(), free_udp_range(), base / "node.log",
+                          extra_args=("--test-limits",)).start()
+    yield process
+    process.stop()
+
+
+def whip_url(node, room, stream="cam"):
+    return f"{node.base_url}/whip/{room}/{stream}?UserId=u-{stream}"
+
+
+async def _publish(kind, spec, kill_after=None):
+    process = await start_publisher(kind, spec)
+    if kill_after is not None:
+        await asyncio.sleep(kill_after)
+        process.kill()
+    await asyncio.wait_for(process.wait(), 60)
+    return process.returncode
+
+
+def publish(kind, node, room, tmp_path, kill_after=None, **spec):
+    manifest = tmp_path / f"{kind}-{room}.json"
+    url = whip_url(node, room)
+    code = asyncio.run(_publish(kind, PublisherSpec(url=url, manifest=str(manifest), **spec), kill_after))
+    return code, (read_manifest(manifest) if manifest.exists() else None)
+
+
+def recorded(node, task_id):
+    node.ok("StopRecord", {"TaskId": task_id})
+    data = node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
+    return [recorded_path(node, f) for f in data["RecordFiles"]], data
+
+
+@pytest.mark.parametrize("kind", ["aiortc", "ffmpeg"])
+def test_publisher_recorded_exactly(node, tmp_path, kind):
+    room = f"whip-{kind}"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish(kind, node, room, tmp_path)
+    assert code == 0 and not manifest.error, manifest.error
+    [path], data = recorded(node, task_id)
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_codec == "h264" and report.audio_codec == "opus"
+    sent = probe.h264_slice_nals_from_aus(manifest.video_annexb())
+    got = probe.h264_slice_nals_from_file(path)
+    assert got == sent[len(sent) - len(got):] and len(got) >= len(sent) - 30  # from the first key frame on
+    sent_audio = manifest.audio()
+    got_audio = probe.opus_packets_from_file(path)
+    assert got_audio and got_audio == sent_audio[len(sent_audio) - len(got_audio):]
+    if kind == "ffmpeg":
+        from workers.codecs import h264
+
+        with __import__("av").open(str(path)) as container:
+            avcc = container.streams.video[0].codec_context.extradata
+        assert avcc[1] == 100  # High profile, recorded as sent
+    assert data["RecordFiles"][0]["UserId"] == "u-cam"
+
+
+@pytest.mark.parametrize("audio, video, track_type", [(True, False, 1), (False, True, 2)])
+def test_audio_only_and_video_only(node, tmp_path, audio, video, track_type):
+    room = f"whip-only-{track_type}"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish("aiortc", node, room, tmp_path, audio=audio, video=video)
+    assert code == 0 and not manifest.error
+    [path], data = recorded(node, task_id)
+    assert data["RecordFiles"][0]["MediaTrackType"] == track_type
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    assert bool(report.video_frames) == video and bool(report.audio_frames) == audio
+
+
+def test_unrepairable_loss(node, tmp_path):
+    room = "whip-loss"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish("aiortc", node, room, tmp_path, drop_video_packets=(40, 41, 90))
+    assert code == 0 and manifest.pli_received >= 1
+    [path], _ = recorded(node, task_id)
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_frames > 0
+    assert max(b - a for a, b in zip(report.video_pts_s, report.video_pts_s[1:])) <= 1.0
+
+
+def test_vanished_publisher_finishes_the_file_and_the_room_goes_idle(node, tmp_path):
+    room = "whip-vanish"
+    task_id = node.ok("StartRecord", start_record_body(room, MaxIdleTime=2))["TaskId"]
+    publish("aiortc", node, room, tmp_path, kill_after=4.0, vanish=True)
+    killed = time.monotonic()
+    data = node.wait_task(task_id, lambda d: d["Status"] == 3, timeout=20)
+    assert time.monotonic() - killed < 10  # consent fails (~1 s, test-lowered), then MaxIdleTime
+    [entry] = data["RecordFiles"]
+    assert entry["Status"] == 3
+    assert probe.decode_all(recorded_path(node, entry)).errors == ()
+
+
+def test_whip_http_rules(tmp_path):
+    node = NodeProcess(tmp_path / "data", free_port(), free_udp_range(20), tmp_path / "n.log",
+                       extra_env={"RECNODE_INGEST_TOKEN": TOKEN}).start()
+    try:
+        check_whip_http_rules(node)
+    finally:
+        node.stop()
+
+
+def check_whip_http_rules(node):
+    url = whip_url(node, "whip-http")
+    options = http("OPTIONS", url, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert options.status == 204 and options.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in options.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in options.headers["Access-Control-Allow-Headers"]
+    offer = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    no_token = http("POST", url, offer, {"Content-Type": "application/sdp"})
+    assert no_token.status == 401 and no_token.headers["Access-Control-Allow-Origin"] == "*"
+    auth = {"Content-Type": "application/sdp", "Authorization": f"Bearer {TOKEN}"}
+    bad = http("POST", url, offer, auth)
+    assert bad.status in (400, 406) and b"offer not accepted" in bad.body
+    assert http("PATCH", f"{node.base_url}/whip/resource/x", b"", auth).status == 405
