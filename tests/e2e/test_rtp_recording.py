@@ -4,6 +4,7 @@ real worker process, file checked by decoding it."""
 import os
 import signal
 import time
+from dataclasses import replace
 
 import av
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
@@ -192,3 +193,19 @@ def test_without_rtcp_tracks_are_aligned_by_arrival(node, tmp_path):
     assert probe.decode_all(path).errors == ()
     offsets = probe.av_offsets(path)
     assert len(offsets) == 4 and max(abs(o) for o in offsets) <= 0.020, offsets
+
+
+def test_audio_only_stream(node, tmp_path):
+    spec = PublisherSpec(duration_s=3.0)
+    answer = node.publish("room-audio", "mic", offer_sdp(spec, False, True), user_id="u")
+    assert answer.status == 201
+    task_id = node.ok("StartRecord", start_record_body("room-audio"))["TaskId"]
+    process, spec = run_publisher(replace(spec, video_rtp=None, video_rtcp=None),
+                                  parse_answer(answer.body.decode()), tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    [entry] = stop_and_describe(node, task_id)["RecordFiles"]
+    node.unpublish(answer.headers["Location"])
+    assert entry["MediaTrackType"] == 1 and "_A_" in entry["FileId"]
+    path = recorded_path(node, entry)
+    assert probe.decode_all(path).errors == ()
+    assert_opus_tail_equal(path, manifest, max_skipped=1)

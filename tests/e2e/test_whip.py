@@ -71,6 +71,8 @@ def test_publisher_recorded_exactly(node, tmp_path, kind):
             avcc = container.streams.video[0].codec_context.extradata
         assert avcc[1] == 100  # High profile, recorded as sent
     assert data["RecordFiles"][0]["UserId"] == "u-cam"
+    offsets = probe.av_offsets(path)  # the publishers beep when the picture flashes
+    assert offsets and max(abs(o) for o in offsets) <= 0.020, offsets
 
 
 @pytest.mark.parametrize("audio, video, track_type", [(True, False, 1), (False, True, 2)])
