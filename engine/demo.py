@@ -192,7 +192,7 @@ async def run_demo() -> int:
                     short = f"{folder}/..._{name.rsplit('_', 2)[-2]}_{name.rsplit('_', 1)[-1]}"
                     rows.append((f"{fmt} StreamType {stream_type}", short, entry["FileSize"], entry["Duration"],
                                  codecs, frames))
-            await http.delete(base + location)
+            await http.delete(location)
     finally:
         await node.stop()
         await runner.cleanup()

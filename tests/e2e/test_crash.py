@@ -26,8 +26,8 @@ def receiver():
     server.close()
 
 
-def node_on(data_dir: Path, rtp_range, log: Path) -> NodeProcess:
-    return NodeProcess(data_dir, free_port(), rtp_range, log, extra_env={"RECNODE_CALLBACK_SECRET": SECRET},
+def node_on(data_dir: Path, rtp_range, log: Path, port: int | None = None) -> NodeProcess:
+    return NodeProcess(data_dir, port or free_port(), rtp_range, log, extra_env={"RECNODE_CALLBACK_SECRET": SECRET},
                        extra_args=("--test-limits", "--callback-retry-interval", "1.0", "--callback-retries", "8"))
 
 
@@ -69,7 +69,7 @@ def test_supervisor_killed_and_restarted(receiver, tmp_path):
     wait_until(lambda: not alive(worker), timeout=10)  # no orphaned worker
 
     restart_began = time.monotonic()
-    second = node_on(tmp_path / "data", rtp_range, tmp_path / "b.log").start()
+    second = node_on(tmp_path / "data", rtp_range, tmp_path / "b.log", port=first.port).start()  # same address
     try:
         assert time.monotonic() - restart_began < 15  # goal 5 s (measured in benchmarks)
         data = second.ok("DescribeRecordStatus", {"TaskId": task_id})
