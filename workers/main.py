@@ -183,11 +183,21 @@ class StreamWorker:
         self.clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
         self.gop.add(frame, hold=any(r.state is State.PENDING for r in self.recordings.values()))
         now = time.monotonic()
-        for recording in self.recordings.values():
+        for task_id, recording in list(self.recordings.items()):
+            if recording.state is State.ACTIVE and recording.resolution_changed(frame):
+                recording = self._next_file(task_id, recording)
             if recording.state in (State.ACTIVE, State.RESUMING):
                 recording.write(frame)
             elif recording.state is State.PENDING:
                 self._try_begin(recording, now, frame)
+
+    def _next_file(self, task_id: str, old: Recording) -> Recording:
+        """The picture size changed (a browser under load): close the file, start another."""
+        log.info("resolution_changed", task_id=task_id)
+        self._spawn_close(old, None)
+        new = Recording(old.spec, self.config.stream, self.clock, self._uploader, self._send)
+        self.recordings[task_id] = new
+        return new
 
     def _try_begin(self, recording: Recording, now: float, frame: EncodedFrame | None = None) -> None:
         if not self.clock.settled(now):

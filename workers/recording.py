@@ -126,6 +126,7 @@ class Recording:
         self._origin_arrival = 0.0
         self._rebase = Rebase.CONTINUE
         self._opened = False
+        self._video_params: VideoParams | None = None
         self.dropped_frames = 0
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
@@ -182,6 +183,7 @@ class Recording:
     def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
         try:
             video, audio = self._params(first)
+            self._video_params = video
             adapter = self._adapters(self.spec.storage) if self._adapters else storage_for(self.spec)
             options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,
                                     realtime_playlist=self.spec.realtime_playlist,
@@ -230,6 +232,19 @@ class Recording:
         if self.state in (State.ACTIVE, State.RESUMING):
             self._rebase = Rebase.KEEP_GAP
             self.state = State.RESUMING
+
+    def resolution_changed(self, frame: EncodedFrame) -> bool:
+        """A key frame whose SPS has another size than the open file's: it needs a new file."""
+        if not (frame.keyframe and frame.kind is MediaKind.VIDEO and self._video_params is not None):
+            return False
+        sps = next((n for n in h264.split_annexb(frame.data) if h264.nal_type(n) == h264.NAL_SPS), None)
+        if sps is None:
+            return False
+        try:
+            info = h264.parse_sps(sps)
+        except ValueError:
+            return False
+        return (info.width, info.height) != (self._video_params.width, self._video_params.height)
 
     def _starts_recording(self, frame: EncodedFrame) -> bool:
         if self.video_spec is not None:

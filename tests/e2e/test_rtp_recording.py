@@ -209,3 +209,22 @@ def test_audio_only_stream(node, tmp_path):
     path = recorded_path(node, entry)
     assert probe.decode_all(path).errors == ()
     assert_opus_tail_equal(path, manifest, max_skipped=1)
+
+
+def test_a_resolution_change_starts_a_new_file(node, tmp_path):
+    spec = PublisherSpec(duration_s=4.0, switch_to=(160, 120), switch_at_s=2.0)
+    location, targets = publish(node, "room-resize", "cam", spec)
+    task_id = node.ok("StartRecord", start_record_body("room-resize"))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    first, second = stop_and_describe(node, task_id)["RecordFiles"]
+    node.unpublish(location)
+    assert (first["ResolutionWidth"], first["ResolutionHeight"]) == (320, 240)
+    assert (second["ResolutionWidth"], second["ResolutionHeight"]) == (160, 120)
+    aus = sent_video_aus(manifest)
+    for entry, part in ((first, aus[:60]), (second, aus[60:])):
+        path = recorded_path(node, entry)
+        report = probe.decode_all(path)
+        assert report.errors == () and report.video_frames == 60
+        assert (report.width, report.height) == (entry["ResolutionWidth"], entry["ResolutionHeight"])
+        assert_slices_equal(path, part)

@@ -35,6 +35,7 @@ The encoder also flushes one extra packet at the end (covering the last
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -327,8 +328,13 @@ def make_test_media(
     flash_period_s: float = 1.0,
     flash_offset_s: float = 0.5,
     bitrate_kbps: int = 0,
+    switch_to: tuple[int, int] | None = None,
+    switch_at_s: float = 0.0,
 ) -> TestMedia:
     """Encode (once per argument set, cached) the synthetic A/V test clip.
+
+    ``switch_to`` = (width, height): from ``switch_at_s`` (a key-frame time) on, the
+    video is encoded again at that size (new SPS), as a browser does under load.
 
     ``bitrate_kbps`` > 0 makes every frame busy and encodes at that bitrate (for
     upload tests that need real volume); such clips are also cached on disk, since
@@ -350,6 +356,15 @@ def make_test_media(
         video = _cached_on_disk(
             f"video-{n_frames}-{fps}-{keyint}-{width}x{height}-{bitrate_kbps}-{sorted(flash_frames)}",
             lambda: _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames), bitrate_kbps))
+    elif switch_to is not None:
+        cut = round(switch_at_s * fps)
+        if cut % keyint:
+            raise ValueError("switch_at_s must fall on a key frame")
+        first = _encode_video(cut, fps, keyint, width, height, frozenset(f for f in flash_frames if f < cut))
+        second = _encode_video(n_frames - cut, fps, keyint, *switch_to,
+                               frozenset(f - cut for f in flash_frames if f >= cut))
+        video = first + tuple(dataclasses.replace(au, index=au.index + cut, time_s=(au.index + cut) / fps)
+                              for au in second)
     else:
         video = _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames))
     audio, opus_head = _encode_audio(pcm)

@@ -92,6 +92,8 @@ class PublisherSpec:
     audio_delay_s: float = 0.0  # audio sent this much after capture time
     send_sr: bool = True
     bitrate_kbps: int = 0  # > 0: busy frames at this bitrate (upload volume tests)
+    switch_to: tuple[int, int] | None = None  # a resolution change at switch_at_s (a key frame)
+    switch_at_s: float = 0.0
     in_band_parameter_sets: bool = True  # False: SPS/PPS only in the SDP (sprop), stripped from the stream
     sr_interval_s: float = 1.0
     send_bye: bool = False  # RTCP BYE per track after its last packet
@@ -115,6 +117,8 @@ class PublisherSpec:
             flash_period_s=self.flash_period_s,
             flash_offset_s=self.flash_offset_s,
             bitrate_kbps=self.bitrate_kbps,
+            switch_to=self.switch_to,
+            switch_at_s=self.switch_at_s,
         )
 
     def media(self) -> TestMedia:
@@ -152,6 +156,8 @@ class PublisherSpec:
             if raw.get(key) is not None:
                 raw[key] = (str(raw[key][0]), int(raw[key][1]))
         raw["drop"] = tuple((str(k), int(f), int(p)) for k, f, p in raw.get("drop", ()))
+        if raw.get("switch_to") is not None:
+            raw["switch_to"] = tuple(raw["switch_to"])
         return cls(**raw)
 
 
