@@ -48,9 +48,10 @@ TEST_EVENT_INTERVAL_S = 2.0
 
 DRAIN_TIMEOUT_S = 30.0
 
-# Capacity (admission). Streams per core as measured by benchmarks/ on a 2-core
-# machine with 2.5 Mb/s streams; the CPU cap leaves headroom for bursts.
-MAX_STREAMS_PER_CORE = 20
+# Capacity (admission). benchmarks/results: 40 plain-RTP 720p 2.5 Mb/s streams
+# recorded with zero defects on one core (48 had defects); 30 per core leaves a
+# quarter for bursts, uploads and WebRTC's extra cost.
+MAX_STREAMS_PER_CORE = 30
 MAX_TASKS = 500
 CPU_CAP = 0.85
 # CallbackUrl may not point into these: link-local and cloud metadata services.

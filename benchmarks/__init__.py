@@ -1,0 +1,1 @@
+"""Benchmarks of a recording node (issue 8): see benchmarks/README.md."""
