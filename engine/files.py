@@ -14,7 +14,7 @@ from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
 from engine.uploader import UploadResult
-from storage_adapters.base import StorageError, StorageTarget
+from storage_adapters.base import StorageAdapter, StorageError, StorageTarget
 from storage_adapters.vendors import LOCAL_DISK, adapter_for
 from workers import protocol
 
@@ -40,12 +40,18 @@ class FileBook:
         self._store = store
         self._pending_keys = pending_keys
         self._targets: dict[str, StorageTarget] = {}  # task id -> where its files go
+        self._url_adapters: dict[str, StorageAdapter] = {}
         self._recording: dict[str, FileRecord] = {}  # by file id
         self._changed = asyncio.Event()
 
     def register(self, task_id: str, target: StorageTarget, room_id: str, callback_url: str) -> None:
         self._targets[task_id] = target
         self._tasks[task_id] = (room_id, callback_url)
+
+    def forget(self, task_id: str) -> None:
+        """The task ended and every file of it is settled: nothing more comes for it."""
+        for table in (self._targets, self._tasks, self._url_adapters):
+            table.pop(task_id, None)
 
     def _remote(self, task_id: str) -> bool:
         target = self._targets.get(task_id)
@@ -54,8 +60,10 @@ class FileBook:
     def _url(self, task_id: str, key: str, worker_url: str) -> str:
         if not self._remote(task_id):
             return worker_url
-        try:  # the vendor's public form, never an endpoint override
-            return adapter_for(self._targets[task_id]).object_url(key)
+        try:  # the vendor's public form, never an endpoint override; one client per task
+            if task_id not in self._url_adapters:
+                self._url_adapters[task_id] = adapter_for(self._targets[task_id])
+            return self._url_adapters[task_id].object_url(key)
         except StorageError:
             return ""
 
