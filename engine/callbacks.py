@@ -18,6 +18,7 @@ from engine.store import AsyncStore, CallbackRecord
 log = structlog.get_logger("callbacks")
 
 POLL_S = 0.2
+MAX_RETRY_DELAY_S = 300.0
 
 
 class Event:
@@ -30,6 +31,12 @@ class Event:
     PLAYLIST_UPLOADED = 102
     PAUSED = 201
     RESUMED = 202
+
+
+def retry_delay(interval_s: float, attempts: int) -> float:
+    """Backoff: the configured interval after the first failure, doubling after each
+    further one (the hosted service retries twice, 5 s apart: this is never sooner)."""
+    return min(MAX_RETRY_DELAY_S, interval_s * 2 ** (attempts - 1))
 
 
 def signature(secret: str, timestamp: str, nonce: str) -> str:
@@ -96,7 +103,8 @@ class CallbackSender:
                     log.error("callback_given_up", task_id=record.task_id, sequence=record.sequence,
                               event_type=record.event_type, attempts=attempts)
             else:
-                self._next_attempt[record.id] = time.monotonic() + self._config.callback_retry_interval_s
+                self._next_attempt[record.id] = time.monotonic() + retry_delay(
+                    self._config.callback_retry_interval_s, attempts)
         finally:
             self._in_flight.discard(record.id)
             self._wake.set()
