@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -158,8 +159,6 @@ class Api:
         token = self.node.config.ingest_token
         if not token:
             return
-        import hmac
-
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise errors.IngestError(401, "a valid bearer token is required")

@@ -97,10 +97,15 @@ class FileBook:
         holds; in the spool: what the uploader will send)."""
         for file in [f for f in self._recording.values() if room_streams(f)]:
             del self._recording[file.file_id]
-            size = file.size
-            if not self._remote(file.task_id):
-                size = await asyncio.to_thread(self._stored_size, file)
-            await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
+            await self._finish_unclosed(file)
+
+    async def _finish_unclosed(self, file: FileRecord) -> None:
+        """A file whose worker never said it closed: on disk it is what the file holds;
+        spooled, the uploader sends what was written."""
+        size: int | None = file.size
+        if not self._remote(file.task_id):
+            size = await asyncio.to_thread(self._stored_size, file)
+        await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
 
     def _stored_size(self, file: FileRecord) -> int | None:
         try:
@@ -138,10 +143,7 @@ class FileBook:
         for file in files:
             if file.status is not FileStatus.RECORDING:
                 continue
-            size = file.size
-            if not self._remote(file.task_id):
-                size = await asyncio.to_thread(self._stored_size, file)
-            await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
+            await self._finish_unclosed(file)
         await self.settle()
 
     # uploads

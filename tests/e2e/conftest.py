@@ -1,6 +1,17 @@
 import pytest
 
 from tests.helpers.api import NodeProcess, free_port, free_udp_range
+from tests.helpers.callback_receiver import CallbackReceiver
+
+CALLBACK_SECRET = "e2e-callbacks-71aa"  # nodes that send callbacks get it as RECNODE_CALLBACK_SECRET
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    """A real HTTP receiver of callbacks signed with CALLBACK_SECRET."""
+    server = CallbackReceiver(CALLBACK_SECRET)
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,14 @@ from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import publish, run_publisher
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
-from tests.helpers.callback_receiver import CallbackReceiver
+from tests.e2e.conftest import CALLBACK_SECRET
 from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
-SECRET = "crash-callbacks-55d0"
-
-
-@pytest.fixture
-def receiver():
-    server = CallbackReceiver(SECRET)
-    yield server
-    server.close()
 
 
 def node_on(data_dir: Path, rtp_range, log: Path, port: int | None = None) -> NodeProcess:
-    return NodeProcess(data_dir, port or free_port(), rtp_range, log, extra_env={"RECNODE_CALLBACK_SECRET": SECRET},
+    return NodeProcess(data_dir, port or free_port(), rtp_range, log,
+                       extra_env={"RECNODE_CALLBACK_SECRET": CALLBACK_SECRET},
                        extra_args=("--test-limits", "--callback-retry-interval", "1.0", "--callback-retries", "8"))
 
 

@@ -11,18 +11,10 @@ from tests.e2e.media_checks import recorded_path, sent_video_aus
 from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
-from tests.helpers.callback_receiver import CallbackReceiver
+from tests.e2e.conftest import CALLBACK_SECRET
 from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
-CALLBACK_SECRET = "callback-secret-71aa"
 RTP_TIMEOUT_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    server = CallbackReceiver(CALLBACK_SECRET)
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,10 @@ from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
 from tests.e2e.publishing import publish, run_publisher
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
-from tests.helpers.callback_receiver import CallbackReceiver
+from tests.e2e.conftest import CALLBACK_SECRET
 from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
 DURABLE_TIMEOUT_S = 60
-
-
-CALLBACK_SECRET = "storage-callbacks-3e1f"
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    server = CallbackReceiver(CALLBACK_SECRET)
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.e2e.media_checks import recorded_path
+from tests.e2e.publishing import stop_and_describe
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
 from tests.helpers.webrtc_publishers import PublisherSpec, read_manifest, start_publisher
@@ -44,8 +45,7 @@ def publish(kind, node, room, tmp_path, kill_after=None, **spec):
 
 
 def recorded(node, task_id):
-    node.ok("StopRecord", {"TaskId": task_id})
-    data = node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
+    data = stop_and_describe(node, task_id)
     return [recorded_path(node, f) for f in data["RecordFiles"]], data
 
 
