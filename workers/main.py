@@ -33,7 +33,9 @@ from workers.recording import Recording, State
 
 log = structlog.get_logger("worker")
 
-TICK_S = 0.02
+# Sockets are drained, jitter buffers polled and pending recordings retried once per tick:
+# one wakeup per tick, whatever the packet rate (workers.inputs.udp says why).
+TICK_S = 0.05
 PR_SET_PDEATHSIG = 1
 
 
@@ -55,6 +57,8 @@ class StreamWorker:
         self._stopping = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
         self._keyframe_wanted = False
+        self._ticker: asyncio.TimerHandle | None = None
+        self._next_progress = 0.0
 
     def _new_session(self, config: WorkerConfig, stream_input: StreamInput | None = None) -> None:
         """A (re)published stream: fresh input, clock and GOP; kept recordings continue."""
@@ -86,7 +90,14 @@ class StreamWorker:
             asyncio.get_running_loop().remove_reader(self._conn.fileno())
             self._stopping.set()
 
+    def _catch_up(self) -> None:
+        """Take in what the input received since the last tick, so a control request
+        (stop, stats, ...) acts on every packet that arrived before it."""
+        if self.input is not None:
+            self.input.tick(time.monotonic())
+
     def _handle(self, request: protocol.Request) -> None:
+        self._catch_up()
         match request:
             case protocol.StartRecording(request_id, spec):
                 if spec.task_id not in self.recordings:
@@ -214,22 +225,23 @@ class StreamWorker:
         if recording.begin(self.gop.frames(), now):
             self._keyframe_wanted = False
 
-    async def _ticker(self) -> None:
-        next_progress = time.monotonic() + PROGRESS_INTERVAL_S
-        while not self._stopping.is_set():
-            await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            if self.input is not None:
-                self.input.tick(now)
-                self._check_inactive(now)
+    def _tick(self) -> None:
+        """Every TICK_S. A timer callback rather than a sleeping coroutine: one event-loop
+        iteration per tick instead of two. The next tick is scheduled first, so an error
+        here is logged by the loop and does not stop the ticking."""
+        self._ticker = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+        now = time.monotonic()
+        if self.input is not None:
+            self.input.tick(now)
+            self._check_inactive(now)
+        for recording in self.recordings.values():
+            if recording.state is State.PENDING:
+                self._try_begin(recording, now)
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_INTERVAL_S
             for recording in self.recordings.values():
-                if recording.state is State.PENDING:
-                    self._try_begin(recording, now)
-            if now >= next_progress:
-                next_progress = now + PROGRESS_INTERVAL_S
-                for recording in self.recordings.values():
-                    for progress in recording.progress():
-                        self._send(progress)
+                for progress in recording.progress():
+                    self._send(progress)
 
     def _check_inactive(self, now: float) -> None:
         assert self.input is not None
@@ -255,9 +267,12 @@ class StreamWorker:
         loop.add_reader(self._conn.fileno(), self._on_pipe_readable)
         self._send(protocol.Ready(os.getpid(), self.config.rtp_ports))
         log.info("worker_ready", ports=self.config.rtp_ports)
-        ticker = loop.create_task(self._ticker())
+        self._next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        self._ticker = loop.call_later(TICK_S, self._tick)
         await self._stopping.wait()
-        ticker.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._catch_up()
         if self.input is not None:
             self.input.close()
             if hasattr(self.input, "aclose"):

@@ -3,86 +3,72 @@
 Each socket latches onto the first source address it hears from (and each track
 onto its first SSRC); datagrams from anyone else are counted and ignored, and so
 is anything that does not parse. RTCP is accepted on port + 1 and, muxed, on
-the RTP port itself (RFC 5761).
+the RTP port itself (RFC 5761). Sockets are drained on the worker's tick, not
+per datagram (`workers.inputs.udp` says why).
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import socket
-import time
-from dataclasses import dataclass, fields
+import struct
+from time import monotonic
+from dataclasses import fields
 
 import structlog
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, is_rtcp
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, is_rtcp
 
 from workers.codecs import h264
 from workers.config import TrackSpec, WorkerConfig
 from workers.frames import MediaKind
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
+from workers.inputs.udp import PolledUdpSocket, SocketStats
 from workers.jitter import JitterBuffer
 from workers.tracks import AudioTrack, VideoTrack
 
 log = structlog.get_logger("rtp")
 
 KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5
-# A key frame arrives as a burst of packets (100+ at 8 Mbps); the kernel's default
-# receive buffer drops part of it. Ask for more (root may exceed net.core.rmem_max).
-RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_EARLY_REPORTS = 4
-
-Address = tuple[str, int]
-
-
-@dataclass
-class SocketStats:
-    datagrams: int = 0
-    bytes: int = 0
-    garbage: int = 0
-    foreign: int = 0
-    rtcp: int = 0
-    sender_reports: int = 0
+_RTP_HEADER = struct.Struct("!BBHII")
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    """One UDP socket that latches onto its first source."""
+class RtpDatagram:
+    """The fields of one RTP packet the record path uses (the jitter buffer also takes
+    aiortc's RtpPacket, which has them too). Parsed here rather than with aiortc's
+    `RtpPacket.parse`, which costs ~3 us more per packet for header extensions we drop."""
 
-    def __init__(self, on_datagram, stats: SocketStats):
-        self._on_datagram = on_datagram
-        self.stats = stats
-        self.source: Address | None = None
-        self.transport: asyncio.DatagramTransport | None = None
+    __slots__ = ("marker", "payload", "payload_type", "sequence_number", "ssrc", "timestamp")
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def __init__(self, marker: int, payload_type: int, sequence_number: int, timestamp: int, ssrc: int,
+                 payload: bytes):
+        self.marker = marker
+        self.payload_type = payload_type
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        source = (addr[0], addr[1])
-        if self.source is None:
-            self.source = source
-        elif source != self.source:
-            self.stats.foreign += 1
-            return
-        self.stats.datagrams += 1
-        self.stats.bytes += len(data)
-        self._on_datagram(data)
-
-    def send(self, data: bytes, addr: Address) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
-
-
-def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER_BYTES) -> int:
-    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-        if option is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-            break
-        except OSError:
-            continue
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    @classmethod
+    def parse(cls, data: bytes) -> RtpDatagram:
+        """RFC 3550 5.1; raises ValueError like aiortc's parser on a malformed packet."""
+        if len(data) < _RTP_HEADER.size:
+            raise ValueError("RTP packet shorter than its header")
+        first, second, sequence_number, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+        if first >> 6 != 2:
+            raise ValueError("RTP packet has invalid version")
+        start = _RTP_HEADER.size + 4 * (first & 0x0F)  # CSRCs
+        if first & 0x10:  # header extension
+            if len(data) < start + 4:
+                raise ValueError("RTP packet has a truncated extension header")
+            start += 4 + 4 * int.from_bytes(data[start + 2:start + 4], "big")
+        end = len(data)
+        if first & 0x20:  # padding
+            end -= data[-1]
+            if data[-1] == 0 or end < start:
+                raise ValueError("RTP packet padding length is invalid")
+        if start > end:
+            raise ValueError("RTP packet is truncated")
+        return cls(second >> 7, second & 0x7F, sequence_number, timestamp, ssrc, data[start:end])
 
 
 class RtpTrackReceiver:
@@ -105,33 +91,30 @@ class RtpTrackReceiver:
         # Senders often report before their first RTP packet: keep reports until the SSRC is known.
         self._early_reports: dict[int, tuple[int, int]] = {}
         self._local_ssrc = random.getrandbits(32)
-        self._rtp = _Endpoint(self._on_rtp_socket, self.stats)
-        self._rtcp = _Endpoint(self._on_rtcp, self.stats)
+        self._rtp = PolledUdpSocket(self.stats)
+        self._rtcp = PolledUdpSocket(self.stats)
         self._last_keyframe_request = float("-inf")
         self.max_release_delay_s = 0.0
         self.last_packet: float | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self._rtp, local_addr=(self._bind_host, self.port))
-        enlarge_receive_buffer(transport.get_extra_info("socket"))
+        self._rtp.bind(self._bind_host, self.port)
         try:
-            await loop.create_datagram_endpoint(lambda: self._rtcp, local_addr=(self._bind_host, self.port + 1))
+            self._rtcp.bind(self._bind_host, self.port + 1)
         except OSError:
             self.close()
             raise
 
     def close(self) -> None:
-        for endpoint in (self._rtp, self._rtcp):
-            if endpoint.transport is not None:
-                endpoint.transport.close()
+        self._rtp.close()
+        self._rtcp.close()
 
-    def _on_rtp_socket(self, data: bytes) -> None:
+    def _on_rtp_socket(self, data: bytes, arrival: float) -> None:
         if is_rtcp(data):
-            self._on_rtcp(data)
+            self._on_rtcp(data, arrival)
             return
         try:
-            packet = RtpPacket.parse(data)
+            packet = RtpDatagram.parse(data)
         except ValueError:
             self.stats.garbage += 1
             return
@@ -147,11 +130,10 @@ class RtpTrackReceiver:
         elif packet.ssrc != self.remote_ssrc:
             self.stats.foreign += 1
             return
-        now = time.monotonic()
-        self.last_packet = now
-        self._release(self.jitter.push(packet, now), now)
+        self.last_packet = arrival
+        self._release(self.jitter.push(packet, arrival), arrival)
 
-    def _on_rtcp(self, data: bytes) -> None:
+    def _on_rtcp(self, data: bytes, arrival: float) -> None:  # noqa: ARG002 (a DatagramHandler)
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
@@ -168,7 +150,12 @@ class RtpTrackReceiver:
             elif self.remote_ssrc is None and len(self._early_reports) < MAX_EARLY_REPORTS:
                 self._early_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
 
+    def drain_rtcp(self) -> None:
+        self._rtcp.drain(self._on_rtcp)
+
     def tick(self, now: float) -> None:
+        """Take in the waiting RTP (and muxed RTCP), release what is due by `now`."""
+        self._rtp.drain(self._on_rtp_socket)
         self._release(self.jitter.poll(now), now)
 
     def _release(self, frames, now: float) -> None:
@@ -179,7 +166,7 @@ class RtpTrackReceiver:
                 self._on_frame(frame)
 
     def request_keyframe(self) -> None:
-        now = time.monotonic()
+        now = monotonic()
         if self.remote_ssrc is None or now - self._last_keyframe_request < KEYFRAME_REQUEST_MIN_INTERVAL_S:
             return
         self._last_keyframe_request = now
@@ -224,6 +211,8 @@ class RtpInput(StreamInput):
                 receiver.request_keyframe()
 
     def tick(self, now: float) -> None:
+        for receiver in self.receivers:  # Sender Reports first: they may describe the packets that follow
+            receiver.drain_rtcp()
         for receiver in self.receivers:
             receiver.tick(now)
 

@@ -1,0 +1,133 @@
+"""A UDP socket the worker drains on its tick instead of waking up per datagram.
+
+Why polling: on these machines one event-loop wakeup costs ~150-200 us of CPU
+(kernel timer + asyncio's loop iteration), several times what parsing and
+muxing one packet costs. A 2.5 Mb/s stream is ~310 datagrams/s, so waking per
+datagram made the wakeups most of a worker's CPU (benchmarks/results). The
+worker already ticks every `POLL_INTERVAL_S` for its jitter buffers; draining
+every socket then costs one wakeup per tick whatever the packet rate, and the
+kernel's receive buffer (`RECEIVE_BUFFER_BYTES`, seconds of video) holds what
+arrives in between.
+
+Arrival times stay exact: the kernel stamps each datagram (SO_TIMESTAMPNS) and
+the stamp is mapped onto `time.monotonic()`, so lip sync by arrival time (no
+Sender Reports) and the jitter buffer's waits do not depend on when we polled.
+Where the platform gives no stamp, the drain time is used.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# A key frame arrives as a burst of packets (100+ at 8 Mbps), and the socket is only
+# read every tick: ask for a receive buffer of seconds of video (root may exceed
+# net.core.rmem_max).
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_DATAGRAM_BYTES = 65535
+# Linux: SO_TIMESTAMPNS (not exported by Python's socket module); the ancillary
+# message carries a struct timespec of CLOCK_REALTIME.
+SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if SO_TIMESTAMPNS is not None else 0
+
+Address = tuple[str, int]
+DatagramHandler = Callable[[bytes, float], None]  # (datagram, arrival on time.monotonic())
+
+
+@dataclass
+class SocketStats:
+    datagrams: int = 0
+    bytes: int = 0
+    garbage: int = 0
+    foreign: int = 0
+    rtcp: int = 0
+    sender_reports: int = 0
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER_BYTES) -> int:
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class PolledUdpSocket:
+    """One non-blocking UDP socket that latches onto its first source address."""
+
+    def __init__(self, stats: SocketStats):
+        self.stats = stats
+        self.source: Address | None = None
+        self._sock: socket.socket | None = None
+        self._stamped = False
+
+    def bind(self, host: str, port: int) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+            enlarge_receive_buffer(sock)
+            if SO_TIMESTAMPNS is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                    self._stamped = True
+                except OSError:
+                    self._stamped = False
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def drain(self, handler: DatagramHandler) -> None:
+        """Hand every datagram waiting in the kernel to `handler`, oldest first."""
+        sock = self._sock
+        if sock is None:
+            return
+        now = time.monotonic()
+        realtime_to_monotonic = now - time.time()
+        stats = self.stats
+        while True:
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM_BYTES, _ANCILLARY_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable reported on a later read: nothing to read
+                return
+            arrival = now
+            if ancillary:
+                level, kind, stamp = ancillary[0]
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
+                    arrival = min(now, seconds + nanoseconds * 1e-9 + realtime_to_monotonic)
+            source = (addr[0], addr[1])
+            if self.source is None:
+                self.source = source
+            elif source != self.source:
+                stats.foreign += 1
+                continue
+            stats.datagrams += 1
+            stats.bytes += len(data)
+            handler(data, arrival)
+
+    def send(self, data: bytes, addr: Address) -> None:
+        """Best effort (RTCP feedback): a full send buffer drops the datagram."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
