@@ -18,7 +18,7 @@ class TrackSpec:
     """One announced media track (an SDP m-section)."""
 
     kind: MediaKind
-    codec: str  # "H264" or "opus", as in rtpmap
+    codec: str  # "H264", "VP8" or "opus", as in rtpmap
     payload_type: int
     clock_rate: int
     channels: int = 1

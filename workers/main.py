@@ -71,8 +71,11 @@ class StreamWorker:
         self.input: StreamInput | None = stream_input
         self._input_started = time.monotonic()
         self._inactive_reported = False
-        for recording in self.recordings.values():
-            recording.new_session(self.clock)
+        for task_id, recording in list(self.recordings.items()):
+            if recording.codec_changed(stream):
+                self._next_file(task_id, recording, "codec_changed")
+            else:
+                recording.new_session(self.clock)
 
     # pipe
     def _send(self, message: object) -> None:
@@ -196,17 +199,20 @@ class StreamWorker:
         now = time.monotonic()
         for task_id, recording in list(self.recordings.items()):
             if recording.state is State.ACTIVE and recording.resolution_changed(frame):
-                recording = self._next_file(task_id, recording)
+                recording = self._next_file(task_id, recording, "resolution_changed")
             if recording.state in (State.ACTIVE, State.RESUMING):
                 recording.write(frame)
             elif recording.state is State.PENDING:
                 self._try_begin(recording, now, frame)
 
-    def _next_file(self, task_id: str, old: Recording) -> Recording:
-        """The picture size changed (a browser under load): close the file, start another."""
-        log.info("resolution_changed", task_id=task_id)
+    def _next_file(self, task_id: str, old: Recording, reason: str) -> Recording:
+        """The picture size (a browser under load) or the codec (a publisher back with
+        another one) changed: close the file, start another."""
+        log.info(reason, task_id=task_id)
         self._spawn_close(old, None)
         new = Recording(old.spec, self.config.stream, self.clock, self._uploader, self._send)
+        if old.state is State.PAUSED:
+            new.pause()
         self.recordings[task_id] = new
         return new
 

@@ -5,6 +5,7 @@ of its first key frame and each track's offset from it is fixed by its first
 frame (on the clock basis the stream had then). From there each track advances
 by its own RTP timestamps, so a file's timeline never jumps. StreamType 4 fans
 the same timeline out to two files (video; audio as .aac or audio-only HLS).
+VP8 video goes into WebM whatever container was asked for: none of them can hold it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from storage_adapters.spool import Spool, SpoolAdapter
 from storage_adapters.vendors import LOCAL_DISK, adapter_for
 from workers import naming, protocol
 from workers.clock import Basis, StreamClock
-from workers.codecs import h264, opus
+from workers.codecs import opus, video_codec
 from workers.config import RecordingSpec, StreamSpec
 from workers.frames import EncodedFrame, MediaKind
 from workers.outputs.adts import AdtsWriter
@@ -32,6 +33,7 @@ from workers.outputs.base import AudioParams, ContainerWriter, VideoParams, Writ
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
+from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
 
 log = structlog.get_logger("recording")
@@ -170,11 +172,8 @@ class Recording:
     def _params(self, first: EncodedFrame) -> tuple[VideoParams | None, AudioParams | None]:
         video = audio = None
         if self.video_spec is not None:
-            sps = next((n for n in h264.split_annexb(first.data) if h264.nal_type(n) == h264.NAL_SPS), None)
-            if sps is None:
-                raise ValueError("the first key frame carries no SPS and the SDP gave none")
-            info = h264.parse_sps(sps)
-            video = VideoParams("h264", info.width, info.height)
+            codec = video_codec(self.video_spec.codec)
+            video = VideoParams(codec.container_codec, *codec.keyframe_size(first.data))
         if self.audio_spec is not None:
             channels = self.audio_spec.channels
             audio = AudioParams("opus", opus.SAMPLE_RATE, channels, opus.opus_head(channels))
@@ -189,8 +188,7 @@ class Recording:
                                     realtime_playlist=self.spec.realtime_playlist,
                                     short_segment_paths=self.spec.short_segment_paths)
             for index, kinds in enumerate(self._file_kinds):
-                writer_type = WRITERS[self.spec.output_format] if index == 0 else \
-                    SEPARATE_AUDIO_WRITERS[self.spec.output_format]
+                writer_type = self._writer_type(index, kinds, video)
                 media_track_type = (1 if MediaKind.AUDIO in kinds else 0) | (2 if MediaKind.VIDEO in kinds else 0)
                 stem = naming.file_stem(task_id=self.spec.task_id, room_id=self.stream.room_id,
                                         user_id=self.stream.user_id, stream_id=self.stream.stream_id,
@@ -216,6 +214,16 @@ class Recording:
             self._log.info("file_opened", file_id=output.writer.key, basis=self._basis.value)
         return True
 
+    def _writer_type(self, index: int, kinds: frozenset[MediaKind],
+                     video: VideoParams | None) -> type[ContainerWriter]:
+        """The asked-for container, or WebM for video none of them can hold (VP8)."""
+        if index > 0:
+            return SEPARATE_AUDIO_WRITERS[self.spec.output_format]
+        asked = WRITERS[self.spec.output_format]
+        if MediaKind.VIDEO in kinds and video is not None and video.codec not in asked.video_codecs:
+            return WebmWriter
+        return asked
+
     # pause, resume, and a stream that comes back (FillBlank)
     def pause(self) -> None:
         if self.state in (State.PENDING, State.ACTIVE, State.RESUMING):
@@ -233,18 +241,23 @@ class Recording:
             self._rebase = Rebase.KEEP_GAP
             self.state = State.RESUMING
 
-    def resolution_changed(self, frame: EncodedFrame) -> bool:
-        """A key frame whose SPS has another size than the open file's: it needs a new file."""
-        if not (frame.keyframe and frame.kind is MediaKind.VIDEO and self._video_params is not None):
+    def codec_changed(self, stream: StreamSpec) -> bool:
+        """Whether the stream, published again as `stream`, sends video in another codec."""
+        video = stream.track(MediaKind.VIDEO)
+        if self.video_spec is None or video is None:
             return False
-        sps = next((n for n in h264.split_annexb(frame.data) if h264.nal_type(n) == h264.NAL_SPS), None)
-        if sps is None:
+        return video.codec.upper() != self.video_spec.codec.upper()
+
+    def resolution_changed(self, frame: EncodedFrame) -> bool:
+        """A key frame of another picture size than the open file's: it needs a new file."""
+        if not (frame.keyframe and frame.kind is MediaKind.VIDEO and self._video_params is not None
+                and self.video_spec is not None):
             return False
         try:
-            info = h264.parse_sps(sps)
+            size = video_codec(self.video_spec.codec).keyframe_size(frame.data)
         except ValueError:
             return False
-        return (info.width, info.height) != (self._video_params.width, self._video_params.height)
+        return size != (self._video_params.width, self._video_params.height)
 
     def _starts_recording(self, frame: EncodedFrame) -> bool:
         if self.video_spec is not None:

@@ -11,6 +11,7 @@ from tests.e2e.publishing import stop_and_describe
 from tests.helpers import probe
 from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
 from tests.helpers.webrtc_publishers import PublisherSpec, read_manifest, start_publisher
+from workers.codecs import vp8
 
 TOKEN = "whip-token-9b2c"
 
@@ -73,6 +74,56 @@ def test_publisher_recorded_exactly(node, tmp_path, kind):
     assert data["RecordFiles"][0]["UserId"] == "u-cam"
     offsets = probe.av_offsets(path)  # the publishers beep when the picture flashes
     assert offsets and max(abs(o) for o in offsets) <= 0.020, offsets
+
+
+def test_vp8_publisher_is_recorded_into_webm_exactly(node, tmp_path):
+    """No H.264 offered: VP8 goes, without re-encoding, into WebM although mp4 was asked for."""
+    room = "whip-vp8"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]  # OutputFileFormat mp4
+    code, manifest = publish("aiortc", node, room, tmp_path, video_codec="vp8")
+    assert code == 0 and not manifest.error, manifest.error
+    assert "H264" not in manifest.offer
+    [path], data = recorded(node, task_id)
+    [entry] = data["RecordFiles"]
+    assert path.suffix == ".webm" and entry["FileId"].endswith(".webm") and entry["OutputFileFormat"] == "webm"
+    assert entry["MediaTrackType"] == 3 and entry["ResolutionWidth"] > 0 and entry["ResolutionHeight"] > 0
+    report = probe.decode_all(path)
+    assert report.errors == () and report.format_name == "matroska,webm"
+    assert (report.video_codec, report.audio_codec) == ("vp8", "opus")
+    assert (report.width, report.height) == (entry["ResolutionWidth"], entry["ResolutionHeight"])
+    sent, got = manifest.vp8(), probe.vp8_frames_from_file(path)
+    assert report.video_frames == len(got)
+    assert got == sent[len(sent) - len(got):] and len(got) >= len(sent) - 30  # from the first key frame on
+    assert vp8.is_keyframe(got[0])
+    sent_audio = manifest.audio()
+    got_audio = probe.opus_packets_from_file(path)
+    assert got_audio and got_audio == sent_audio[len(sent_audio) - len(got_audio):]
+    assert abs(entry["Duration"] / 1000 - report.video_duration_s) <= 0.1
+    offsets = probe.av_offsets(path)  # the publisher beeps when the picture flashes
+    assert offsets and max(abs(o) for o in offsets) <= 0.020, offsets
+
+
+def test_a_publisher_back_with_another_codec_gets_a_new_file(node, tmp_path):
+    """FillBlank keeps the file open for the stream's return, but not across a codec change."""
+    room = "whip-codec-change"
+    task_id = node.ok("StartRecord", start_record_body(room, FillBlank=True, MaxIdleTime=20))["TaskId"]
+    code, manifest = publish("aiortc", node, room, tmp_path, video_frames=60)
+    assert code == 0 and not manifest.error, manifest.error
+    deadline = time.monotonic() + 15
+    while True:  # until the node has seen the first peer go
+        code, manifest = publish("aiortc", node, room, tmp_path, video_frames=60, video_codec="vp8")
+        if not manifest.error.startswith("409") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert code == 0 and not manifest.error, manifest.error
+    paths, data = recorded(node, task_id)
+    assert [p.suffix for p in paths] == [".mp4", ".webm"]
+    assert '"event": "codec_changed"' in node.log_path.read_text()  # the same worker, the file closed for it
+    assert [f["OutputFileFormat"] for f in data["RecordFiles"]] == ["mp4", "webm"]
+    reports = [probe.decode_all(p) for p in paths]
+    assert [(r.errors, r.video_codec) for r in reports] == [((), "h264"), ((), "vp8")]
+    got = probe.vp8_frames_from_file(paths[1])
+    assert got == manifest.vp8()[len(manifest.vp8()) - len(got):]
 
 
 @pytest.mark.parametrize("audio, video, track_type", [(True, False, 1), (False, True, 2)])

@@ -72,7 +72,7 @@ class VideoAU:
 
     index: int
     time_s: float  # capture time = index / fps
-    data: bytes  # Annex-B, exactly as libx264 produced it
+    data: bytes  # exactly as the encoder produced it (H.264: Annex-B; VP8: the frame)
     keyframe: bool
 
 
@@ -182,20 +182,26 @@ def _encode_video(
     height: int,
     flash_frames: frozenset[int],
     bitrate_kbps: int = 0,
+    codec: str = "h264",
 ) -> tuple[VideoAU, ...]:
-    ctx = av.CodecContext.create("libx264", "w")
+    ctx = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
     ctx.width = width
     ctx.height = height
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, fps)
     ctx.framerate = Fraction(fps, 1)
     ctx.thread_count = 1  # bit-exact across processes
-    ctx.options = {
-        "profile": "baseline",
-        "tune": "zerolatency",
-        "level": "31",
-        "x264-params": f"repeat-headers=1:keyint={keyint}:min-keyint={keyint}:scenecut=0",
-    }
+    if codec == "vp8":  # as WebRTC sends it: real time, no lag, a key frame every keyint frames
+        ctx.gop_size = keyint
+        ctx.bit_rate = 500_000
+        ctx.options = {"deadline": "realtime", "lag-in-frames": "0", "keyint_min": str(keyint)}
+    else:
+        ctx.options = {
+            "profile": "baseline",
+            "tune": "zerolatency",
+            "level": "31",
+            "x264-params": f"repeat-headers=1:keyint={keyint}:min-keyint={keyint}:scenecut=0",
+        }
     if bitrate_kbps:
         ctx.options = {**ctx.options, "preset": "ultrafast", "level": "41",
                        "x264-params": ctx.options["x264-params"] +
@@ -209,7 +215,7 @@ def _encode_video(
         packets.extend(ctx.encode(frame))
     packets.extend(ctx.encode(None))
     if len(packets) != n_frames:
-        raise RuntimeError(f"x264 gave {len(packets)} packets for {n_frames} frames")
+        raise RuntimeError(f"{codec} gave {len(packets)} packets for {n_frames} frames")
     return tuple(
         VideoAU(index=i, time_s=i / fps, data=bytes(p), keyframe=bool(p.is_keyframe))
         for i, p in enumerate(packets)
@@ -330,8 +336,12 @@ def make_test_media(
     bitrate_kbps: int = 0,
     switch_to: tuple[int, int] | None = None,
     switch_at_s: float = 0.0,
+    video_codec: str = "h264",
 ) -> TestMedia:
     """Encode (once per argument set, cached) the synthetic A/V test clip.
+
+    ``video_codec="vp8"`` encodes the same pictures with libvpx (real time, a key frame
+    every ``keyint`` frames); ``sps`` and ``pps`` are then empty.
 
     ``switch_to`` = (width, height): from ``switch_at_s`` (a key-frame time) on, the
     video is encoded again at that size (new SPS), as a browser does under load.
@@ -360,15 +370,16 @@ def make_test_media(
         cut = round(switch_at_s * fps)
         if cut % keyint:
             raise ValueError("switch_at_s must fall on a key frame")
-        first = _encode_video(cut, fps, keyint, width, height, frozenset(f for f in flash_frames if f < cut))
+        first = _encode_video(cut, fps, keyint, width, height, frozenset(f for f in flash_frames if f < cut),
+                              codec=video_codec)
         second = _encode_video(n_frames - cut, fps, keyint, *switch_to,
-                               frozenset(f - cut for f in flash_frames if f >= cut))
+                               frozenset(f - cut for f in flash_frames if f >= cut), codec=video_codec)
         video = first + tuple(dataclasses.replace(au, index=au.index + cut, time_s=(au.index + cut) / fps)
                               for au in second)
     else:
-        video = _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames))
+        video = _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames), codec=video_codec)
     audio, opus_head = _encode_audio(pcm)
-    sps, pps = _parameter_sets(video[0].data)
+    sps, pps = _parameter_sets(video[0].data) if video_codec == "h264" else (b"", b"")
     return TestMedia(
         video=video,
         audio=audio,

@@ -434,3 +434,8 @@ def h264_slice_nals_from_aus(aus: Iterable[bytes]) -> list[bytes]:
 def opus_packets_from_file(path: str | os.PathLike) -> list[bytes]:
     """Payloads of the first audio stream's packets, in file order."""
     return _stream_packets(path, "audio")[1]
+
+
+def vp8_frames_from_file(path: str | os.PathLike) -> list[bytes]:
+    """Payloads of the first video stream's packets (VP8: whole frames), in file order."""
+    return _stream_packets(path, "video")[1]

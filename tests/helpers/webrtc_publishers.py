@@ -8,9 +8,10 @@ write a JSON manifest of exactly what they sent (``read_manifest``).
 ``aiortc``
     An aiortc ``RTCPeerConnection`` (``iceServers=[]``, host candidates limited to
     127.0.0.1) that encodes the raw frames itself (libx264 constrained baseline, libopus)
-    and offers aiortc's default codecs, VP8 first (as browsers do). The sender's encoders
-    are wrapped in this process to record every H.264 access unit (as NAL units) and
-    every Opus packet handed to the packetizer. Options: drop chosen video packets
+    and offers aiortc's default codecs, VP8 first (as browsers do); with
+    ``video_codec="vp8"`` it offers VP8 only (libvpx). The sender's encoders are wrapped
+    in this process to record every H.264 access unit (as NAL units), every whole VP8
+    frame and every Opus packet handed to the packetizer. Options: drop chosen video packets
     (and every retransmission of them, RTX or not) on the way out, count the PLI / FIR /
     NACK it receives, keep publishing until killed (``vanish``).
 ``ffmpeg``
@@ -105,12 +106,14 @@ class PublisherSpec:
     drop_video_packets: tuple[int, ...] = ()  # 0-based indices among first transmissions of video packets
     vanish: bool = False  # keep publishing until killed (manifest written once the media ran once)
     linger_s: float = 1.0  # after the last frame, before writing the manifest and closing
+    video_codec: str = "h264"  # aiortc only: "h264" offers its defaults (VP8 first, then H.264), "vp8" only VP8
 
 
 @dataclass
 class Manifest:
     video_aus: list[list[str]] = field(default_factory=list)  # base64 NAL units per access unit, in send order
     audio_packets: list[str] = field(default_factory=list)  # base64 Opus packets
+    vp8_frames: list[str] = field(default_factory=list)  # base64 VP8 frames, in send order
     pli_received: int = 0
     fir_received: int = 0
     nack_received: int = 0
@@ -126,6 +129,9 @@ class Manifest:
 
     def audio(self) -> list[bytes]:
         return [base64.b64decode(p) for p in self.audio_packets]
+
+    def vp8(self) -> list[bytes]:
+        return [base64.b64decode(f) for f in self.vp8_frames]
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -183,7 +189,9 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
     import aiortc.rtcrtpsender
     import av
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCRtpSender
     from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.vpx import Vp8Encoder
     from aiortc.mediastreams import MediaStreamTrack
     from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, is_rtcp
     from aiortc.sdp import SessionDescription
@@ -205,6 +213,15 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
                 return iter(nals)
 
             encoder._encode_frame = encode_frame
+        elif isinstance(encoder, Vp8Encoder):
+            packetize = encoder._packetize  # gets each whole frame libvpx produced
+
+            def packetize_frame(buffer, picture_id):
+                if buffer:
+                    manifest.vp8_frames.append(base64.b64encode(buffer).decode())
+                return packetize(buffer, picture_id)
+
+            encoder._packetize = packetize_frame
         else:
             inner_encode = encoder.encode
 
@@ -277,7 +294,10 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
     else:
         done["audio"].set()
     if spec.video:
-        pc.addTransceiver(VideoSource(), direction="sendonly")
+        transceiver = pc.addTransceiver(VideoSource(), direction="sendonly")
+        if spec.video_codec == "vp8":
+            transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                             if c.name in ("VP8", "rtx")])
     else:
         done["video"].set()
     await pc.setLocalDescription(await pc.createOffer())

@@ -1,4 +1,4 @@
-"""Container writers: codec guards and the Opus -> AAC path."""
+"""Container writers: codec guards, the Opus -> AAC path, and WebM (VP8 + Opus)."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from storage_adapters.memory import MemoryAdapter
+from tests.helpers import probe
 from tests.helpers.media import make_test_media
-from workers.codecs import opus
+from workers.codecs import opus, vp8
 from workers.outputs.adts import AdtsWriter
 from workers.outputs.base import AudioParams, VideoParams
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
+from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
 
 OPUS = AudioParams("opus", 48000, 2, opus.opus_head(2))
@@ -32,6 +34,11 @@ def test_codecs_a_container_cannot_take_are_refused_before_ffmpeg(objects, write
         writer(objects[0], "s", VideoParams("vp8", 64, 64), None)
     with pytest.raises(ValueError):
         writer(objects[0], "s", None, AudioParams("pcm_s16le", 48000, 2, b""))
+
+
+def test_webm_takes_only_vp8(objects):
+    with pytest.raises(ValueError):
+        WebmWriter(objects[0], "s", VideoParams("h264", 64, 64), None)
 
 
 def test_adts_takes_no_video(objects):
@@ -64,3 +71,41 @@ def test_a_gap_in_opus_becomes_silence_in_aac(objects, tmp_path):
     gap = samples[priming + int(1.05 * 48000): priming + int(1.45 * 48000)]
     assert np.abs(gap).max() < 1e-3
     assert np.abs(samples[priming + int(1.5 * 48000):]).max() > 0.1  # the beep at 2.5 s is there
+
+
+def test_webm_holds_vp8_and_opus_exactly_and_streams_while_written(objects, tmp_path):
+    files, adapter = objects
+    media = make_test_media(3.0, video_codec="vp8")
+    writer = WebmWriter(files, "s", VideoParams("vp8", *vp8.keyframe_size(media.video[0].data)),
+                        AudioParams("opus", 48000, 1, opus.opus_head(1)))
+    audio = [p for p in media.audio if p.time_s >= 0]  # the file starts at the first key frame
+    events = sorted([(au.time_s, 0, au) for au in media.video] + [(p.time_s, 1, p) for p in audio],
+                    key=lambda e: e[:2])
+    written_before = {}
+    for time_s, kind, item in events:
+        if kind == 0:
+            writer.write_video(item.data, round(time_s * 90000), item.keyframe)
+        else:
+            writer.write_audio(item.data, round(time_s * 48000), 960)
+        files.pump()
+        written_before[round(time_s, 3)] = writer.out.written_bytes
+    writer.close()
+    for future in files.close():
+        future.result()
+    # clusters leave the muxer at least every second, not only at the end
+    assert written_before[1.5] > written_before[0.0] and written_before[2.5] > written_before[1.5]
+    path = tmp_path / "s.webm"
+    path.write_bytes(adapter.objects["f/s.webm"])
+    report = probe.decode_all(path)
+    assert report.errors == () and report.format_name == "matroska,webm"
+    assert (report.video_codec, report.audio_codec, report.width, report.height) == ("vp8", "opus", 320, 240)
+    assert report.video_frames == len(media.video) and report.audio_frames == len(audio)
+    assert probe.vp8_frames_from_file(path) == [au.data for au in media.video]
+    assert probe.opus_packets_from_file(path) == [p.data for p in audio]
+    assert abs(report.video_duration_s - 3.0) <= 0.002 and abs(report.audio_duration_s - 3.0) <= 0.03
+    offsets = probe.av_offsets(path)
+    assert len(offsets) == 3 and max(abs(o) for o in offsets) <= 0.002  # Matroska keeps milliseconds
+    with av.open(str(path)) as container:  # written front to back: no duration, no seek index
+        assert container.duration is None
+        head = bytes(container.streams.audio[0].codec_context.extradata)
+        assert head.startswith(b"OpusHead\x01") and head[9] == 1  # version 1, mono: the OpusHead as CodecPrivate

@@ -1,6 +1,9 @@
 """A Recording fed with real encoded frames, writing through the in-memory twin."""
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -33,24 +36,30 @@ def uploader():
         yield pool
 
 
-def record(frames_in, uploader, tmp_path, stream=STREAM, spec=SPEC):
+def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None):
+    """Feed `frames_in` to one Recording and close it: (the objects written, events, the recording)."""
     adapter = MemoryAdapter()
     events = []
     clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, sync_wait_s=0)
     recording = Recording(spec, stream, clock, uploader, events.append, wallclock=lambda: 1_700_000_000.0,
                           adapters=lambda target: adapter)
     for frame in frames_in:
+        if on_frame is not None:
+            on_frame(recording, frame)
         clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
         if recording.state is State.PENDING:
             recording.begin([frame], frame.arrival)
         else:
             recording.write(frame)
-    import asyncio
-
     asyncio.run(recording.close())
-    [key] = adapter.objects
+    return adapter.objects, events, recording
+
+
+def record(frames_in, uploader, tmp_path, stream=STREAM, spec=SPEC):
+    objects, events, recording = run_recording(frames_in, uploader, stream, spec)
+    [key] = objects
     path = tmp_path / "out.mp4"
-    path.write_bytes(adapter.objects[key])
+    path.write_bytes(objects[key])
     return key, path, events, recording
 
 
@@ -94,3 +103,75 @@ def test_video_only_stream_type_from_an_av_stream(uploader, tmp_path):
     assert "_V_" in key
     report = probe.decode_all(path)
     assert report.audio_frames == 0 and report.video_frames == 30
+
+
+# -- VP8: into WebM whatever container was asked for -------------------------------------
+
+VP8_STREAM = StreamSpec("room", "stream", "user", (TrackSpec(V, "VP8", 97, 90000), STREAM.tracks[1]))
+
+
+def _files(objects, tmp_path) -> dict[str, Path]:
+    """The objects as files, by extension."""
+    paths = {}
+    for key, data in objects.items():
+        path = tmp_path / key.rsplit("/", 1)[-1]
+        path.write_bytes(data)
+        paths[key.rsplit(".", 1)[-1]] = path
+    return paths
+
+
+@pytest.mark.parametrize("output_format", ["mp4", "flv", "hls"])
+def test_vp8_is_recorded_into_webm_whatever_was_asked(uploader, tmp_path, output_format):
+    media = make_test_media(2.0, video_codec="vp8")
+    spec = replace(SPEC, output_format=output_format)
+    objects, events, _ = run_recording(frames(media), uploader, VP8_STREAM, spec)
+    [opened] = [e for e in events if isinstance(e, protocol.FileOpened)]
+    assert opened.output_format == "webm" and opened.file_id.endswith(".webm")
+    assert (opened.width, opened.height, opened.media_track_type) == (320, 240, 3)
+    [closed] = [e for e in events if isinstance(e, protocol.FileClosed)]
+    assert closed.ok and abs(closed.duration_ms - 2000) <= 20
+    [path] = _files(objects, tmp_path).values()
+    report = probe.decode_all(path)
+    assert report.errors == () and (report.video_codec, report.audio_codec) == ("vp8", "opus")
+    assert probe.vp8_frames_from_file(path) == [au.data for au in media.video]
+    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
+
+
+@pytest.mark.parametrize("output_format, audio_extension", [("mp4", "aac"), ("hls", "ts")])
+def test_vp8_stream_type_4_keeps_its_separate_audio_file(uploader, tmp_path, output_format, audio_extension):
+    media = make_test_media(2.0, video_codec="vp8")
+    spec = replace(SPEC, stream_type=4, output_format=output_format)
+    objects, events, _ = run_recording(frames(media), uploader, VP8_STREAM, spec)
+    formats = {e.media_track_type: e.output_format for e in events if isinstance(e, protocol.FileOpened)}
+    assert formats == {2: "webm", 1: "aac" if output_format == "mp4" else "hls"}
+    paths = _files(objects, tmp_path)
+    video = probe.decode_all(paths["webm"])
+    assert video.errors == () and video.video_frames == 60 and video.audio_frames == 0
+    assert probe.decode_all(paths[audio_extension]).audio_frames > 0
+
+
+def test_vp8_audio_only_stream_type_is_unaffected(uploader, tmp_path):
+    media = make_test_media(1.0, video_codec="vp8")
+    objects, events, _ = run_recording(frames(media), uploader, VP8_STREAM, replace(SPEC, stream_type=1))
+    [key] = objects
+    assert key.endswith(".mp4") and events[0].output_format == "mp4"
+
+
+def test_a_vp8_resolution_change_needs_a_new_file(uploader):
+    media = make_test_media(2.0, video_codec="vp8", switch_to=(160, 120), switch_at_s=1.0)
+    changed = []
+
+    def watch(recording, frame):
+        if recording.resolution_changed(frame):
+            changed.append(frame.rtp_timestamp)
+
+    run_recording(frames(media), uploader, VP8_STREAM, on_frame=watch)
+    assert changed == [1000 + 90000]  # the key frame at 1 s, and only it
+
+
+def test_a_codec_change_is_seen_against_the_new_stream():
+    clock = StreamClock({V: 90000, A: 48000}, sync_wait_s=0)
+    recording = Recording(SPEC, VP8_STREAM, clock, None, lambda e: None)
+    assert recording.codec_changed(STREAM)  # back with H.264
+    assert not recording.codec_changed(VP8_STREAM)
+    assert not recording.codec_changed(StreamSpec("room", "stream", "user", (STREAM.tracks[1],)))  # no video now

@@ -21,7 +21,7 @@ from aiortc.rtp import RtcpByePacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
 from tests.helpers import probe
 from tests.helpers.webrtc_publishers import Manifest, PublisherSpec, WhipEndpoint, read_manifest, start_publisher
-from workers.codecs import h264
+from workers.codecs import h264, vp8
 from workers.frames import EncodedFrame, MediaKind
 from workers.inputs import aiortc_patches
 from workers.inputs.webrtc import UnsupportedOffer, WebRtcInput, WebRtcSettings, _TrackPipe
@@ -168,6 +168,25 @@ def test_aiortc_publisher_frames_equal_what_was_sent(tmp_path):
     assert any(f.keyframe for f in video[requested:requested + 10])
     assert not aiortc_patches._NeverDecode.warned
     assert session.closed, "the publisher closed its peer connection"
+
+
+def test_aiortc_vp8_publisher_frames_equal_what_was_sent(tmp_path):
+    session = run(publish("aiortc", tmp_path, video_frames=90, keyframe_request_after=40, video_codec="vp8"))
+    manifest = session.manifest
+    assert not manifest.error
+    assert "H264" not in manifest.offer and "H264" not in manifest.answer
+    assert {t.kind: t.codec for t in session.tracks} == {V: "VP8", A: "opus"}
+    video = session.of(V)
+    assert [f.data for f in video] == manifest.vp8() and len(video) >= 85
+    assert [f.keyframe for f in video] == [vp8.is_keyframe(f) for f in manifest.vp8()] and video[0].keyframe
+    decoder = av.CodecContext.create("vp8", "r")
+    assert sum(len(decoder.decode(av.Packet(f.data))) for f in video) == len(video)
+    assert [f.data for f in session.of(A)] == manifest.audio()
+    stats = session.stats["video"]
+    assert stats["lost"] == 0 and stats["dropped_frames"] == 0 and stats["dropped_malformed"] == 0
+    [requested] = session.keyframe_requested_at
+    assert stats["pli"] == 1 and manifest.pli_received == 1
+    assert any(f.keyframe for f in video[requested:requested + 10])
 
 
 def test_unrepairable_loss_is_bounded_and_asks_for_a_key_frame(tmp_path):
@@ -340,10 +359,28 @@ def test_vp8_first_offer_gets_h264_only_answer():
     assert m_line[3] == str(video.payload_type)  # first (and only media) payload type
 
 
-def test_vp8_only_offer_is_refused_by_name():
+def test_vp8_only_offer_gets_vp8_answer():
     offer = run(_offer(video_codecs=[_capability("video", "VP8"), _capability("video", "rtx")]))
-    with pytest.raises(UnsupportedOffer, match="VP8"):
-        run(_answer(offer))
+    answer, tracks = run(_answer(offer))
+    [video] = [t for t in tracks if t.kind is V]
+    assert (video.codec, video.clock_rate) == ("VP8", 90000)
+    section = _video_section(answer)
+    rtpmaps = [line for line in section.split("\r\n") if line.startswith("a=rtpmap:")]
+    assert f"a=rtpmap:{video.payload_type} VP8/90000" in rtpmaps
+    assert all("VP8" in line or "rtx" in line for line in rtpmaps)
+
+
+def test_vp8_is_taken_when_the_offered_h264_is_not_recordable():
+    offer = run(_offer(audio=False, video_codecs=[_capability("video", "VP8"), _capability("video", "H264", "42e01f")]))
+    offer = offer.replace("packetization-mode=1", "packetization-mode=0")
+    [plan] = plan_offer(offer)
+    assert plan.track.codec == "VP8"
+
+
+def test_offer_without_h264_or_vp8_is_refused_naming_both():
+    offer = run(_offer(audio=False, video_codecs=[_capability("video", "VP8")]))
+    with pytest.raises(UnsupportedOffer, match="H264 .* or VP8; offered: VP9"):
+        plan_offer(offer.replace("VP8/90000", "VP9/90000"))
 
 
 def test_audio_without_opus_is_refused():

@@ -19,6 +19,12 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from workers.codecs.base import VideoCodec
+
+if TYPE_CHECKING:
+    from workers.config import TrackSpec
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -477,3 +483,37 @@ class ParameterSets:
             if kind not in (NAL_SPS, NAL_PPS)
         ]
         return to_annexb([*head, *sps, *pps, *rest])
+
+
+# -- as a VideoCodec ------------------------------------------------------------------
+
+
+class H264Codec(VideoCodec):
+    """H.264 (RFC 6184, packetization-mode 1): Annex-B access units, SPS/PPS on every IDR."""
+
+    name = "H264"
+    container_codec = "h264"
+
+    payload_starts_frame = staticmethod(payload_starts_frame)
+    is_keyframe = staticmethod(is_keyframe)
+
+    def __init__(self, spec: TrackSpec) -> None:
+        super().__init__(spec)
+        sprop = spec.fmtp_value("sprop-parameter-sets")
+        self.parameter_sets = ParameterSets(parse_sprop_parameter_sets(sprop) if sprop else ())
+
+    def depayload(self, payloads: Iterable[bytes]) -> bytes:
+        access_unit = depayload_frame(payloads)
+        self.parameter_sets.observe(access_unit)  # also from frames the loss gate drops
+        return access_unit
+
+    def prepare_keyframe(self, frame: bytes) -> bytes:
+        return self.parameter_sets.ensure_on_keyframe(frame)
+
+    @staticmethod
+    def keyframe_size(frame: bytes) -> tuple[int, int]:
+        sps = next((nal for nal in split_annexb(frame) if nal_type(nal) == NAL_SPS), None)
+        if sps is None:
+            raise ValueError("the H.264 key frame carries no SPS and the SDP gave none")
+        info = parse_sps(sps)
+        return info.width, info.height

@@ -15,10 +15,10 @@ at import). Worker processes are forked per stream, so a patch is per process:
    an aiortc change ever routed frames to the decoder thread again, they would be
    dropped, never decoded.
 2. `aiortc.rtcrtpreceiver.depayload` -> identity. aiortc depayloads every packet before
-   its jitter buffer and DROPS the packet when its H.264 depayloader raises (1-byte NAL
-   units, odd STAP-A): that would turn into a permanent hole for our buffer. We
-   depayload whole frames ourselves (`workers.codecs.h264.depayload_frame`), from
-   `packet.payload`, which aiortc leaves untouched.
+   its jitter buffer and DROPS the packet when its depayloader raises (H.264: 1-byte NAL
+   units, odd STAP-A; VP8: a truncated descriptor): that would turn into a permanent
+   hole for our buffer. We depayload whole frames ourselves (`VideoCodec.depayload` in
+   `workers.codecs`), from `packet.payload`, which aiortc leaves untouched.
 3. `aiortc.codecs.CODECS["video"]` gains H.264 Main (4d001f), High (64001f) and
    Constrained High (640c1f), packetization-mode 1, each with RTX; every H.264 entry
    gains the `ccm fir` feedback. aiortc matches H.264 by profile (not level), so these

@@ -15,10 +15,13 @@ NACK; wrapping the decoder would keep aiortc's stalling jitter buffer.
 
 `_TrackPipe` is the same path as the plain-RTP input: `workers.jitter.JitterBuffer`
 (reordering, duplicates, a hole waited for at most `jitter_max_wait_s`, then the broken
-frame dropped) and `workers.tracks.VideoTrack` / `AudioTrack` (H.264 depayloading to
-Annex-B, SPS/PPS on every key frame, frames dropped after a loss until a clean key
-frame, PLI requested). `tick()` releases frames held behind a hole even when no packet
-arrives. Sender Reports and BYE are taken from the receiver's RTCP handler.
+frame dropped; where a frame starts is the video codec's call) and
+`workers.tracks.VideoTrack` / `AudioTrack` (depayloading per codec: H.264 to Annex-B
+with SPS/PPS on every key frame, VP8 to the bare frame; frames dropped after a loss
+until a clean key frame, PLI requested). Video is H.264, or VP8 when the offer has no
+acceptable H.264 (`workers.inputs.webrtc_codecs`). `tick()` releases frames held behind
+a hole even when no packet arrives. Sender Reports and BYE are taken from the
+receiver's RTCP handler.
 
 Key frames: `request_keyframe()` sends PLI, or FIR when the publisher offered
 `ccm fir` without `nack pli`. Requests are at least 0.5 s apart; one that cannot go
@@ -27,7 +30,7 @@ may, and while no key frame has been delivered the request is repeated every sec
 (RTCP is lost too, and a browser may otherwise send its next key frame only ~30 s
 later). After a dropped frame the input asks by itself (through VideoTrack).
 
-B-frames: RTP carries no decode timestamp, so a stream with B-frames would reach us
+B-frames (H.264; VP8 has none): RTP carries no decode timestamp, so a stream with B-frames would reach us
 in decode order with non-monotonic RTP timestamps, and we could not give the muxer
 correct DTS without parsing slice headers and the SPS reorder depth. We do not, because
 the publishers this input serves do not send B-frames:
@@ -64,7 +67,6 @@ import structlog
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
 
-from workers.codecs import h264
 from workers.config import TrackSpec
 from workers.frames import MediaKind
 from workers.inputs import aiortc_patches
@@ -101,10 +103,11 @@ class _TrackPipe:
         self.kind = plan.kind
         self._method = plan.keyframe_request
         video = self.kind is MediaKind.VIDEO
-        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=max_wait,
-                                   starts_frame=h264.payload_starts_frame if video else None)
         self.track: VideoTrack | AudioTrack = (VideoTrack(self.spec, self.request_keyframe) if video
                                                else AudioTrack(self.spec))
+        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=max_wait,
+                                   starts_frame=self.track.codec.payload_starts_frame
+                                   if isinstance(self.track, VideoTrack) else None)
         self._on_frame = on_frame
         self._on_sender_report = on_sender_report
         self._send_request = send_keyframe_request

@@ -1,4 +1,4 @@
-"""What to take from a WebRTC (WHIP) offer: one H.264 video and / or one Opus audio track.
+"""What to take from a WebRTC (WHIP) offer: one H.264 or VP8 video and / or one Opus audio track.
 
 `plan_offer` reads the offer before any peer connection exists and decides, per
 m-section, which codec we answer with, or raises `UnsupportedOffer` naming what we
@@ -9,8 +9,10 @@ preference among its H.264 variants) with packetization-mode=1 and a profile we
 accept (Constrained Baseline, Baseline, Main, High, Constrained High; nothing is
 decoded, so the profile only has to be one aiortc can match, see
 `aiortc_patches.EXTRA_H264_PROFILE_LEVEL_IDS`). H.264 wins over any other codec
-whatever the order: browsers list VP8 first. The answer carries exactly that one
-payload format (plus its RTX), so the publisher cannot switch codecs later.
+whatever the order: browsers list VP8 first, and H.264 goes into every container
+asked for. Only an offer without an acceptable H.264 gets VP8 (90000 Hz; recorded into
+WebM, see `workers.recording`). The answer carries exactly that one payload format
+(plus its RTX), so the publisher cannot switch codecs later.
 Audio: Opus.
 """
 
@@ -100,21 +102,22 @@ def _plan_video(index: int, codecs: list[RTCRtpCodecParameters]) -> SectionPlan:
     media = [c for c in codecs if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03")]
     chosen = next((c for c in media if c.name.upper() == "H264" and _packetization_mode(c) == 1
                    and h264_profile(c) in ACCEPTED_H264_PROFILES and c.clockRate == 90000), None)
-    if chosen is None:
-        offered = ", ".join(_describe(c) for c in media) or "none"
-        if any(c.name.upper() == "VP8" for c in media) and not any(c.name.upper() == "H264" for c in media):
-            raise UnsupportedOffer(f"VP8 video is not recorded yet (WebM output pending): offer H264; "
-                                   f"video codecs offered: {offered}")
-        raise UnsupportedOffer(f"no recordable video codec: need H264 packetization-mode=1 (Constrained Baseline, "
-                               f"Baseline, Main or High profile); offered: {offered}")
-    profile = h264_profile(chosen)
-    capability = _capability("video", lambda c: c.name.upper() == "H264" and _packetization_mode(c) == 1
-                             and h264_profile(c) == profile)
-    if capability is None:  # aiortc_patches.install() registers every accepted profile
-        raise UnsupportedOffer(f"H264 profile of {_describe(chosen)} is not registered with aiortc")
+    if chosen is not None:
+        profile = h264_profile(chosen)
+        capability = _capability("video", lambda c: c.name.upper() == "H264" and _packetization_mode(c) == 1
+                                 and h264_profile(c) == profile)
+        if capability is None:  # aiortc_patches.install() registers every accepted profile
+            raise UnsupportedOffer(f"H264 profile of {_describe(chosen)} is not registered with aiortc")
+    else:
+        chosen = next((c for c in media if c.name.upper() == "VP8" and c.clockRate == 90000), None)
+        capability = _capability("video", lambda c: c.name.upper() == "VP8")
+        if chosen is None or capability is None:
+            offered = ", ".join(_describe(c) for c in media) or "none"
+            raise UnsupportedOffer(f"no recordable video codec: need H264 packetization-mode=1 (Constrained "
+                                   f"Baseline, Baseline, Main or High profile) or VP8; offered: {offered}")
     rtx = _capability("video", lambda c: c.name.lower() == "rtx")
     preferences = (capability,) + ((rtx,) if rtx is not None else ())
-    track = TrackSpec(MediaKind.VIDEO, "H264", chosen.payloadType, 90000, 1, _fmtp(chosen))
+    track = TrackSpec(MediaKind.VIDEO, capability.name, chosen.payloadType, 90000, 1, _fmtp(chosen))
     return SectionPlan(index, MediaKind.VIDEO, chosen, preferences, track)
 
 

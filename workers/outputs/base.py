@@ -25,7 +25,7 @@ AUDIO_TIME_BASE = Fraction(1, 48000)
 
 @dataclass(frozen=True)
 class VideoParams:
-    codec: str  # "h264"
+    codec: str  # FFmpeg's name: "h264", "vp8"
     width: int
     height: int
 
@@ -104,7 +104,7 @@ class ContainerWriter(abc.ABC):
         self.container.mux(packet)
 
     def write_video(self, data: bytes, pts: int, keyframe: bool) -> None:
-        """One H.264 access unit (Annex-B), pts in VIDEO_TIME_BASE."""
+        """One video frame (H.264: an Annex-B access unit; VP8: the frame), pts in VIDEO_TIME_BASE."""
         self._mux(self._video_stream, data, pts, VIDEO_TIME_BASE, keyframe, None)
 
     def write_audio(self, data: bytes, pts: int, duration: int) -> None:
