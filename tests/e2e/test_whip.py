@@ -184,3 +184,18 @@ def check_whip_http_rules(node):
     bad = http("POST", url, offer, auth)
     assert bad.status in (400, 406) and b"offer not accepted" in bad.body
     assert http("PATCH", f"{node.base_url}/whip/resource/x", b"", auth).status == 405
+
+
+def test_lip_sync_from_sender_reports_when_audio_arrives_late(node, tmp_path):
+    """The publisher's audio leaves 200 ms after capture (the picture on time) and its
+    Sender Reports say so correctly: the node lines the tracks up by the SRs, not by
+    arrival, so the beep stays on the flash in the file."""
+    room = "whip-lipsync"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish("aiortc", node, room, tmp_path, video_frames=150, audio_delay_s=0.2)
+    assert code == 0 and not manifest.error, manifest.error
+    assert manifest.send_lag_s["audio"] - manifest.send_lag_s["video"] >= 0.19, manifest.send_lag_s
+    [path], _ = recorded(node, task_id)
+    assert probe.decode_all(path).errors == ()
+    offsets = probe.av_offsets(path)
+    assert len(offsets) >= 3 and max(abs(o) for o in offsets) <= 0.020, offsets

@@ -13,7 +13,8 @@ write a JSON manifest of exactly what they sent (``read_manifest``).
     in this process to record every H.264 access unit (as NAL units), every whole VP8
     frame and every Opus packet handed to the packetizer. Options: drop chosen video packets
     (and every retransmission of them, RTX or not) on the way out, count the PLI / FIR /
-    NACK it receives, keep publishing until killed (``vanish``).
+    NACK it receives, keep publishing until killed (``vanish``), send audio late with
+    Sender Reports that still pair RTP and capture time correctly (``audio_delay_s``).
 ``ffmpeg``
     FFmpeg's own WebRTC stack through PyAV's ``whip`` muxer: libx264 High profile with
     no B-frames (the muxer refuses B-frames) and libopus stereo; records every encoded
@@ -107,6 +108,7 @@ class PublisherSpec:
     vanish: bool = False  # keep publishing until killed (manifest written once the media ran once)
     linger_s: float = 1.0  # after the last frame, before writing the manifest and closing
     video_codec: str = "h264"  # aiortc only: "h264" offers its defaults (VP8 first, then H.264), "vp8" only VP8
+    audio_delay_s: float = 0.0  # aiortc only: audio leaves this late, its Sender Reports still correct
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Manifest:
     offer: str = ""
     answer: str = ""
     error: str = ""
+    send_lag_s: dict[str, float] = field(default_factory=dict)  # median (send - capture) per kind, aiortc
 
     def video_annexb(self) -> list[bytes]:
         return [b"".join(b"\x00\x00\x00\x01" + base64.b64decode(n) for n in au) for au in self.video_aus]
@@ -177,6 +180,30 @@ def _pcm_s16(pcm, channels: int):
 
 
 # -- aiortc publisher -------------------------------------------------------------------
+
+
+def _report_capture_time(sender, delay_s: float) -> None:
+    """Make an aiortc sender whose media leaves `delay_s` after capture send correct
+    Sender Reports: aiortc pairs each packet's RTP timestamp with the NTP time it was
+    sent (`RTCRtpSender.__ntp_timestamp`); this one pairs it with the capture time.
+    The instance's class becomes a subclass whose property intercepts that
+    (name-mangled) attribute."""
+    from aiortc import RTCRtpSender
+
+    if "_RTCRtpSender__ntp_timestamp" not in vars(sender):
+        raise RuntimeError("aiortc's RTCRtpSender no longer keeps __ntp_timestamp: update this helper")
+    delay_ntp = round(delay_s * (1 << 32))
+
+    class CaptureTimeSender(RTCRtpSender):
+        @property
+        def _RTCRtpSender__ntp_timestamp(self) -> int:
+            return self.__dict__.get("capture_ntp", 0)
+
+        @_RTCRtpSender__ntp_timestamp.setter
+        def _RTCRtpSender__ntp_timestamp(self, sent_ntp: int) -> None:
+            self.__dict__["capture_ntp"] = sent_ntp - delay_ntp if sent_ntp else 0
+
+    sender.__class__ = CaptureTimeSender
 
 
 def _run_aiortc(spec: PublisherSpec) -> None:
@@ -236,11 +263,14 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
     aiortc.rtcrtpsender.get_encoder = capturing_get_encoder
     clock = {"start": None}
     done = {"video": asyncio.Event(), "audio": asyncio.Event()}
+    lags: dict[str, list[float]] = {"video": [], "audio": []}
 
-    async def pace(t: float) -> None:
+    async def pace(kind: str, capture_s: float, delay_s: float = 0.0) -> None:
+        """Until the frame captured at `capture_s` is due to leave (`delay_s` late)."""
         if clock["start"] is None:
             clock["start"] = time.monotonic()
-        await asyncio.sleep(max(0.0, clock["start"] + t - time.monotonic()))
+        await asyncio.sleep(max(0.0, clock["start"] + capture_s + delay_s - time.monotonic()))
+        lags[kind].append(time.monotonic() - clock["start"] - capture_s)
 
     class VideoSource(MediaStreamTrack):
         kind = "video"
@@ -255,7 +285,7 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
                 await asyncio.Future()
             if self.index == spec.video_frames:
                 done["video"].set()
-            await pace(self.index / 30)
+            await pace("video", self.index / 30)
             picture = pictures[self.index % len(pictures)]
             frame = av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv420p")
             frame.pts = self.index * 3000
@@ -279,7 +309,7 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
                 await asyncio.Future()
             if self.index == audio_frames:
                 done["audio"].set()
-            await pace(self.index * 0.02)
+            await pace("audio", self.index * 0.02, spec.audio_delay_s)
             start = (self.index * 960) % max(960, len(pcm) - 960)
             frame = av.AudioFrame.from_ndarray(pcm[start:start + 960].reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate = 48000
@@ -290,7 +320,9 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     if spec.audio:
-        pc.addTransceiver(AudioSource(), direction="sendonly")
+        audio_sender = pc.addTransceiver(AudioSource(), direction="sendonly").sender
+        if spec.audio_delay_s:
+            _report_capture_time(audio_sender, spec.audio_delay_s)
     else:
         done["audio"].set()
     if spec.video:
@@ -368,6 +400,7 @@ async def _aiortc_main(spec: PublisherSpec) -> None:
     await done["video"].wait()
     await done["audio"].wait()
     await asyncio.sleep(spec.linger_s)
+    manifest.send_lag_s = {kind: sorted(values)[len(values) // 2] for kind, values in lags.items() if values}
     _write_manifest(manifest, spec.manifest)
     if spec.vanish:
         await asyncio.Future()  # until SIGKILL
