@@ -2,6 +2,8 @@
 processes), the node's worker answering with its own peer connection."""
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -148,6 +150,31 @@ def test_unrepairable_loss(node, tmp_path):
     report = probe.decode_all(path)
     assert report.errors == () and report.video_frames > 0
     assert max(b - a for a, b in zip(report.video_pts_s, report.video_pts_s[1:])) <= 1.0
+
+
+def test_first_video_frame_on_disk_soon_after_start_record(node, tmp_path):
+    """A live publisher, then StartRecord: the worker's GOP cache (plus a key-frame
+    request) puts the first video fragment in storage well within the 1 s goal; the
+    benchmarks measure it, this asserts a loose bound."""
+    room = "whip-first-frame"
+    spec = PublisherSpec(url=whip_url(node, room), manifest=str(tmp_path / "m.json"), vanish=True)
+    publisher = asyncio.run(_start_detached("aiortc", spec))
+    try:
+        time.sleep(3.0)  # connected and sending (loopback ICE takes well under a second)
+        started = time.monotonic()
+        task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+        path = recorded_path(node, node.wait_task(task_id, lambda d: d["RecordFiles"])["RecordFiles"][0])
+        while not (path.exists() and b"moof" in path.read_bytes()):
+            assert time.monotonic() - started < 2.0, "no video fragment on disk 2 s after StartRecord"
+            time.sleep(0.02)
+        assert probe.decode_all(path).video_frames > 0
+    finally:
+        os.kill(publisher, signal.SIGKILL)
+    stop_and_describe(node, task_id)
+
+
+async def _start_detached(kind, spec):
+    return (await start_publisher(kind, spec)).pid
 
 
 def test_vanished_publisher_finishes_the_file_and_the_room_goes_idle(node, tmp_path):
