@@ -24,6 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
+log = structlog.get_logger("udp")
+
 # A key frame arrives as a burst of packets (100+ at 8 Mbps), and the socket is only
 # read every tick: ask for a receive buffer of seconds of video (root may exceed
 # net.core.rmem_max).
@@ -75,7 +79,12 @@ class PolledUdpSocket:
         try:
             sock.setblocking(False)
             sock.bind((host, port))
-            enlarge_receive_buffer(sock)
+            granted = enlarge_receive_buffer(sock)
+            if granted < RECEIVE_BUFFER_BYTES:  # the kernel reports twice what it holds for data
+                log.warning("udp_receive_buffer_small", port=port, granted_bytes=granted,
+                            wanted_bytes=RECEIVE_BUFFER_BYTES,
+                            hint="raise net.core.rmem_max (or run with CAP_NET_ADMIN) so bursts survive "
+                                 "between two reads")
             if SO_TIMESTAMPNS is not None:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
