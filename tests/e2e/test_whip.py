@@ -128,6 +128,21 @@ def test_a_publisher_back_with_another_codec_gets_a_new_file(node, tmp_path):
     assert got == manifest.vp8()[len(manifest.vp8()) - len(got):]
 
 
+def test_ffmpeg_publisher_that_ignores_consent_checks_is_recorded_to_the_end(node, tmp_path):
+    """FFmpeg's WHIP muxer does not answer the node's ICE consent checks (RFC 7675)
+    once it is sending. Its media keeps arriving, so the session must last: the
+    test node expires consent after ~3 s, this publisher sends for 8 s."""
+    room = "whip-ffmpeg-long"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish("ffmpeg", node, room, tmp_path, video_frames=240)
+    assert code == 0 and not manifest.error, manifest.error
+    [path], _ = recorded(node, task_id)
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    sent = probe.h264_slice_nals_from_aus(manifest.video_annexb())
+    assert probe.h264_slice_nals_from_file(path) == sent  # every frame, to the last
+
+
 @pytest.mark.parametrize("audio, video, track_type", [(True, False, 1), (False, True, 2)])
 def test_audio_only_and_video_only(node, tmp_path, audio, video, track_type):
     room = f"whip-only-{track_type}"

@@ -13,6 +13,7 @@ import inspect
 import aioice
 import aioice.candidate
 import aioice.ice
+import aioice.stun
 import aioice.turn
 import aiortc
 import aiortc.codecs
@@ -155,9 +156,20 @@ def test_aioice_internals():
                                                             "base_address"]
     assert params(aioice.candidate.candidate_priority)[:2] == ["candidate_component", "candidate_type"]
     assert isinstance(aioice.turn.UDP_SOCKET_BUFFER_SIZE, int)
-    # Consent freshness knobs the vanish test shortens (read at use, as module globals).
-    assert "CONSENT_INTERVAL" in source(connection.query_consent)
-    assert "CONSENT_FAILURES" in source(connection.query_consent)
+    # Consent freshness: replaced by _query_consent_or_media, which uses what aioice's own did
+    # (the knobs the vanish test shortens, read at use as module globals).
+    assert connection.query_consent is aiortc_patches._query_consent_or_media
+    assert connection.data_received is aiortc_patches._stamped_data_received
+    original = source(aiortc_patches._original_data_received)
+    assert params(aiortc_patches._original_data_received) == ["self", "data", "component"]
+    assert "self._queue.put_nowait((data, component))" in original
+    started = source(connection.connect)
+    assert "self._query_consent_task = asyncio.create_task(self.query_consent())" in started
+    assert "self._nominated" in source(connection.close) and params(connection.build_request) == [
+        "self", "pair", "nominate"]
+    assert params(aioice.ice.StunProtocol.request)[:4] == ["self", "request", "addr", "integrity_key"]
+    assert "retransmissions" in params(aioice.ice.StunProtocol.request)
+    assert issubclass(aioice.stun.TransactionError, Exception)
     assert isinstance(aioice.ice.CONSENT_INTERVAL, (int, float)) and isinstance(aioice.ice.CONSENT_FAILURES, int)
     assert "await iceTransport.iceGatherer.gather()" in source(aiortc.RTCPeerConnection.setLocalDescription) or \
         "await self.__gather()" in source(aiortc.RTCPeerConnection.setLocalDescription)

@@ -27,18 +27,24 @@ at import). Worker processes are forked per stream, so a patch is per process:
    `ICE_BINDING` is set (by `WebRtcInput.accept_offer`, around ICE gathering), host
    candidates come from its addresses (aioice otherwise gathers every interface and
    always skips 127.0.0.1) and, with a port range, are bound inside it.
+5. `aioice.ice.Connection.query_consent` -> `_query_consent_or_media` and
+   `Connection.data_received` stamps when the peer last sent anything. Consent
+   freshness (RFC 7675) is unchanged for a peer that answers; one that stops
+   answering while its media keeps arriving is kept (FFmpeg's WHIP muxer answers no
+   consent checks once it sends media: aioice would cut it off after ~30 s). A peer
+   that neither answers nor sends is gone, as before.
 
 Per-receiver hooks (`hook_receiver`, applied to each receiver of our own peer
 connections right after `setRemoteDescription`, before any media can arrive):
 
-5. The receiver's private `JitterBuffer` (`_RTCRtpReceiver__jitter_buffer`) is replaced
+6. The receiver's private `JitterBuffer` (`_RTCRtpReceiver__jitter_buffer`) is replaced
    by `_PacketTap`, whose `add(packet)` hands the packet to our sink and returns
    `(False, None)`: aiortc never assembles a frame, so its decoder queue stays empty.
    The packet arrives there after everything we want aiortc to do: SRTP, routing,
    statistics (RTCP RR), REMB, RTX unwrapping and NACK generation.
-6. `receiver._handle_rtcp_packet` is wrapped (instance attribute) so the sink sees
+7. `receiver._handle_rtcp_packet` is wrapped (instance attribute) so the sink sees
    Sender Reports and BYE before aiortc's own handling (RR statistics) runs.
-7. `receiver._send_rtcp_nack` is wrapped to count NACKs.
+8. `receiver._send_rtcp_nack` is wrapped to count NACKs.
 
 Also used, not patched: `receiver._send_rtcp_pli(ssrc)` (PLI), `receiver._send_rtcp`
 and `transceiver.sender._ssrc` (FIR), `transceiver._codecs` (the negotiated codecs,
@@ -51,6 +57,7 @@ import asyncio
 import contextvars
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,6 +66,7 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
 import structlog
+from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
@@ -177,6 +185,50 @@ async def _bind_in_range(connection: aioice.ice.Connection, component: int, addr
     return candidates
 
 
+# -- 5. consent freshness, or media ------------------------------------------------------
+
+_LAST_DATA_ATTR = "_recnode_last_data"
+_original_data_received = aioice.ice.Connection.data_received
+
+
+def _stamped_data_received(self: aioice.ice.Connection, data: bytes, component: int) -> None:
+    setattr(self, _LAST_DATA_ATTR, time.monotonic())
+    _original_data_received(self, data, component)
+
+
+async def _query_consent_or_media(self: aioice.ice.Connection) -> None:
+    """Every ~CONSENT_INTERVAL, a binding request on each nominated pair; after
+    CONSENT_FAILURES unanswered rounds in a row the connection is closed, unless the
+    peer's media arrived within that time (read at run time: tests shorten both)."""
+    failures = 0
+    silent_since_logged = False
+    password = self.remote_password.encode("utf8") if self.remote_password else b""
+    while True:
+        await asyncio.sleep(aioice.ice.CONSENT_INTERVAL * random.uniform(0.8, 1.2))
+        for pair in self._nominated.values():
+            try:
+                await pair.protocol.request(self.build_request(pair, nominate=False), pair.remote_addr,
+                                            integrity_key=password, retransmissions=0)
+                failures = 0
+            except stun.TransactionError:
+                failures += 1
+        if failures < aioice.ice.CONSENT_FAILURES:
+            continue
+        window = aioice.ice.CONSENT_INTERVAL * aioice.ice.CONSENT_FAILURES
+        last_data = getattr(self, _LAST_DATA_ATTR, None)
+        if last_data is not None and time.monotonic() - last_data < window:
+            if not silent_since_logged:
+                silent_since_logged = True
+                log.info("webrtc_consent_unanswered", note="peer answers no consent checks; kept while its "
+                                                           "media arrives")
+            failures = 0
+            continue
+        log.info("webrtc_consent_expired")
+        self._query_consent_task = None
+        await self.close()
+        return
+
+
 # -- install --------------------------------------------------------------------------
 
 
@@ -188,6 +240,8 @@ def install() -> None:
     aiortc.rtcrtpreceiver.depayload = _keep_payload
     _register_h264_profiles()
     aioice.ice.Connection.get_component_candidates = _get_component_candidates
+    aioice.ice.Connection.data_received = _stamped_data_received
+    aioice.ice.Connection.query_consent = _query_consent_or_media
     setattr(aiortc.rtcrtpreceiver, _MARK, True)
 
 
