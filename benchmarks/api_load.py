@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.procs import CpuWindow, Pinning
-from benchmarks.stream_bench import Storage, admission_args, distribution
+from benchmarks.config import Storage, admission_args
+from benchmarks.percentiles import distribution
 from tests.helpers.api import NodeProcess, free_port, free_udp_range
 
 

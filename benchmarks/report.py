@@ -172,12 +172,14 @@ def summary_markdown(runs: list[dict], plots: list[str]) -> str:
         cfg = run.get("config", {})
         out.append(f"- `{run['name']}`: `{run.get('command', '')}`"
                    + (f" — {cfg.get('width')}x{cfg.get('height')}@{cfg.get('fps')}, {cfg.get('bitrate_kbps')} kbps, "
-                      f"key frame every {cfg.get('keyint')} frames, 48 kHz Opus; {cfg.get('pinning')}"
+                      f"key frame every {cfg.get('keyint')} frames, {cfg.get('audio') or '48 kHz Opus'}; "
+                      f"{cfg.get('pinning')}"
                       if run["kind"] == "streams" else ""))
     streams = [run for run in runs if run["kind"] == "streams"]
     if streams:
-        out += ["", "## Recording plain-RTP streams", "", *streams_table(streams), ""]
-        out += ["CPU: user + system time of the node's process tree (node, fork server, workers), publishers "
+        out += ["", "## Recording live streams", "", *streams_table(streams), ""]
+        out += ["Runs are named `<publisher>-<storage>`: `rtp`, plain RTP; `whip`, WebRTC from FFmpeg's WHIP client. "
+                "CPU: user + system time of the node's process tree (node, fork server, workers), publishers "
                 "excluded, over the measured window, as % of one core. Short recordings: a task started while the "
                 "stream is live and stopped once its first frame was on disk; long: the whole run.", ""]
         out += ["### Largest N with zero defects", "", *limit_lines(streams), ""]

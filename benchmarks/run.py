@@ -6,6 +6,7 @@ See benchmarks/README.md. Examples:
     python -m benchmarks.run --streams 1,4,8 --seconds 30 --storage disk
     python -m benchmarks.run --streams 4 --seconds 30 --storage s3
     python -m benchmarks.run --streams 4 --seconds 30 --ffmpeg
+    python -m benchmarks.run --publisher whip --streams 1,4 --seconds 12
     python -m benchmarks.run --api-load 10
 """
 
@@ -24,7 +25,8 @@ from benchmarks import report
 from benchmarks.ffmpeg_ref import ffmpeg_version, require_ffmpeg
 from benchmarks.procs import Pinning
 from benchmarks.publishers import publisher_kind
-from benchmarks.stream_bench import BenchConfig, Level, Storage, admission_args
+from benchmarks.config import BenchConfig, Storage, admission_args
+from benchmarks.level import Level
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per N (default 30)")
     parser.add_argument("--storage", choices=("disk", "s3"), default="disk",
                         help="node disk (Vendor 0) or S3 through moto's server started here (Vendor 1)")
-    parser.add_argument("--publisher", default="rtp", help="rtp (plain RTP) or whip (not implemented yet)")
+    parser.add_argument("--publisher", default="rtp", help="rtp (plain RTP) or whip (WebRTC through FFmpeg's whip muxer)")
     parser.add_argument("--ffmpeg", action="store_true",
                         help="also remux the same streams with the FFmpeg command line, in the same run")
     parser.add_argument("--api-load", type=float, metavar="SECONDS", default=0.0,
@@ -86,7 +88,7 @@ def default_name(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    kind = publisher_kind(args.publisher) if args.stream_counts else None  # fails clearly for whip
+    kind = publisher_kind(args.publisher) if args.stream_counts else None
     ffmpeg = require_ffmpeg() if args.ffmpeg else None
     pinning = Pinning.choose(args.pin)
     pinning.as_load()
@@ -161,7 +163,7 @@ def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir:
                       workdir=workdir, profile_dir=args.out, node_args=admission_args(args.admission, max(args.stream_counts)))
     began = time.monotonic()
     print(f"encoding the {cfg.clip_s} s clip once (cached on disk for later runs) ...", flush=True)
-    cfg.publisher_spec().media()
+    kind.prepare(cfg.publisher_spec())
     print(f"clip ready after {time.monotonic() - began:.1f} s", flush=True)
     levels, first_defective, errors = [], None, []
     for n in args.stream_counts:
@@ -185,7 +187,7 @@ def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir:
     return {
         "config": {"publisher": args.publisher, "storage": args.storage, "seconds": args.seconds,
                    "width": cfg.width, "height": cfg.height, "fps": cfg.fps, "keyint": cfg.keyint,
-                   "bitrate_kbps": cfg.bitrate_kbps, "clip_s": cfg.clip_s, "audio": "Opus 48 kHz mono, 20 ms",
+                   "bitrate_kbps": cfg.bitrate_kbps, "clip_s": cfg.clip_s, "audio": kind.audio,
                    "pinning": pinning.describe(), "admission": args.admission, "node_args": list(cfg.node_args), "recorder_cpus": sorted(pinning.recorder),
                    "load_cpus": sorted(pinning.load), "ffmpeg": ffmpeg_version(ffmpeg) if ffmpeg else None},
         "levels": levels,

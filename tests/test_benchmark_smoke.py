@@ -1,45 +1,80 @@
-"""A small run of the benchmark harness (benchmarks/run.py), so that it cannot rot:
-2 plain-RTP streams for a few seconds on node disk, no FFmpeg."""
+"""Small runs of the benchmark harness (benchmarks/run.py), so that it cannot rot:
+plain-RTP and WHIP streams for a few seconds on node disk, no FFmpeg.
+
+The two runs are started together (each is mostly waiting for its clip to play) and
+checked by one test each."""
 
 import json
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+COMMON = ("--seconds", "4", "--storage", "disk", "--size", "640x360", "--sample-interval", "1")
+RUNS = {"rtp": ("--publisher", "rtp", "--streams", "2"), "whip": ("--publisher", "whip", "--streams", "1")}
 
 
-def run_harness(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.run", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+def run_harness(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--out", str(out), "--name", "smoke"],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def test_a_small_benchmark_run_measures_everything(tmp_path):
-    done = run_harness("--streams", "2", "--seconds", "4", "--storage", "disk", "--size", "640x360",
-                       "--sample-interval", "1", "--out", str(tmp_path), "--name", "smoke")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, Future]]:
+    with ThreadPoolExecutor(len(RUNS)) as pool:
+        started = {}
+        for kind, args in RUNS.items():
+            out = tmp_path_factory.mktemp(f"bench-{kind}")
+            started[kind] = (out, pool.submit(run_harness, out, *args, *COMMON))
+        yield started
+
+
+def finished_level(runs, kind: str, n: int) -> tuple[dict, dict, str]:
+    """(the run's results, its one level, its stdout), once it ended well."""
+    out, future = runs[kind]
+    done = future.result()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "cpu" in done.stdout and "streams 2" in done.stdout  # progress lines
-    result = json.loads((tmp_path / "smoke.json").read_text())
+    assert "cpu" in done.stdout and f"streams {n}" in done.stdout  # progress lines
+    result = json.loads((out / "smoke.json").read_text())
     assert result["kind"] == "streams" and result["machine"]["nproc"] >= 1
     [level] = result["levels"]
-    assert level["n"] == 2 and level["window_s"] >= 3.5
+    assert level["n"] == n and level["window_s"] >= 3.5
     assert level["cpu"]["per_stream_pct"] > 0 and level["cpu"]["workers_pct"] > 0
     memory = level["memory"]
-    assert len(memory["per_worker"]) == 2
+    assert len(memory["per_worker"]) == n
     assert all(w["uss_mb"] > 0 and w["pss_mb"] >= w["uss_mb"] for w in memory["per_worker"])
     assert level["defects"] == {"streams_with_defects": 0, "count": 0, "details": {}}, level["defects"]
-    assert level["first_frame_s"]["n"] == 2 and 0 < level["first_frame_s"]["p95"] < 5
-    assert level["stop_to_durable_s"]["long"]["n"] == 2 and level["stop_to_durable_s"]["short"]["n"] == 2
+    assert level["first_frame_s"]["n"] == n and 0 < level["first_frame_s"]["p95"] < 5
+    assert level["stop_to_durable_s"]["long"]["n"] == n and level["stop_to_durable_s"]["short"]["n"] == n
     for stream in level["streams"]:
         assert stream["file"]["video_frames"] == stream["sent"]["video"]["frames"] > 0
+        assert stream["file"]["audio_frames"] == stream["sent"]["audio"]["frames_from_video_start"] > 0
+        assert stream["worker_pid"] in {w["pid"] for w in memory["per_worker"]}
     assert len(level["samples"]) >= 3
-    assert result["limit"] == {"largest_clean_n": 2, "first_defective_n": None}
-    summary = (tmp_path / "summary.md").read_text()
-    assert "| smoke | 2 |" in summary
+    assert result["limit"] == {"largest_clean_n": n, "first_defective_n": None}
+    summary = (out / "summary.md").read_text()
+    assert f"| smoke | {n} |" in summary
+    return result, level, done.stdout
 
 
-def test_whip_publishers_are_refused_clearly_until_they_exist(tmp_path):
-    done = run_harness("--publisher", "whip", "--streams", "1", "--out", str(tmp_path), timeout=30)
-    assert done.returncode != 0
-    assert "--publisher whip is not implemented yet" in done.stderr
-    assert not list(tmp_path.iterdir())
+def test_a_small_plain_rtp_run_measures_everything(runs):
+    result, level, _ = finished_level(runs, "rtp", 2)
+    assert result["config"]["publisher"] == "rtp"
+    for stream in level["streams"]:
+        for kind in ("video", "audio"):
+            assert stream["received"][kind]["datagrams"] >= stream["sent"][kind]["packets"] > 0
+
+
+def test_a_small_whip_run_measures_everything(runs):
+    result, level, stdout = finished_level(runs, "whip", 1)
+    assert result["config"]["publisher"] == "whip" and "stereo" in result["config"]["audio"]
+    assert "[whip-disk N=1]" in stdout
+    [stream] = level["streams"]
+    for kind in ("video", "audio"):
+        received, sent = stream["received"][kind], stream["sent"][kind]
+        assert received["frames"] == sent["frames"] > 0 and received["lost"] == 0
+        assert received["packets"] >= received["frames"]
+    assert stream["publisher_lateness_s"]["max"] < 0.2
