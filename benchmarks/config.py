@@ -14,6 +14,7 @@ from tests.helpers.rtp_publisher import PublisherSpec
 PROBE_BUDGET_S = 6.0  # clip time reserved for the first-frame probes
 LEAD_IN_S = 1.0  # media before the probes start (publishers all sending)
 TAIL_S = 2.0  # clip time after the window
+LOOP_CLIP_S = 60  # longer runs repeat a clip this long (a whole number of GOPs at the defaults)
 # defect thresholds
 MAX_RELEASE_DELAY_S = 0.3  # the jitter buffer waits 250 ms at most for a lost packet
 MAX_DISK_LAG_S = 2.5  # fragments are cut at least every second (+ one GOP boundary + jitter)
@@ -48,8 +49,10 @@ class BenchConfig:
         return int(round(LEAD_IN_S + PROBE_BUDGET_S + self.seconds + TAIL_S + 1))
 
     def publisher_spec(self, **over) -> PublisherSpec:
+        long_run = self.clip_s > LOOP_CLIP_S
         return PublisherSpec(duration_s=self.clip_s, fps=self.fps, keyint=self.keyint, width=self.width,
-                             height=self.height, bitrate_kbps=self.bitrate_kbps, **over)
+                             height=self.height, bitrate_kbps=self.bitrate_kbps,
+                             loop_clip_s=LOOP_CLIP_S if long_run else 0.0, keep_sent_bytes=not long_run, **over)
 
 
 @dataclass

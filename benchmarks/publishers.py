@@ -77,7 +77,7 @@ class RtpPublisher:
     connect_s = 0.0
 
     def prepare(self, spec: PublisherSpec) -> None:
-        spec.media()
+        spec.clip()
 
     def udp_ports(self, n: int) -> int:
         return 0

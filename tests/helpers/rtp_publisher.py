@@ -105,6 +105,10 @@ class PublisherSpec:
     # past when the process is ready, overdue packets go out in a burst.
     start_time: float | None = None
     manifest_path: str | None = None
+    # > 0: encode a clip this long and repeat it (each repeat starts on a key frame when it is a
+    # whole number of GOPs) up to duration_s, so long runs neither encode nor hold hours of media
+    loop_clip_s: float = 0.0
+    keep_sent_bytes: bool = True  # False: forget each packet's bytes once sent (long runs: memory)
     seed: int | None = None  # for the random choices; None = os entropy
 
     def media_kwargs(self) -> dict[str, Any]:
@@ -123,6 +127,16 @@ class PublisherSpec:
 
     def media(self) -> TestMedia:
         return make_test_media(**self.media_kwargs())
+
+    @property
+    def looped(self) -> bool:
+        return 0 < self.loop_clip_s < self.duration_s
+
+    def clip(self) -> TestMedia:
+        """The media encoded once: the whole stream, or the clip that is repeated."""
+        if not self.looped:
+            return self.media()
+        return make_test_media(**{**self.media_kwargs(), "duration_s": self.loop_clip_s})
 
     def rtp_target(self, kind: str) -> Target | None:
         return getattr(self, f"{kind}_rtp")
@@ -326,13 +340,25 @@ class _Track:
         return (self.ts_base + round(capture_time_s * self.clock)) & 0xFFFFFFFF
 
 
+def _looped(payloads: list[tuple[float, list[bytes]]], clip_s: float, duration_s: float):
+    """The clip's frames repeated every clip_s seconds up to duration_s. Each repeat
+    takes the frames captured in [0, clip_s) (the first also those before 0, e.g. Opus
+    priming), so repeats neither overlap nor leave a gap."""
+    repeats = int(duration_s // clip_s) + 1
+    return [(capture + k * clip_s, frame) for k in range(repeats) for capture, frame in payloads
+            if capture < clip_s and (k == 0 or capture >= 0) and capture + k * clip_s < duration_s]
+
+
 def _plan_track(
     kind: str, spec: PublisherSpec, media: TestMedia, rng: random.Random, taken: set[int]
 ) -> _Track:
     payloads = _frame_payloads(media, kind, spec.in_band_parameter_sets)
+    if spec.looped:
+        payloads = _looped(payloads, media.duration_s, spec.duration_s)
     n_packets = sum(len(p) for _, p in payloads)
     clock = CLOCK_RATES[kind]
-    ts_rand, seq_rand = _random_bases(rng, clock, media.duration_s, n_packets, spec)
+    ts_rand, seq_rand = _random_bases(rng, clock, spec.duration_s if spec.looped else media.duration_s,
+                                      n_packets, spec)
     ssrc = getattr(spec, f"{kind}_ssrc") or _new_ssrc(rng, taken)
     taken.add(ssrc)
     ts_base = getattr(spec, f"{kind}_ts_base")
@@ -422,10 +448,10 @@ class _Publisher:
     def __init__(self, spec: PublisherSpec) -> None:
         self.spec = spec
         self.rng = random.Random(spec.seed)
-        media = spec.media()
+        media = spec.clip()
         taken: set[int] = set()
         self.tracks = {k: _plan_track(k, spec, media, self.rng, taken) for k in spec.kinds()}
-        self.duration_s = media.duration_s
+        self.duration_s = spec.duration_s if spec.looped else media.duration_s
         host = next((t.rtp_target[0] for t in self.tracks.values()), "127.0.0.1")
         self.foreign_sock = _open_udp(host)
         self.foreign_ssrc = _new_ssrc(self.rng, taken)
@@ -484,6 +510,8 @@ class _Publisher:
                 packet.sent_wall, packet.sent_mono = time.time(), time.monotonic()
                 track.packet_count += 1
                 track.octet_count += len(packet.payload)
+                if not self.spec.keep_sent_bytes:
+                    packet.datagram = packet.payload = b""
 
     def _send_sr(self, track: _Track) -> None:
         wall = time.time()
@@ -672,7 +700,7 @@ def offer_sdp(
     """
     from_spec = isinstance(spec_or_media, PublisherSpec)
     if from_spec:
-        spec, media = spec_or_media, spec_or_media.media()
+        spec, media = spec_or_media, spec_or_media.clip()
     else:
         spec, media = PublisherSpec(), spec_or_media
     if video is None:

@@ -462,3 +462,36 @@ def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
     video = manifest.track_packets("video")
     assert 5 < len(video) and max(p.frame_index for p in video) < 60
     assert all(p.sent_wall is not None for p in manifest.packets)
+
+
+def test_looped_clip_repeats_with_running_timestamps(tmp_path):
+    """Long benchmark runs repeat a short clip: frame indices, capture times, RTP
+    timestamps and sequence numbers run on; the same access units come round again."""
+    socks, targets = _receivers()
+    spec = PublisherSpec(**targets, duration_s=2.5, loop_clip_s=1.0, keep_sent_bytes=False, seed=7,
+                         manifest_path=str(tmp_path / "manifest.pkl"))
+    proc = start_publisher(spec)
+    try:
+        received = _receive_while_running(socks, proc, timeout_s=30)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    manifest = wait_manifest(spec.manifest_path, proc=proc)
+    run = Run(spec, proc, received, manifest)
+    clip = spec.clip()
+    video = manifest.frames("video")
+    assert sorted(video) == list(range(75)) and len(clip.video) == 30
+    captures = [video[i][0].capture_time_s for i in range(75)]
+    assert captures == pytest.approx([i / 30 for i in range(75)])
+    stamps = [video[i][0].rtp_timestamp for i in range(75)]
+    assert {(b - a) & 0xFFFFFFFF for a, b in zip(stamps, stamps[1:])} == {3000}
+    assert all(p.datagram == b"" for p in manifest.packets)  # forgotten once sent
+    payloads = {}
+    for _, _, packet in run.rtp("video"):
+        payloads.setdefault(packet.timestamp, []).append(packet.payload)
+    units = [payloads[s] for s in stamps]
+    assert units[30:60] == units[:30] and units[60:] == units[:15]
+    audio = manifest.frames("audio")
+    audio_captures = [audio[i][0].capture_time_s for i in sorted(audio)]
+    assert audio_captures[-1] > 2.45 and {round(b - a, 6) for a, b in zip(audio_captures, audio_captures[1:])} \
+        == {0.02}
