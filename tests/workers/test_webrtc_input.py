@@ -17,14 +17,14 @@ import av
 import av.logging
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
-from aiortc.rtp import RtcpByePacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtpPacket
 
 from tests.helpers import probe
 from tests.helpers.webrtc_publishers import Manifest, PublisherSpec, WhipEndpoint, read_manifest, start_publisher
 from workers.codecs import h264, vp8
 from workers.frames import EncodedFrame, MediaKind
 from workers.inputs import aiortc_patches
-from workers.inputs.webrtc import UnsupportedOffer, WebRtcInput, WebRtcSettings, _TrackPipe
+from workers.inputs.webrtc import UnsupportedOffer, WebRtcInput, WebRtcSettings, _WebRtcTrack
 from workers.inputs.webrtc_codecs import plan_offer
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
@@ -454,16 +454,16 @@ def test_fir_when_the_publisher_only_offers_fir():
     assert plan.keyframe_request == "fir"
 
 
-# -- one track's pipe, fed by hand ----------------------------------------------------
+# -- one track, fed by hand (the shared TrackPipe itself: tests/workers/test_track_pipe.py) ---------
 
 
-def _pipe(kind: str = "video"):
-    offer = run(_offer(audio=kind == "audio", video=kind == "video"))
+def _track(kind: str = "video", offer_edit=lambda sdp: sdp):
+    offer = offer_edit(run(_offer(audio=kind == "audio", video=kind == "video")))
     [plan] = plan_offer(offer)
-    frames, reports, requests = [], [], []
-    pipe = _TrackPipe(plan, 0.25, frames.append, lambda *a: reports.append(a),
-                      lambda ssrc, method: requests.append((ssrc, method)))
-    return pipe, frames, reports, requests
+    frames, requests = [], []
+    track = _WebRtcTrack(plan, 0.25, frames.append, lambda *a: None,
+                         lambda ssrc, method: requests.append((ssrc, method)))
+    return track, frames, requests
 
 
 def _slice(seq: int, timestamp: int, ssrc: int = 77, idr: bool = False) -> RtpPacket:
@@ -472,68 +472,25 @@ def _slice(seq: int, timestamp: int, ssrc: int = 77, idr: bool = False) -> RtpPa
     return packet
 
 
-def test_pipe_key_frame_requests_are_deferred_spaced_and_repeated():
-    pipe, frames, _, requests = _pipe()
-    pipe.request_keyframe()  # before the first packet: no SSRC to ask yet
-    assert requests == []
-    pipe.on_rtp(_slice(1, 3000))
-    assert requests == [(77, "pli")]
-    start = time.monotonic()
-    pipe.request_keyframe()  # within 0.5 s of the last one: waits
-    pipe.tick(start + 0.6)
-    assert requests == [(77, "pli")]
-    pipe.tick(start + 1.1)  # no key frame yet: asked again
-    assert requests == [(77, "pli")] * 2
-    pipe.on_rtp(_slice(2, 6000, idr=True))
-    pipe.tick(start + 5.0)  # satisfied: no more requests
-    assert requests == [(77, "pli")] * 2
-    assert [f.keyframe for f in frames] == [False, True]
-
-
-def test_a_first_key_frame_satisfies_an_early_request():
-    pipe, frames, _, requests = _pipe()
-    pipe.request_keyframe()
-    pipe.on_rtp(_slice(1, 3000, idr=True))
-    pipe.tick(time.monotonic() + 5.0)
-    assert requests == [] and frames[0].keyframe
-
-
-def test_pipe_latches_one_ssrc_and_keeps_early_sender_reports():
-    pipe, frames, reports, _ = _pipe()
-    early = RtcpSrPacket(ssrc=77, sender_info=RtcpSenderInfo(ntp_timestamp=5 << 32, rtp_timestamp=2000,
-                                                             packet_count=0, octet_count=0))
-    pipe.on_rtcp(early)
-    assert reports == []
-    pipe.on_rtp(_slice(1, 3000, idr=True))
-    assert reports == [(V, 5 << 32, 2000)]
-    pipe.on_rtp(_slice(2, 6000, ssrc=99))
-    assert pipe.stats_dict()["foreign"] == 1
-    pipe.on_rtcp(RtcpByePacket(sources=[99]))
-    assert not pipe.ended
-    pipe.on_rtcp(RtcpByePacket(sources=[77]))
-    assert pipe.ended
-
-
-def test_pipe_counts_backwards_timestamps_and_keeps_decode_order():
+def test_track_counts_backwards_timestamps_and_keeps_decode_order():
     """What B-frames would look like: frames stay in sequence (decode) order, counted."""
-    pipe, frames, _, _ = _pipe()
+    track, frames, _ = _track()
     for seq, timestamp in [(1, 3000), (2, 12000), (3, 6000), (4, 9000), (5, 18000)]:
-        pipe.on_rtp(_slice(seq, timestamp, idr=seq == 1))
+        track.on_rtp(_slice(seq, timestamp, idr=seq == 1))
     assert [f.rtp_timestamp for f in frames] == [3000, 12000, 6000, 9000, 18000]
-    assert pipe.stats_dict()["reordered_timestamps"] == 2
+    assert track.stats_dict()["reordered_timestamps"] == 2
 
 
-def test_pipe_never_waits_longer_than_the_bound():
-    pipe, frames, _, requests = _pipe()
-    pipe.on_rtp(_slice(1, 3000, idr=True))
-    pipe.on_rtp(_slice(3, 9000))  # 2 is lost
-    assert len(frames) == 1
-    start = time.monotonic()
-    pipe.tick(start + 0.1)
-    assert len(frames) == 1
-    pipe.tick(start + 0.3)  # the hole is given up; the frame after it may lack a reference
-    stats = pipe.stats_dict()
-    assert stats["lost"] == 1 and stats["pli"] == 1 and requests == [(77, "pli")]
-    assert len(frames) == 1  # not a key frame: dropped until one comes
-    pipe.on_rtp(_slice(4, 12000, idr=True))
-    assert len(frames) == 2 and frames[1].keyframe
+def test_track_stats_and_the_negotiated_request_method():
+    track, frames, requests = _track(offer_edit=lambda sdp: sdp.replace(" nack pli", " ccm fir"))
+    track.on_rtp(_slice(1, 3000, idr=True))
+    track.on_rtp(_slice(3, 9000))  # 2 is lost
+    track.on_nack([2])
+    track.pipe.tick(time.monotonic() + 0.3)  # given up: a key frame is asked for
+    assert requests == [(77, "fir")] and len(frames) == 1
+    stats = track.stats_dict()
+    assert list(stats)[:7] == ["packets", "frames", "lost", "nack", "pli", "dropped_frames", "max_release_delay_s"]
+    assert {k: stats[k] for k in ("packets", "frames", "lost", "nack", "nack_sequence_numbers", "pli", "fir")} == \
+        {"packets": 2, "frames": 1, "lost": 1, "nack": 1, "nack_sequence_numbers": 1, "pli": 0, "fir": 1}
+    assert {"foreign", "sender_reports", "reordered_timestamps", "jitter_late", "dropped_waiting_keyframe",
+            "dropped_malformed", "keyframe_requests"} <= set(stats)

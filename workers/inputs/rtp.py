@@ -1,34 +1,31 @@
 """Plain RTP over UDP: one socket pair per announced track.
 
-Each socket latches onto the first source address it hears from (and each track
-onto its first SSRC); datagrams from anyone else are counted and ignored, and so
-is anything that does not parse. RTCP is accepted on port + 1 and, muxed, on
-the RTP port itself (RFC 5761). Sockets are drained on the worker's tick, not
-per datagram (`workers.inputs.udp` says why).
+Each socket latches onto the first source address it hears from; datagrams from
+anyone else are counted (`foreign`) and ignored, and so is anything that does not
+parse or has another payload type (`garbage`). RTCP is accepted on port + 1 and,
+muxed, on the RTP port itself (RFC 5761). Sockets are drained on the worker's tick,
+not per datagram (`workers.inputs.udp` says why).
+
+What follows the parse is `workers.inputs.track_pipe.TrackPipe`, shared with the
+WebRTC input: SSRC latching (other SSRCs are counted as `foreign` too), early Sender
+Reports, jitter buffer, depayloading, key-frame request policy. A key-frame request
+is an RTCP PLI sent to the publisher's RTCP address, or to its RTP address when it
+has sent no RTCP from port + 1 (it may mux RTCP on its RTP port).
 """
 
 from __future__ import annotations
 
 import random
 import struct
-from time import monotonic
 from dataclasses import fields
 
-import structlog
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, is_rtcp
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, is_rtcp
 
-from workers.codecs import h264
 from workers.config import TrackSpec, WorkerConfig
-from workers.frames import MediaKind
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
+from workers.inputs.track_pipe import TrackPipe
 from workers.inputs.udp import PolledUdpSocket, SocketStats
-from workers.jitter import JitterBuffer
-from workers.tracks import AudioTrack, VideoTrack
 
-log = structlog.get_logger("rtp")
-
-KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5
-MAX_EARLY_REPORTS = 4
 _RTP_HEADER = struct.Struct("!BBHII")
 
 
@@ -72,30 +69,20 @@ class RtpDatagram:
 
 
 class RtpTrackReceiver:
+    """One announced track: its socket pair, parsing, and the track's `TrackPipe`."""
+
     def __init__(self, spec: TrackSpec, config: WorkerConfig, port: int, on_frame: FrameHandler,
                  on_sender_report: SenderReportHandler):
         self.spec = spec
         self.port = port
         self._bind_host = config.bind_host
-        self._on_frame = on_frame
-        self._on_sender_report = on_sender_report
         self.stats = SocketStats()
-        video = spec.kind is MediaKind.VIDEO
-        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=config.jitter_max_wait_s,
-                                   starts_frame=h264.payload_starts_frame if video else None)
-        if spec.kind is MediaKind.VIDEO:
-            self.track: VideoTrack | AudioTrack = VideoTrack(spec, self.request_keyframe)
-        else:
-            self.track = AudioTrack(spec)
-        self.remote_ssrc: int | None = None
-        # Senders often report before their first RTP packet: keep reports until the SSRC is known.
-        self._early_reports: dict[int, tuple[int, int]] = {}
         self._local_ssrc = random.getrandbits(32)
         self._rtp = PolledUdpSocket(self.stats)
         self._rtcp = PolledUdpSocket(self.stats)
-        self._last_keyframe_request = float("-inf")
-        self.max_release_delay_s = 0.0
-        self.last_packet: float | None = None
+        self.pipe = TrackPipe(spec, config.jitter_max_wait_s, on_frame, on_sender_report, self._send_pli)
+        self._push = self.pipe.push
+        self._payload_type = spec.payload_type
 
     async def start(self) -> None:
         self._rtp.bind(self._bind_host, self.port)
@@ -118,20 +105,10 @@ class RtpTrackReceiver:
         except ValueError:
             self.stats.garbage += 1
             return
-        if packet.payload_type != self.spec.payload_type:
+        if packet.payload_type != self._payload_type:
             self.stats.garbage += 1
             return
-        if self.remote_ssrc is None:
-            self.remote_ssrc = packet.ssrc
-            early = self._early_reports.pop(packet.ssrc, None)
-            self._early_reports.clear()
-            if early is not None:
-                self._on_sender_report(self.spec.kind, *early)
-        elif packet.ssrc != self.remote_ssrc:
-            self.stats.foreign += 1
-            return
-        self.last_packet = arrival
-        self._release(self.jitter.push(packet, arrival), arrival)
+        self._push(packet, arrival)
 
     def _on_rtcp(self, data: bytes, arrival: float) -> None:  # noqa: ARG002 (a DatagramHandler)
         try:
@@ -141,14 +118,7 @@ class RtpTrackReceiver:
             return
         self.stats.rtcp += 1
         for packet in packets:
-            if not isinstance(packet, RtcpSrPacket):
-                continue
-            info = packet.sender_info
-            if packet.ssrc == self.remote_ssrc:
-                self.stats.sender_reports += 1
-                self._on_sender_report(self.spec.kind, info.ntp_timestamp, info.rtp_timestamp)
-            elif self.remote_ssrc is None and len(self._early_reports) < MAX_EARLY_REPORTS:
-                self._early_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
+            self.pipe.on_rtcp(packet)
 
     def drain_rtcp(self) -> None:
         self._rtcp.drain(self._on_rtcp)
@@ -156,33 +126,24 @@ class RtpTrackReceiver:
     def tick(self, now: float) -> None:
         """Take in the waiting RTP (and muxed RTCP), release what is due by `now`."""
         self._rtp.drain(self._on_rtp_socket)
-        self._release(self.jitter.poll(now), now)
+        self.pipe.tick(now)
 
-    def _release(self, frames, now: float) -> None:
-        for assembled in frames:
-            self.max_release_delay_s = max(self.max_release_delay_s, now - assembled.arrival)
-            frame = self.track.accept(assembled)
-            if frame is not None:
-                self._on_frame(frame)
-
-    def request_keyframe(self) -> None:
-        now = monotonic()
-        if self.remote_ssrc is None or now - self._last_keyframe_request < KEYFRAME_REQUEST_MIN_INTERVAL_S:
-            return
-        self._last_keyframe_request = now
-        pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._local_ssrc, media_ssrc=self.remote_ssrc))
+    def _send_pli(self, ssrc: int, method: str) -> None:  # noqa: ARG002 (always "pli")
+        pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._local_ssrc, media_ssrc=ssrc))
         if self._rtcp.source is not None:
             self._rtcp.send(pli, self._rtcp.source)
         elif self._rtp.source is not None:
             self._rtp.send(pli, self._rtp.source)  # the publisher may mux RTCP on its RTP port
 
+    @property
+    def last_packet(self) -> float | None:
+        return self.pipe.last_packet
+
     def stats_dict(self) -> dict[str, float]:
         result: dict[str, float] = {f.name: getattr(self.stats, f.name) for f in fields(self.stats)}
-        jitter = self.jitter.stats
-        result.update({f"jitter_{f.name}": getattr(jitter, f.name) for f in fields(jitter)})
-        gate = self.track.stats
-        result.update({f.name: getattr(gate, f.name) for f in fields(gate)})
-        result["max_release_delay_s"] = round(self.max_release_delay_s, 4)
+        pipe = self.pipe.stats_dict()
+        result["foreign"] += pipe.pop("foreign")  # other source addresses + other SSRCs
+        result.update(pipe)
         return result
 
 
@@ -207,8 +168,7 @@ class RtpInput(StreamInput):
 
     def request_keyframe(self) -> None:
         for receiver in self.receivers:
-            if receiver.spec.kind is MediaKind.VIDEO:
-                receiver.request_keyframe()
+            receiver.pipe.request_keyframe()  # audio: no-op
 
     def tick(self, now: float) -> None:
         for receiver in self.receivers:  # Sender Reports first: they may describe the packets that follow

@@ -50,7 +50,6 @@ class SocketStats:
     garbage: int = 0
     foreign: int = 0
     rtcp: int = 0
-    sender_reports: int = 0
 
 
 def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER_BYTES) -> int:

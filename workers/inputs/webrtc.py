@@ -5,7 +5,8 @@ How frames leave aiortc (aiortc 1.16; every internal used is in
 aiortc's `RTCRtpReceiver._handle_rtp_packet` does SRTP (via the DTLS transport),
 RTCP receiver statistics, REMB, RTX unwrapping and NACK generation, then hands each
 packet to its private `JitterBuffer`. We replace that jitter buffer, per receiver,
-with a tap (`_PacketTap`) that passes every packet to a `_TrackPipe` and never returns
+with a tap (`_PacketTap`) that passes every packet to the track's
+`workers.inputs.track_pipe.TrackPipe` and never returns
 a frame, so aiortc's decoder thread stays idle (and `get_decoder` is replaced by a
 dropping stand-in, in case). This is the least invasive point: everything before it
 (NACK/RTX repair included) keeps working unmodified; everything after it (aiortc's
@@ -13,22 +14,16 @@ jitter buffer, which stalls on unrecovered loss, the timestamp mapper, the decod
 is what a recorder must not use. Taking packets earlier would mean redoing RTX and
 NACK; wrapping the decoder would keep aiortc's stalling jitter buffer.
 
-`_TrackPipe` is the same path as the plain-RTP input: `workers.jitter.JitterBuffer`
-(reordering, duplicates, a hole waited for at most `jitter_max_wait_s`, then the broken
-frame dropped; where a frame starts is the video codec's call) and
-`workers.tracks.VideoTrack` / `AudioTrack` (depayloading per codec: H.264 to Annex-B
-with SPS/PPS on every key frame, VP8 to the bare frame; frames dropped after a loss
-until a clean key frame, PLI requested). Video is H.264, or VP8 when the offer has no
-acceptable H.264 (`workers.inputs.webrtc_codecs`). `tick()` releases frames held behind
-a hole even when no packet arrives. Sender Reports and BYE are taken from the
-receiver's RTCP handler.
-
-Key frames: `request_keyframe()` sends PLI, or FIR when the publisher offered
-`ccm fir` without `nack pli`. Requests are at least 0.5 s apart; one that cannot go
-out yet (too soon, or before the first packet told us the SSRC) goes out as soon as it
-may, and while no key frame has been delivered the request is repeated every second
-(RTCP is lost too, and a browser may otherwise send its next key frame only ~30 s
-later). After a dropped frame the input asks by itself (through VideoTrack).
+`TrackPipe` is the per-track path the plain-RTP input uses too: SSRC latching, early
+Sender Reports, `workers.jitter.JitterBuffer` (a hole waited for at most
+`jitter_max_wait_s`, then the broken frame dropped), `workers.tracks.VideoTrack` /
+`AudioTrack` (H.264 to Annex-B with SPS/PPS on every key frame, VP8 to the bare frame;
+frames dropped after a loss until a clean key frame, one requested), and the key-frame
+request policy (at least 0.5 s apart, deferred until the SSRC is known, repeated every
+second until a key frame is delivered). Video is H.264, or VP8 when the offer has no
+acceptable H.264 (`workers.inputs.webrtc_codecs`). Sender Reports and BYE are taken
+from the receiver's RTCP handler. A key-frame request is a PLI, or a FIR when the
+publisher offered `ccm fir` without `nack pli`, sent through aiortc's RTCP path.
 
 B-frames (H.264; VP8 has none): RTP carries no decode timestamp, so a stream with B-frames would reach us
 in decode order with non-monotonic RTP timestamps, and we could not give the muxer
@@ -61,27 +56,21 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import structlog
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
-from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
 
 from workers.config import TrackSpec
-from workers.frames import MediaKind
+from workers.frames import EncodedFrame, MediaKind
 from workers.inputs import aiortc_patches
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
+from workers.inputs.track_pipe import KeyframeRequestSender, TrackPipe
 from workers.inputs.webrtc_codecs import InvalidOffer, OfferError, SectionPlan, UnsupportedOffer, plan_offer
-from workers.jitter import JitterBuffer
-from workers.tracks import AudioTrack, VideoTrack
 
 aiortc_patches.install()
 
 log = structlog.get_logger("webrtc")
-
-KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5  # between two requests, whoever asks
-KEYFRAME_REQUEST_RETRY_S = 1.0  # ask again while no key frame came (PLI / FIR travel over lossy UDP)
-MAX_EARLY_REPORTS = 4
 
 __all__ = ["InvalidOffer", "OfferError", "UnsupportedOffer", "WebRtcInput", "WebRtcSettings"]
 
@@ -94,124 +83,51 @@ class WebRtcSettings:
     jitter_max_wait_s: float = 0.25  # bounded wait for NACK/RTX repair before dropping a frame
 
 
-class _TrackPipe:
-    """Packets of one negotiated track -> EncodedFrames, like plain RTP's RtpTrackReceiver."""
+class _WebRtcTrack:
+    """One negotiated track: its `TrackPipe`, fed by aiortc (this is the
+    `aiortc_patches.PacketSink` hooked on the receiver), plus what only WebRTC reports:
+    NACKs aiortc sent, and video frames whose RTP timestamp goes back (B-frames?)."""
 
     def __init__(self, plan: SectionPlan, max_wait: float, on_frame: FrameHandler,
-                 on_sender_report: SenderReportHandler, send_keyframe_request: Callable[[int, str], None]):
-        self.spec = plan.track
+                 on_sender_report: SenderReportHandler, send_keyframe_request: KeyframeRequestSender,
+                 clock: Callable[[], float] = time.monotonic):
         self.kind = plan.kind
-        self._method = plan.keyframe_request
-        video = self.kind is MediaKind.VIDEO
-        self.track: VideoTrack | AudioTrack = (VideoTrack(self.spec, self.request_keyframe) if video
-                                               else AudioTrack(self.spec))
-        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=max_wait,
-                                   starts_frame=self.track.codec.payload_starts_frame
-                                   if isinstance(self.track, VideoTrack) else None)
         self._on_frame = on_frame
-        self._on_sender_report = on_sender_report
-        self._send_request = send_keyframe_request
-        self.remote_ssrc: int | None = None
-        self._early_reports: dict[int, tuple[int, int]] = {}
-        self._last_request = float("-inf")
-        self._want_keyframe = False  # asked for (by the worker or the loss gate), none delivered since
-        self._asked = False  # a request for the current want went out
         self._highest_timestamp: int | None = None
-        self.ended = False  # the sender said BYE
-        self.last_packet: float | None = None
-        self.max_release_delay_s = 0.0
-        self.counters = {"foreign": 0, "sender_reports": 0, "nack": 0, "nack_sequence_numbers": 0, "pli": 0,
-                         "fir": 0, "reordered_timestamps": 0}
-
-    # aiortc_patches.PacketSink
-    def on_rtp(self, packet: RtpPacket) -> None:
-        if self.remote_ssrc is None:
-            self.remote_ssrc = packet.ssrc
-            early = self._early_reports.pop(packet.ssrc, None)
-            self._early_reports.clear()
-            if early is not None:
-                self._report(*early)
-        elif packet.ssrc != self.remote_ssrc:
-            self.counters["foreign"] += 1
-            return
-        now = time.monotonic()
-        self.last_packet = now
-        self._release(self.jitter.push(packet, now), now)
-        self._flush_request(now)
-
-    def on_rtcp(self, packet) -> None:
-        if isinstance(packet, RtcpSrPacket):
-            info = packet.sender_info
-            if packet.ssrc == self.remote_ssrc:
-                self._report(info.ntp_timestamp, info.rtp_timestamp)
-            elif self.remote_ssrc is None and len(self._early_reports) < MAX_EARLY_REPORTS:
-                self._early_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
-        elif isinstance(packet, RtcpByePacket) and self.remote_ssrc in packet.sources:
-            self.ended = True
+        self.nack = self.nack_sequence_numbers = self.reordered_timestamps = 0
+        self.pipe = TrackPipe(plan.track, max_wait, self._in_decode_order if plan.kind is MediaKind.VIDEO
+                              else on_frame, on_sender_report, send_keyframe_request, plan.keyframe_request, clock)
+        self.on_rtp = self.pipe.on_rtp  # PacketSink: packets go straight to the pipe
+        self.on_rtcp = self.pipe.on_rtcp
 
     def on_nack(self, lost: list[int]) -> None:
-        self.counters["nack"] += 1
-        self.counters["nack_sequence_numbers"] += len(lost)
+        self.nack += 1
+        self.nack_sequence_numbers += len(lost)
 
-    def _report(self, ntp: int, rtp: int) -> None:
-        self.counters["sender_reports"] += 1
-        self._on_sender_report(self.kind, ntp, rtp)
-
-    def tick(self, now: float) -> None:
-        self._release(self.jitter.poll(now), now)
-        self._flush_request(now)
-
-    def _release(self, frames, now: float) -> None:
-        for assembled in frames:
-            self.max_release_delay_s = max(self.max_release_delay_s, now - assembled.arrival)
-            frame = self.track.accept(assembled)
-            if frame is None:
-                continue
-            if self._highest_timestamp is not None and frame.rtp_timestamp < self._highest_timestamp \
-                    and self.kind is MediaKind.VIDEO:
-                if not self.counters["reordered_timestamps"]:
-                    log.warning("webrtc_video_timestamps_go_back", note="B-frames? frames kept in decode order")
-                self.counters["reordered_timestamps"] += 1
-            else:
-                self._highest_timestamp = frame.rtp_timestamp
-            if frame.keyframe:
-                self._want_keyframe = self._asked = False
-            self._on_frame(frame)
-
-    def request_keyframe(self) -> None:
-        """Ask for a key frame now if allowed, else as soon as allowed (and the SSRC is known);
-        repeated every KEYFRAME_REQUEST_RETRY_S until a key frame is delivered."""
-        if self.kind is not MediaKind.VIDEO:
-            return
-        self._want_keyframe = True
-        self._flush_request(time.monotonic())
-
-    def _flush_request(self, now: float) -> None:
-        if not self._want_keyframe or self.remote_ssrc is None:
-            return
-        wait = KEYFRAME_REQUEST_RETRY_S if self._asked else KEYFRAME_REQUEST_MIN_INTERVAL_S
-        if now - self._last_request < wait:
-            return
-        self._asked = True
-        self._last_request = now
-        self.counters[self._method] += 1
-        self._send_request(self.remote_ssrc, self._method)
+    def _in_decode_order(self, frame: EncodedFrame) -> None:
+        if self._highest_timestamp is not None and frame.rtp_timestamp < self._highest_timestamp:
+            if not self.reordered_timestamps:
+                log.warning("webrtc_video_timestamps_go_back", note="B-frames? frames kept in decode order")
+            self.reordered_timestamps += 1
+        else:
+            self._highest_timestamp = frame.rtp_timestamp
+        self._on_frame(frame)
 
     def stats_dict(self) -> dict[str, float]:
-        jitter = self.jitter.stats
+        pipe = self.pipe.stats_dict()
+        jitter = self.pipe.jitter.stats
         result: dict[str, float] = {
             "packets": jitter.packets,
-            "frames": self.track.stats.frames,
+            "frames": pipe["frames"],
             "lost": jitter.lost_packets,
-            "nack": self.counters["nack"],
-            "pli": self.counters["pli"],
+            "nack": self.nack,
+            "pli": pipe["pli"],
             "dropped_frames": jitter.dropped_frames,
-            "max_release_delay_s": round(self.max_release_delay_s, 4),
+            "max_release_delay_s": pipe["max_release_delay_s"],
+            "nack_sequence_numbers": self.nack_sequence_numbers,
+            "reordered_timestamps": self.reordered_timestamps,
         }
-        result.update({k: v for k, v in self.counters.items() if k not in result})
-        result.update({f"jitter_{f.name}": getattr(jitter, f.name) for f in fields(jitter)})
-        gate = self.track.stats
-        result.update({f.name: getattr(gate, f.name) for f in fields(gate) if f.name != "frames"})
+        result.update({k: v for k, v in pipe.items() if k not in result})
         return result
 
 
@@ -223,7 +139,7 @@ class WebRtcInput(StreamInput):
         self._on_closed = on_closed
         self._pc: RTCPeerConnection | None = None
         self._plans: list[SectionPlan] = []
-        self._pipes: list[_TrackPipe] = []
+        self._tracks: list[_WebRtcTrack] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing: asyncio.Task | None = None
         self._closed_reported = False
@@ -260,7 +176,7 @@ class WebRtcInput(StreamInput):
             except Exception as error:
                 raise InvalidOffer(f"offer rejected: {error}") from error
             for plan, transceiver in zip(plans, transceivers, strict=True):
-                self._pipes.append(self._attach(plan, transceiver))
+                self._tracks.append(self._attach(plan, transceiver))
             self._plans = plans
             pc.on("connectionstatechange", self._on_connection_state)
             for transport in {t.receiver.transport for t in transceivers}:
@@ -276,7 +192,7 @@ class WebRtcInput(StreamInput):
             if "a=candidate:" not in answer_sdp:
                 raise OSError(f"no ICE candidate could be bound on {self.settings.host_addresses}")
         except BaseException:
-            self._pipes.clear()
+            self._tracks.clear()
             self._plans = []
             self._pc = None
             self._local_close = True
@@ -289,7 +205,7 @@ class WebRtcInput(StreamInput):
                                                   for p in plans])
         return answer_sdp
 
-    def _attach(self, plan: SectionPlan, transceiver: RTCRtpTransceiver) -> _TrackPipe:
+    def _attach(self, plan: SectionPlan, transceiver: RTCRtpTransceiver) -> _WebRtcTrack:
         negotiated = [c for c in aiortc_patches.negotiated_codecs(transceiver) if c.name.lower() != "rtx"]
         if not negotiated or negotiated[0].payloadType != plan.codec.payloadType:
             raise UnsupportedOffer(f"{plan.kind.value}: aiortc did not negotiate payload type "
@@ -306,9 +222,10 @@ class WebRtcInput(StreamInput):
                 coroutine = aiortc_patches.send_pli(transceiver.receiver, ssrc)
             self._spawn(coroutine)
 
-        pipe = _TrackPipe(plan, self.settings.jitter_max_wait_s, self.on_frame, self.on_sender_report, send_request)
-        aiortc_patches.hook_receiver(transceiver.receiver, pipe)
-        return pipe
+        track = _WebRtcTrack(plan, self.settings.jitter_max_wait_s, self.on_frame, self.on_sender_report,
+                             send_request)
+        aiortc_patches.hook_receiver(transceiver.receiver, track)
+        return track
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -337,22 +254,21 @@ class WebRtcInput(StreamInput):
         return tuple(plan.track for plan in self._plans)
 
     def request_keyframe(self) -> None:
-        for pipe in self._pipes:
-            if pipe.kind is MediaKind.VIDEO:
-                pipe.request_keyframe()
+        for track in self._tracks:
+            track.pipe.request_keyframe()  # audio: no-op
 
     def tick(self, now: float) -> None:
-        for pipe in self._pipes:
-            pipe.tick(now)
-        if self._pipes and all(pipe.ended for pipe in self._pipes):
+        for track in self._tracks:
+            track.pipe.tick(now)
+        if self._tracks and all(track.pipe.ended for track in self._tracks):
             self._report_closed("rtcp bye")
 
     def stats(self) -> dict[str, dict[str, float]]:
-        return {pipe.kind.value: pipe.stats_dict() for pipe in self._pipes}
+        return {track.kind.value: track.stats_dict() for track in self._tracks}
 
     @property
     def last_packet(self) -> float | None:
-        times = [p.last_packet for p in self._pipes if p.last_packet is not None]
+        times = [t.pipe.last_packet for t in self._tracks if t.pipe.last_packet is not None]
         return max(times) if times else None
 
     def close(self) -> None:
