@@ -97,7 +97,10 @@ class Level:
     def publisher_margin(self) -> float:
         """Seconds from starting the publisher processes to their first frame: every one
         must have imported its libraries, loaded the clip and connected by then."""
-        cpu_s = self.n * (self.kind.startup_cpu_s + (RtpPublisher.startup_cpu_s if self.cfg.ffmpeg else 0.0))
+        def startup(kind) -> float:
+            return kind.startup_cpu_s + kind.planning_cpu_s_per_clip_s * self.cfg.clip_s
+
+        cpu_s = self.n * (startup(self.kind) + (startup(RtpPublisher) if self.cfg.ffmpeg else 0.0))
         cores = max(1, len(self.pinning.load) or os.cpu_count() or 1)
         return 2.0 + self.kind.connect_s + cpu_s / cores * 1.3
 

@@ -48,6 +48,7 @@ class PublisherKind(Protocol):
     audio: str  # the audio it sends, for the results
     counters: Counters
     startup_cpu_s: float  # CPU a publisher process needs (imports, loading the clip) before it is ready
+    planning_cpu_s_per_clip_s: float  # and per second of media it sends (planned up front)
     connect_s: float  # how long before its first frame a ready publisher connects (0: nothing to connect)
 
     def prepare(self, spec: PublisherSpec) -> None: ...  # the clip, encoded once and cached on disk
@@ -74,6 +75,7 @@ class RtpPublisher:
     counters = Counters(received=(("datagrams", "packets", "RTP packets"),), lost="jitter_lost_packets",
                         reported=("datagrams", "jitter_lost_packets", "frames"))
     startup_cpu_s = 0.7  # measured: import + load the cached clip, per publisher
+    planning_cpu_s_per_clip_s = 0.005  # measured: every packet of the run is made before the first is sent
     connect_s = 0.0
 
     def prepare(self, spec: PublisherSpec) -> None:
@@ -126,6 +128,7 @@ class WhipPublisher:
     counters = Counters(received=(("frames", "frames", "frames"),), lost="lost",
                         reported=("packets", "frames", "lost", "nack", "dropped_frames"))
     startup_cpu_s = 0.5  # measured: import PyAV + load the cached clip, per publisher
+    planning_cpu_s_per_clip_s = 0.0
     connect_s = whip_publisher.CONNECT_S
 
     def __init__(self):

@@ -162,7 +162,7 @@ def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir:
                       sample_interval=args.sample_interval, ffmpeg=ffmpeg, profile_seconds=args.profile,
                       workdir=workdir, profile_dir=args.out, node_args=admission_args(args.admission, max(args.stream_counts)))
     began = time.monotonic()
-    print(f"encoding the {cfg.clip_s} s clip once (cached on disk for later runs) ...", flush=True)
+    print("encoding the clip once (cached on disk for later runs) ...", flush=True)
     kind.prepare(cfg.publisher_spec())
     print(f"clip ready after {time.monotonic() - began:.1f} s", flush=True)
     levels, first_defective, errors = [], None, []
