@@ -171,6 +171,12 @@ def test_aioice_internals():
     assert "retransmissions" in params(aioice.ice.StunProtocol.request)
     assert issubclass(aioice.stun.TransactionError, Exception)
     assert isinstance(aioice.ice.CONSENT_INTERVAL, (int, float)) and isinstance(aioice.ice.CONSENT_FAILURES, int)
+    # IcePoller: the ICE transport's aioice connection, its protocols and their transports.
+    assert "self._connection = Connection(" in source(aiortc.RTCIceTransport.__init__) or \
+        "self._connection = " in source(aiortc.RTCIceTransport.__init__)
+    assert "self._protocols" in source(connection.__init__)
+    assert params(aioice.ice.StunProtocol.datagram_received) == ["self", "data", "addr"]
+    assert "self.transport = " in source(aioice.ice.StunProtocol.connection_made)
     assert "await iceTransport.iceGatherer.gather()" in source(aiortc.RTCPeerConnection.setLocalDescription) or \
         "await self.__gather()" in source(aiortc.RTCPeerConnection.setLocalDescription)
 

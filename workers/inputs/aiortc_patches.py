@@ -46,6 +46,12 @@ connections right after `setRemoteDescription`, before any media can arrive):
    Sender Reports and BYE before aiortc's own handling (RR statistics) runs.
 8. `receiver._send_rtcp_nack` is wrapped to count NACKs.
 
+9. `IcePoller`: once a peer connection is connected, its ICE sockets (the aioice
+   `StunProtocol`s of each `RTCIceTransport._connection`) leave the event loop's
+   selector and are read on the worker's tick, each datagram handed to the protocol's
+   `datagram_received` as asyncio would have (the reason is plain RTP's,
+   `workers.inputs.udp`: a wakeup per datagram costs more than the datagram).
+
 Also used, not patched: `receiver._send_rtcp_pli(ssrc)` (PLI), `receiver._send_rtcp`
 and `transceiver.sender._ssrc` (FIR), `transceiver._codecs` (the negotiated codecs,
 to check the choice and echo the offered profile-level-id).
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import random
 import socket
 import time
@@ -227,6 +234,63 @@ async def _query_consent_or_media(self: aioice.ice.Connection) -> None:
         self._query_consent_task = None
         await self.close()
         return
+
+
+# -- 9. ICE sockets read on the tick ------------------------------------------------------
+
+MAX_DATAGRAM_BYTES = 65535
+
+
+class IcePoller:
+    """Reads a connected peer connection's ICE sockets when `drain()` is called."""
+
+    def __init__(self) -> None:
+        self._readers: list[tuple[socket.socket, aioice.ice.StunProtocol]] = []
+
+    def start(self, pc: aiortc.RTCPeerConnection) -> None:
+        """Take the sockets out of the selector (idempotent per socket)."""
+        polled = {protocol for _, protocol in self._readers}
+        connections = {t.receiver.transport.transport._connection for t in pc.getTransceivers()}
+        for connection in connections:
+            for protocol in connection._protocols:
+                transport = getattr(protocol, "transport", None)
+                sock = transport.get_extra_info("socket") if transport is not None else None
+                if protocol in polled or sock is None or transport.is_closing():
+                    continue
+                transport.pause_reading()  # out of the selector; sending is unaffected
+                # A duplicate descriptor of the same socket: asyncio keeps (and closes) its own.
+                reader = socket.socket(fileno=os.dup(sock.fileno()))
+                reader.setblocking(False)
+                self._readers.append((reader, protocol))
+
+    @property
+    def polled(self) -> int:
+        """ICE sockets read on the tick now."""
+        return len(self._readers)
+
+    def drain(self) -> None:
+        for reader, protocol in list(self._readers):
+            if protocol.transport.is_closing():
+                self._forget(reader, protocol)
+                continue
+            while True:
+                try:
+                    data, addr = reader.recvfrom(MAX_DATAGRAM_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    self._forget(reader, protocol)
+                    break
+                _guarded("ice", protocol.datagram_received, data, addr)
+
+    def _forget(self, reader: socket.socket, protocol: aioice.ice.StunProtocol) -> None:
+        self._readers.remove((reader, protocol))
+        reader.close()
+
+    def close(self) -> None:
+        for reader, _ in self._readers:
+            reader.close()
+        self._readers.clear()
 
 
 # -- install --------------------------------------------------------------------------

@@ -142,6 +142,7 @@ class WebRtcInput(StreamInput):
         self._tracks: list[_WebRtcTrack] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing: asyncio.Task | None = None
+        self._ice_poller = aiortc_patches.IcePoller()
         self._closed_reported = False
         self._local_close = False
         self._fir_sequence = 0
@@ -241,7 +242,12 @@ class WebRtcInput(StreamInput):
         self._on_closed(reason)
 
     def _on_connection_state(self) -> None:
-        if self._pc is not None and self._pc.connectionState in ("failed", "closed"):
+        if self._pc is None:
+            return
+        if self._pc.connectionState == "connected":
+            self._ice_poller.start(self._pc)
+        elif self._pc.connectionState in ("failed", "closed"):
+            self._ice_poller.close()
             self._report_closed(f"connection {self._pc.connectionState}")
 
     def _on_dtls_state(self, transport) -> None:
@@ -258,6 +264,9 @@ class WebRtcInput(StreamInput):
             track.pipe.request_keyframe()  # audio: no-op
 
     def tick(self, now: float) -> None:
+        """Hand the ICE sockets' datagrams to aiortc (which decrypts and routes them to
+        the pipes as soon as this tick's callbacks have run), release what is due."""
+        self._ice_poller.drain()
         for track in self._tracks:
             track.pipe.tick(now)
         if self._tracks and all(track.pipe.ended for track in self._tracks):
@@ -274,6 +283,7 @@ class WebRtcInput(StreamInput):
     def close(self) -> None:
         """Close the peer connection (in the background; `aclose()` waits for it)."""
         self._local_close = True
+        self._ice_poller.close()
         if self._pc is not None and self._closing is None:
             try:
                 loop = asyncio.get_running_loop()
