@@ -79,6 +79,8 @@ from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket, RtpPacket
 
+from workers.inputs.udp import enlarge_receive_buffer
+
 log = structlog.get_logger("webrtc")
 
 EXTRA_H264_PROFILE_LEVEL_IDS = ("4d001f", "64001f", "640c1f")  # Main, High, Constrained High
@@ -261,6 +263,7 @@ class IcePoller:
                 # A duplicate descriptor of the same socket: asyncio keeps (and closes) its own.
                 reader = socket.socket(fileno=os.dup(sock.fileno()))
                 reader.setblocking(False)
+                enlarge_receive_buffer(reader)  # read every tick now: hold bursts in between
                 self._readers.append((reader, protocol))
 
     @property
