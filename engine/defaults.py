@@ -48,10 +48,11 @@ TEST_EVENT_INTERVAL_S = 2.0
 
 DRAIN_TIMEOUT_S = 30.0
 
-# Capacity (admission). benchmarks/results: 40 plain-RTP 720p 2.5 Mb/s streams
-# recorded with zero defects on one core (48 had defects); 30 per core leaves a
-# quarter for bursts, uploads and WebRTC's extra cost.
-MAX_STREAMS_PER_CORE = 30
+# Capacity (admission). benchmarks/results: 56 plain-RTP 720p 2.5 Mb/s streams
+# recorded with zero defects on one core (71 % busy; the largest N tried), WHIP
+# streams cost ~1.7x as much CPU; 40 per core leaves room for bursts and uploads,
+# and CPU_CAP stops a node of WebRTC streams before its core is full.
+MAX_STREAMS_PER_CORE = 40
 MAX_TASKS = 500
 CPU_CAP = 0.85
 # CallbackUrl may not point into these: link-local and cloud metadata services.
