@@ -219,6 +219,18 @@ def plots(out: Path, runs: list[dict]) -> list[str]:
     written = []
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
+    def save(fig, axes, name: str, legend: bool = True) -> None:
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.set_ylim(bottom=0)
+            if legend:
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, run in enumerate(streams):
         color = colors[i % len(colors)]
@@ -242,15 +254,7 @@ def plots(out: Path, runs: list[dict]) -> list[str]:
         right.axhline(100 * cores, color="grey", linestyle=":", label=f"{cores} core(s) for the recorder")
     left.set(title="CPU per recorded stream", xlabel="concurrent streams N", ylabel="% of one core")
     right.set(title="CPU of node + workers, total", xlabel="concurrent streams N", ylabel="% of one core")
-    for ax in (left, right):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "cpu_per_stream.png", dpi=110)
-    plt.close(fig)
-    written.append("cpu_per_stream.png")
+    save(fig, (left, right), "cpu_per_stream.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, run in enumerate(streams):
@@ -264,17 +268,11 @@ def plots(out: Path, runs: list[dict]) -> list[str]:
         ax.plot(ns, pss, "s--", color=color, label=f"PSS {run['name']} (mean)")
     ax.axhline(25, color="grey", linestyle=":", label="target: 25 MB USS")
     ax.set(title="Memory per worker", xlabel="concurrent streams N", ylabel="MB")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "memory_per_worker.png", dpi=110)
-    plt.close(fig)
-    written.append("memory_per_worker.png")
+    save(fig, (ax,), "memory_per_worker.png")
 
-    # USS of every worker over the window, at the largest N recorded
-    run, level = max(((r, lv) for r in streams for lv in r["levels"]), key=lambda pair: pair[1]["n"])
+    # USS of every worker over the window, for the longest window (growth shows there), then the largest N
+    run, level = max(((r, lv) for r in streams for lv in r["levels"]),
+                     key=lambda pair: (pair[1].get("window_s", 0), pair[1]["n"]))
     if level["samples"]:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         pids = sorted({p for s in level["samples"] for p in s["uss_mb"]})
@@ -283,12 +281,7 @@ def plots(out: Path, runs: list[dict]) -> list[str]:
             ax.plot([t for t, _ in points], [m for _, m in points], "-", linewidth=1)
         ax.set(title=f"USS of each worker over the run ({run['name']}, N = {level['n']})", xlabel="s into the window",
                ylabel="MB")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "memory_over_time.png", dpi=110)
-        plt.close(fig)
-        written.append("memory_over_time.png")
+        save(fig, (ax,), "memory_over_time.png", legend=False)
     return written
 
 
