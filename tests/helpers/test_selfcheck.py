@@ -313,11 +313,23 @@ class Run:
         return out
 
 
+def publish_to_receivers(manifest_path, **spec_fields) -> Run:
+    """Run a publisher process against fresh test sockets until it is done."""
+    socks, targets = _receivers()
+    spec = PublisherSpec(**targets, **spec_fields, manifest_path=str(manifest_path))
+    proc = start_publisher(spec)
+    try:
+        received = _receive_while_running(socks, proc, timeout_s=30)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return Run(spec, proc, received, wait_manifest(spec.manifest_path, proc=proc))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Run:
-    socks, targets = _receivers()
-    spec = PublisherSpec(
-        **targets,
+    return publish_to_receivers(
+        tmp_path_factory.mktemp("pub") / "manifest.pkl",
         duration_s=2.0,
         audio_delay_s=0.25,
         drop=(("video", 0, 1), ("video", 10, -1), ("audio", 5, 0)),
@@ -326,15 +338,7 @@ def run(tmp_path_factory) -> Run:
         ts_wrap_soon=True,
         seq_wrap_soon=True,
         seed=1234,
-        manifest_path=str(tmp_path_factory.mktemp("pub") / "manifest.pkl"),
     )
-    proc = start_publisher(spec)
-    try:
-        received = _receive_while_running(socks, proc, timeout_s=30)
-    finally:
-        for sock in socks.values():
-            sock.close()
-    return Run(spec, proc, received, wait_manifest(spec.manifest_path, proc=proc))
 
 
 def test_publisher_completes(run):
@@ -467,18 +471,10 @@ def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
 def test_looped_clip_repeats_with_running_timestamps(tmp_path):
     """Long benchmark runs repeat a short clip: frame indices, capture times, RTP
     timestamps and sequence numbers run on; the same access units come round again."""
-    socks, targets = _receivers()
-    spec = PublisherSpec(**targets, duration_s=2.5, loop_clip_s=1.0, keep_sent_bytes=False, seed=7,
-                         manifest_path=str(tmp_path / "manifest.pkl"))
-    proc = start_publisher(spec)
-    try:
-        received = _receive_while_running(socks, proc, timeout_s=30)
-    finally:
-        for sock in socks.values():
-            sock.close()
-    manifest = wait_manifest(spec.manifest_path, proc=proc)
-    run = Run(spec, proc, received, manifest)
-    clip = spec.clip()
+    run = publish_to_receivers(tmp_path / "manifest.pkl", duration_s=2.5, loop_clip_s=1.0, keep_sent_bytes=False,
+                               seed=7)
+    manifest = run.manifest
+    clip = run.spec.clip()
     video = manifest.frames("video")
     assert sorted(video) == list(range(75)) and len(clip.video) == 30
     captures = [video[i][0].capture_time_s for i in range(75)]
