@@ -12,6 +12,7 @@ RUN useradd --create-home --uid 10001 recnode \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY engine ./engine
 COPY workers ./workers
 COPY storage_adapters ./storage_adapters

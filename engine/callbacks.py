@@ -21,18 +21,6 @@ POLL_S = 0.2
 MAX_RETRY_DELAY_S = 300.0
 
 
-class Event:
-    UPLOADED = 1
-    ABNORMAL_END = 2
-    ROOM_EMPTY = 4
-    NORMAL_EXIT = 5
-    STREAM_MISSING = 6
-    STOPPED_UPLOADING = 7
-    PLAYLIST_UPLOADED = 102
-    PAUSED = 201
-    RESUMED = 202
-
-
 def retry_delay(interval_s: float, attempts: int) -> float:
     """Backoff: the configured interval after the first failure, doubling after each
     further one (the hosted service retries twice, 5 s apart: this is never sooner)."""

@@ -6,13 +6,13 @@ import asyncio
 import ipaddress
 import urllib.parse
 
+from contract.storage import StorageTarget
 from engine import errors, models
 from engine.config import NodeConfig
 from storage_adapters.base import (
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
-    StorageTarget,
     StorageUnavailable,
 )
 from storage_adapters.local import LocalAdapter

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
 
+from contract import tuning
 from engine import defaults
 from engine.models import Limits
 
@@ -31,8 +32,8 @@ class NodeConfig:
     local_storage_enabled: bool = True
     log_level: str = "info"
     worker_ready_timeout_s: float = defaults.WORKER_READY_TIMEOUT_S
-    jitter_max_wait_s: float = defaults.JITTER_MAX_WAIT_S
-    sync_wait_for_sr_s: float = defaults.SYNC_WAIT_FOR_SR_S
+    jitter_max_wait_s: float = tuning.JITTER_MAX_WAIT_S
+    sync_wait_for_sr_s: float = tuning.SYNC_WAIT_FOR_SR_S
     rtp_inactivity_timeout_s: float = defaults.RTP_INACTIVITY_TIMEOUT_S
     callback_url: str = ""  # default receiver of status callbacks
     callback_secret: str = field(default="", repr=False)

@@ -63,9 +63,4 @@ CALLBACK_DENY_NETWORKS = ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "
 SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3
 
-# Media plane
-JITTER_MAX_WAIT_S = 0.25
-SYNC_WAIT_FOR_SR_S = 1.5
-FRAGMENT_DURATION_US = 1_000_000
-PROGRESS_INTERVAL_S = 1.0
-GOP_CACHE_MAX_S = 10.0
+# Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)

@@ -9,14 +9,15 @@ from dataclasses import replace
 
 import structlog
 
-from engine.callbacks import Event
+from contract import protocol
+from contract.codes import CallbackEvent
+from contract.storage import StorageTarget
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
 from engine.uploader import UploadResult
-from storage_adapters.base import StorageAdapter, StorageError, StorageTarget
+from storage_adapters.base import StorageAdapter, StorageError
 from storage_adapters.vendors import LOCAL_DISK, adapter_for
-from workers import protocol
 
 log = structlog.get_logger("files")
 
@@ -133,7 +134,7 @@ class FileBook:
         if file is None or file.task_id not in self._tasks:
             return
         room_id, url = self._tasks[file.task_id]
-        await self._emit(file.task_id, room_id, url, Event.PLAYLIST_UPLOADED, "hls playlist uploaded",
+        await self._emit(file.task_id, room_id, url, CallbackEvent.PLAYLIST_UPLOADED, "hls playlist uploaded",
                          {"stream_id": file.stream_id, "file_id": file.file_id, "file_url": file.file_url,
                           "media_track_type": file.media_track_type})
 

@@ -14,21 +14,23 @@ from typing import Any
 
 import structlog
 
+from contract import protocol
+from contract.codes import InputKind, OfferRefusal
+from contract.tuning import MediaTuning
+from contract.worker import StreamSpec, WorkerConfig
 from engine import defaults, errors
 from engine.callbacks import CallbackSender
 from engine.capacity import Capacity, default_max_streams
-from engine.files import FileBook
-from engine.uploader import Uploader
 from engine.config import NodeConfig
+from engine.files import FileBook
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms
 from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
 from engine.store import AsyncStore, Store, StreamRecord
 from engine.supervisor import Supervisor, WorkerGone, WorkerHandle, WorkerStartError
 from engine.tasks import TaskManager, now_ms
+from engine.uploader import Uploader
 from storage_adapters.spool import Spool
-from workers import protocol
-from workers.config import StreamSpec, WorkerConfig
 
 log = structlog.get_logger("node")
 
@@ -160,7 +162,7 @@ class RecordingNode:
             stream = self.rooms.take_lingering(room_id, stream_id)
             if stream is None or not isinstance(stream.worker, WorkerHandle):
                 stream = PublishedStream(StreamSpec(room_id, stream_id, user_id, ()), None, user_name, sdp_text,
-                                         now_ms(), kind="whip")
+                                         now_ms(), kind=InputKind.WHIP)
                 await self._spawn_worker(stream, None)
                 fresh = True
             else:
@@ -170,14 +172,16 @@ class RecordingNode:
             try:
                 reply = await worker.request(lambda rid: protocol.AcceptOffer(rid, sdp_text), timeout=WHIP_TIMEOUT_S)
             except (WorkerGone, TimeoutError):
-                reply = protocol.Reply(0, False, "WorkerGone", "the stream's worker did not answer the offer")
-            if not reply.ok:
+                reply = protocol.Reply(0, False, protocol.OfferRefused(OfferRefusal.FAILED),
+                                       "the stream's worker did not answer the offer")
+            if not isinstance(reply.payload, protocol.OfferAnswer):
                 if fresh:
                     await worker.stop()
-                status = 406 if reply.payload == "UnsupportedOffer" else 400 if reply.payload == "InvalidOffer" else 503
-                raise errors.IngestError(status, f"offer not accepted: {reply.error}",
-                                         retry_after=RETRY_AFTER_S if status == 503 else None)
-            answer, tracks = reply.payload
+                refusal = reply.payload.refusal if isinstance(reply.payload, protocol.OfferRefused) \
+                    else OfferRefusal.FAILED
+                raise errors.IngestError(int(refusal), f"offer not accepted: {reply.error}",
+                                         retry_after=RETRY_AFTER_S if refusal is OfferRefusal.FAILED else None)
+            answer, tracks = reply.payload.answer, reply.payload.tracks
             stream.spec = StreamSpec(room_id, stream_id, user_id, tracks)
             stream.user_name, stream.offer_text, stream.answer, stream.unpublished = user_name, sdp_text, answer, False
             if not fresh:
@@ -185,7 +189,7 @@ class RecordingNode:
             self.rooms.add(stream)
         finally:
             self._publishing.discard(key)
-        log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, kind="whip",
+        log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, kind=InputKind.WHIP,
                  worker_pid=worker.pid, tracks=[f"{t.kind}:{t.codec}" for t in tracks])
         assert self.tasks is not None
         await self.tasks.stream_ready(stream)
@@ -253,8 +257,8 @@ class RecordingNode:
 
     def _worker_config(self, stream: PublishedStream) -> WorkerConfig:
         return WorkerConfig(stream=stream.spec, bind_host=self.config.rtp_bind_host, rtp_ports=stream.ports,
-                            jitter_max_wait_s=self.config.jitter_max_wait_s,
-                            sync_wait_for_sr_s=self.config.sync_wait_for_sr_s,
+                            tuning=MediaTuning(jitter_max_wait_s=self.config.jitter_max_wait_s,
+                                               sync_wait_for_sr_s=self.config.sync_wait_for_sr_s),
                             inactivity_timeout_s=self.config.rtp_inactivity_timeout_s,
                             log_level=self.config.log_level, input_kind=stream.kind,
                             webrtc_hosts=self.config.webrtc_hosts,
@@ -314,7 +318,7 @@ class RecordingNode:
             raise errors.IngestError(404, "no such stream resource")
         stream.unpublished = True
         self.rooms.remove(stream)
-        if not self.draining or stream.kind != "rtp":  # a node going down keeps its RTP streams
+        if not self.draining or stream.kind is not InputKind.RTP:  # a node going down keeps its RTP streams
             await self._store().delete_stream(resource_id)
         assert self.tasks is not None
         keep, stop = self.tasks.stream_gone(stream)
@@ -336,7 +340,7 @@ class RecordingNode:
         if stream is None:
             raise errors.IngestError(404, "no such stream resource")
         reply = await self.request(stream, protocol.GetStats)
-        stats: protocol.StreamStats = reply.payload
+        stats = reply.payload if isinstance(reply.payload, protocol.StreamStats) else protocol.StreamStats()
         worker = stream.worker
         return {
             "RoomId": stream.room_id, "StreamId": stream.stream_id, "UserId": stream.spec.user_id,
@@ -419,7 +423,7 @@ class RecordingNode:
         self.rooms.take_lingering(stream.room_id, stream.stream_id)
         if stream.unpublished or self.draining:
             return
-        if stream.kind == "whip":  # the peer connection died with it: the publisher must reconnect
+        if stream.kind is InputKind.WHIP:  # the peer connection died with it: the publisher must reconnect
             await self.unpublish(stream.resource_id, reason="worker died")
             return
         now = time.monotonic()

@@ -6,8 +6,9 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
+from contract.codes import InputKind
+from contract.worker import StreamSpec
 from engine.sdp import RtpOffer
-from workers.config import StreamSpec
 
 
 @dataclass(eq=False)
@@ -23,7 +24,7 @@ class PublishedStream:
     worker: object | None = None  # engine.supervisor.WorkerHandle
     restarts: deque[float] = field(default_factory=deque)
     unpublished: bool = False
-    kind: str = "rtp"  # or "whip"
+    kind: InputKind = InputKind.RTP
 
     @property
     def room_id(self) -> str:

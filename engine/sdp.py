@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.config import TrackSpec
-from workers.frames import MediaKind
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
 
 SUPPORTED = {(MediaKind.VIDEO, "h264"): "H264", (MediaKind.AUDIO, "opus"): "opus"}
 MAX_SDP_BYTES = 16384

@@ -18,9 +18,9 @@ from typing import Any
 
 import structlog
 
+from contract import protocol
+from contract.worker import WorkerConfig
 from engine.defaults import WORKER_STOP_TIMEOUT_S
-from workers import protocol
-from workers.config import WorkerConfig
 from workers.main import entry
 
 log = structlog.get_logger("supervisor")

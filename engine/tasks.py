@@ -12,15 +12,15 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from contract import protocol
+from contract.codes import CallbackEvent, QuitReason
+from contract.worker import RecordingSpec
 from engine import checks, defaults, errors, models, views
-from engine.callbacks import Event
 from engine.config import NodeConfig
+from engine.files import FileBook
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
 from engine.store import AsyncStore, TaskRecord
-from engine.files import FileBook
-from workers import protocol
-from workers.config import RecordingSpec
 
 log = structlog.get_logger("tasks")
 
@@ -35,9 +35,6 @@ def now_ms() -> int:
 def new_task_id() -> str:
     return "".join(secrets.choice(_TASK_ID_ALPHABET) for _ in range(defaults.TASK_ID_LENGTH))
 
-
-QUIT_IDLE = 3
-QUIT_MAX_RECORD_TIME = 4
 
 Emit = Callable[[str, str, str, int, str, dict], Awaitable[None]]
 
@@ -100,7 +97,7 @@ class TaskManager:
                 continue
             task = self._active.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
             self._register_files(task)
-            if record.status.terminal and Event.UPLOADED not in await self._store.events_of_task(task_id):
+            if record.status.terminal and CallbackEvent.UPLOADED not in await self._store.events_of_task(task_id):
                 self._in_background(self._after_uploads(task, record.end_reason or ""))
         await self.files.reconcile(unsettled)
 
@@ -256,7 +253,7 @@ class TaskManager:
         make = protocol.PauseRecording if paused else protocol.ResumeRecording
         await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
         log.info("task_paused" if paused else "task_resumed", task_id=task.task_id)
-        await self._emit(task, Event.PAUSED if paused else Event.RESUMED, "paused" if paused else "resumed", {})
+        await self._emit(task, CallbackEvent.PAUSED if paused else CallbackEvent.RESUMED, "paused" if paused else "resumed", {})
 
     async def _on_recording_streams(self, task: ActiveTask,
                                     make: Callable[[int], protocol.Request]) -> list[PublishedStream]:
@@ -278,7 +275,7 @@ class TaskManager:
         for task in list(self._active.values()):
             inputs = task.record.request.input
             if wall - task.record.created_ms >= inputs.max_record_time * 1000:
-                await self._end(task, TaskStatus.ENDED, EndReason.MAX_TIME, QUIT_MAX_RECORD_TIME)
+                await self._end(task, TaskStatus.ENDED, EndReason.MAX_TIME, QuitReason.MAX_RECORD_TIME)
                 continue
             if any(task.wants(s) for s in self._rooms.streams(task.record.room_id)):
                 task.idle_since = task.next_room_empty_event = None
@@ -287,23 +284,23 @@ class TaskManager:
                     task.idle_since = now
                     task.next_room_empty_event = now + self._config.room_empty_event_s
                 if now - task.idle_since >= inputs.max_idle_time:
-                    await self._end(task, TaskStatus.ENDED, EndReason.IDLE, QUIT_IDLE)
+                    await self._end(task, TaskStatus.ENDED, EndReason.IDLE, QuitReason.MAX_IDLE_TIME)
                     continue
                 if task.next_room_empty_event is not None and now >= task.next_room_empty_event:
                     task.next_room_empty_event += self._config.room_empty_event_s
-                    await self._emit(task, Event.ROOM_EMPTY, "no stream in the room", {})
+                    await self._emit(task, CallbackEvent.ROOM_EMPTY, "no stream in the room", {})
             if not task.missing_checked and now - task.started >= self._config.stream_missing_event_s:
                 task.missing_checked = True
                 for stream_id in inputs.record_streams:
                     if stream_id not in task.seen_streams:
-                        await self._emit(task, Event.STREAM_MISSING, "stream does not exist",
+                        await self._emit(task, CallbackEvent.STREAM_MISSING, "stream does not exist",
                                          {"stream_id": stream_id})
 
     async def _emit(self, task: ActiveTask, event_type: int, message: str, detail: dict) -> None:
         await self._emit_callback(task.task_id, task.record.room_id, task.record.request.output.callback_url,
                                   event_type, message, detail)
 
-    async def _end(self, task: ActiveTask, status: TaskStatus, reason: str, quit_reason: int | None = None) -> None:
+    async def _end(self, task: ActiveTask, status: TaskStatus, reason: str, quit_reason: QuitReason | None = None) -> None:
         """The one writer of terminal states, and of the end-of-task callbacks."""
         assert status.terminal
         task_id = task.record.task_id
@@ -314,9 +311,9 @@ class TaskManager:
         await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
         log.info("task_ended", task_id=task_id, status=int(status), reason=reason, quit_reason=quit_reason)
         if reason == EndReason.STOPPED:
-            await self._emit(task, Event.STOPPED_UPLOADING, "stopped, files uploading", {})
+            await self._emit(task, CallbackEvent.STOPPED_UPLOADING, "stopped, files uploading", {})
         else:
-            await self._emit(task, Event.ABNORMAL_END, f"task ended: {reason}", {"quit_reason": quit_reason})
+            await self._emit(task, CallbackEvent.ABNORMAL_END, f"task ended: {reason}", {"quit_reason": int(quit_reason) if quit_reason is not None else None})
         streams = await self._on_recording_streams(task, lambda rid: protocol.StopRecording(rid, task_id))
         # The files' last events came before the replies: let them reach the store.
         await asyncio.gather(*(self._flush(s) for s in streams))
@@ -327,10 +324,10 @@ class TaskManager:
     async def _after_uploads(self, task: ActiveTask, reason: str) -> None:
         files = await self.files.wait_settled(task.task_id)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
-        await self._emit(task, Event.UPLOADED, "upload finished" if uploaded else "upload partly finished",
+        await self._emit(task, CallbackEvent.UPLOADED, "upload finished" if uploaded else "upload partly finished",
                          {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
         if reason == EndReason.STOPPED:
-            await self._emit(task, Event.NORMAL_EXIT, "normal exit", {})
+            await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
         self.files.forget(task.task_id)
 
     # Describe*

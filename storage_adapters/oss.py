@@ -25,12 +25,12 @@ import oss2
 import oss2.exceptions as oss_errors
 import requests
 
+from contract.storage import StorageTarget
 from storage_adapters.base import (
     ObjectStore,
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
-    StorageTarget,
     StorageUnavailable,
     UploadNotFound,
     content_type_for,

@@ -34,12 +34,12 @@ import boto3
 import botocore.exceptions as boto_errors
 from botocore.config import Config
 
+from contract.storage import StorageTarget
 from storage_adapters.base import (
     ObjectStore,
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
-    StorageTarget,
     StorageUnavailable,
     UploadNotFound,
     content_type_for,

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage_adapters.base import ObjectSink, StorageAdapter, StorageError, StorageFull, StorageTarget
+from contract.storage import StorageTarget
+from storage_adapters.base import ObjectSink, StorageAdapter, StorageError, StorageFull
 
 META = "meta.json"
 DATA = "data"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from storage_adapters.base import StorageAdapter, StorageError, StorageTarget
+from contract.storage import StorageTarget
+from storage_adapters.base import StorageAdapter, StorageError
 from storage_adapters.local import LocalAdapter
 from storage_adapters.multipart import ObjectStoreAdapter
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from workers.frames import MediaKind
+from contract.codes import MediaKind
 
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class MediaKind(enum.StrEnum):
-    AUDIO = "audio"
-    VIDEO = "video"
+from contract.codes import MediaKind
 
 
 @dataclass(frozen=True, slots=True)

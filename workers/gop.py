@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine.defaults import GOP_CACHE_MAX_S
-from workers.frames import EncodedFrame, MediaKind
+from contract.codes import MediaKind
+from contract.tuning import GOP_CACHE_MAX_S
+from workers.frames import EncodedFrame
 
 AUDIO_LEAD_S = 1.0
 

@@ -20,11 +20,11 @@ from multiprocessing.connection import Connection
 
 import structlog
 
-from engine.defaults import PROGRESS_INTERVAL_S
-from workers import protocol
+from contract import protocol
+from contract.codes import InputKind, MediaKind, OfferRefusal
+from contract.worker import WorkerConfig
 from workers.clock import StreamClock
-from workers.config import WorkerConfig
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.gop import GopCache
 from workers.inputs.base import StreamInput
 from workers.inputs.rtp import RtpInput
@@ -64,9 +64,9 @@ class StreamWorker:
         """A (re)published stream: fresh input, clock and GOP; kept recordings continue."""
         self.config = config
         stream = config.stream
-        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.sync_wait_for_sr_s)
-        self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None)
-        if stream_input is None and config.input_kind == "rtp":
+        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, config.tuning.sync_wait_for_sr_s)
+        self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None, max_s=config.tuning.gop_cache_max_s)
+        if stream_input is None and config.input_kind is InputKind.RTP:
             stream_input = RtpInput(config, self._on_frame, self._on_sender_report)
         self.input: StreamInput | None = stream_input
         self._input_started = time.monotonic()
@@ -104,7 +104,8 @@ class StreamWorker:
         match request:
             case protocol.StartRecording(request_id, spec):
                 if spec.task_id not in self.recordings:
-                    recording = Recording(spec, self.config.stream, self.clock, self._uploader, self._send)
+                    recording = Recording(spec, self.config.stream, self.clock, self._uploader, self._send,
+                                          fragment_duration_us=self.config.tuning.fragment_duration_us)
                     self.recordings[spec.task_id] = recording
                     self._try_begin(recording, time.monotonic())
                 self._send(protocol.Reply(request_id, True))
@@ -158,30 +159,31 @@ class StreamWorker:
             await self.input.start()
         except OSError as error:
             self.input = None
-            self._send(protocol.Reply(request_id, False, ports, f"cannot bind: {error}"))
+            self._send(protocol.Reply(request_id, False, protocol.InputBound(ports), f"cannot bind: {error}"))
             return
         log.info("input_restarted", ports=ports, recordings=len(self.recordings))
-        self._send(protocol.Reply(request_id, True, ports))
+        self._send(protocol.Reply(request_id, True, protocol.InputBound(ports)))
 
     async def _accept_offer(self, request_id: int, sdp: str) -> None:
         from workers.inputs.webrtc import OfferError, WebRtcInput, WebRtcSettings
 
         settings = WebRtcSettings(host_addresses=self.config.webrtc_hosts,
                                   advertised_address=self.config.webrtc_advertised,
-                                  port_range=self.config.webrtc_ports, jitter_max_wait_s=self.config.jitter_max_wait_s)
+                                  port_range=self.config.webrtc_ports, jitter_max_wait_s=self.config.tuning.jitter_max_wait_s)
         peer = WebRtcInput(settings, self._on_frame, self._on_sender_report, self._on_peer_closed)
         try:
             answer = await peer.accept_offer(sdp)
         except (OfferError, OSError) as error:
             await peer.aclose()
-            self._send(protocol.Reply(request_id, False, type(error).__name__, str(error)))
+            refusal = error.refusal if isinstance(error, OfferError) else OfferRefusal.FAILED
+            self._send(protocol.Reply(request_id, False, protocol.OfferRefused(refusal), str(error)))
             return
         if self.input is not None:
             self.input.close()
         stream = replace(self.config.stream, tracks=peer.tracks)
         self._new_session(replace(self.config, stream=stream), peer)
         log.info("peer_connected", tracks=[f"{t.kind}:{t.codec}" for t in peer.tracks])
-        self._send(protocol.Reply(request_id, True, (answer, peer.tracks)))
+        self._send(protocol.Reply(request_id, True, protocol.OfferAnswer(answer, peer.tracks)))
 
     def _on_peer_closed(self, reason: str) -> None:
         log.info("peer_closed", reason=reason)
@@ -210,7 +212,8 @@ class StreamWorker:
         another one) changed: close the file, start another."""
         log.info(reason, task_id=task_id)
         self._spawn_close(old, None)
-        new = Recording(old.spec, self.config.stream, self.clock, self._uploader, self._send)
+        new = Recording(old.spec, self.config.stream, self.clock, self._uploader, self._send,
+                        fragment_duration_us=self.config.tuning.fragment_duration_us)
         if old.state is State.PAUSED:
             new.pause()
         self.recordings[task_id] = new
@@ -244,7 +247,7 @@ class StreamWorker:
             if recording.state is State.PENDING:
                 self._try_begin(recording, now)
         if now >= self._next_progress:
-            self._next_progress = now + PROGRESS_INTERVAL_S
+            self._next_progress = now + self.config.tuning.progress_interval_s
             for recording in self.recordings.values():
                 for progress in recording.progress():
                     self._send(progress)
@@ -273,7 +276,7 @@ class StreamWorker:
         loop.add_reader(self._conn.fileno(), self._on_pipe_readable)
         self._send(protocol.Ready(os.getpid(), self.config.rtp_ports))
         log.info("worker_ready", ports=self.config.rtp_ports)
-        self._next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        self._next_progress = time.monotonic() + self.config.tuning.progress_interval_s
         self._ticker = loop.call_later(TICK_S, self._tick)
         await self._stopping.wait()
         if self._ticker is not None:

@@ -20,19 +20,24 @@ from dataclasses import dataclass
 import av
 import structlog
 
-from storage_adapters.base import StorageAdapter, StorageError, StorageFull, StorageTarget
+from contract import protocol
+from contract.codes import MediaKind, QuitReason
+from contract.storage import StorageTarget
+from contract.tuning import FRAGMENT_DURATION_US
+from contract.worker import RecordingSpec, StreamSpec
+from storage_adapters.base import StorageAdapter, StorageError, StorageFull
 from storage_adapters.spool import Spool, SpoolAdapter
 from storage_adapters.vendors import LOCAL_DISK, adapter_for
-from workers import naming, protocol
+from workers import naming
 from workers.clock import Basis, StreamClock
 from workers.codecs import opus, video_codec
-from workers.config import RecordingSpec, StreamSpec
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.outputs.adts import AdtsWriter
-from workers.outputs.base import AudioParams, ContainerWriter, VideoParams, WriterOptions
+from workers.outputs.base import ContainerWriter
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
+from workers.outputs.params import AudioParams, VideoParams, WriterOptions
 from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
 
@@ -44,9 +49,6 @@ SEPARATE_AUDIO_WRITERS: dict[str, type[ContainerWriter]] = {"mp4": AdtsWriter, "
 STREAM_KINDS = {1: ({MediaKind.AUDIO},), 2: ({MediaKind.VIDEO},), 3: ({MediaKind.VIDEO, MediaKind.AUDIO},),
                 4: ({MediaKind.VIDEO}, {MediaKind.AUDIO})}
 OUT_RATES = {MediaKind.VIDEO: 90000, MediaKind.AUDIO: 48000}
-QUIT_FAILED_TO_OPEN = 1003
-QUIT_DISK_FULL = 1004
-QUIT_UNKNOWN = 1001
 MAX_CONSECUTIVE_MUX_ERRORS = 50
 
 
@@ -55,6 +57,10 @@ def storage_for(spec: RecordingSpec) -> StorageAdapter:
     if spec.storage.vendor == LOCAL_DISK:
         return adapter_for(spec.storage)
     return SpoolAdapter(Spool(spec.spool_root, spec.spool_max_bytes), spec.storage)
+
+
+def _quit_reason(error: Exception) -> QuitReason:
+    return QuitReason.OUT_OF_DISK_SPACE if isinstance(error, StorageFull) else QuitReason.FAILED_TO_OPEN_FILE
 
 
 class State(enum.Enum):
@@ -106,7 +112,8 @@ class _Output:
 class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
-                 adapters: Callable[[StorageTarget], StorageAdapter] | None = None):
+                 adapters: Callable[[StorageTarget], StorageAdapter] | None = None,
+                 fragment_duration_us: int = FRAGMENT_DURATION_US):
         self.spec = spec
         self.stream = stream
         self._clock = clock
@@ -114,6 +121,7 @@ class Recording:
         self._emit = emit
         self._wallclock = wallclock
         self._adapters = adapters
+        self._fragment_duration_us = fragment_duration_us
         present = {t.kind for t in stream.tracks}
         self._file_kinds = [frozenset(k & present) for k in STREAM_KINDS[spec.stream_type] if k & present]
         wanted = set().union(*self._file_kinds) if self._file_kinds else set()
@@ -186,7 +194,8 @@ class Recording:
             adapter = self._adapters(self.spec.storage) if self._adapters else storage_for(self.spec)
             options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,
                                     realtime_playlist=self.spec.realtime_playlist,
-                                    short_segment_paths=self.spec.short_segment_paths)
+                                    short_segment_paths=self.spec.short_segment_paths,
+                                    fragment_duration_us=self._fragment_duration_us)
             for index, kinds in enumerate(self._file_kinds):
                 writer_type = self._writer_type(index, kinds, video)
                 media_track_type = (1 if MediaKind.AUDIO in kinds else 0) | (2 if MediaKind.VIDEO in kinds else 0)
@@ -201,7 +210,7 @@ class Recording:
                         protocol.PlaylistWritten(self.spec.task_id, key))
                 self._outputs.append(_Output(writer, objects, kinds, media_track_type))
         except (StorageError, av.FFmpegError, ValueError) as error:
-            self._fail(QUIT_DISK_FULL if isinstance(error, StorageFull) else QUIT_FAILED_TO_OPEN,
+            self._fail(_quit_reason(error),
                        f"cannot open the recording: {error}")
             return False
         for output in self._outputs:
@@ -337,7 +346,7 @@ class Recording:
                 output.errors += 1
                 self.dropped_frames += 1
                 if output.errors >= MAX_CONSECUTIVE_MUX_ERRORS:
-                    self._fail(QUIT_UNKNOWN, f"the muxer keeps failing: {error}")
+                    self._fail(QuitReason.UNKNOWN, f"the muxer keeps failing: {error}")
                     return
                 continue
             output.errors = 0
@@ -355,13 +364,13 @@ class Recording:
             return []
         error = next((o.objects.error for o in self._outputs if o.objects.error is not None), None)
         if error is not None:
-            self._fail(QUIT_DISK_FULL if isinstance(error, StorageFull) else QUIT_FAILED_TO_OPEN,
+            self._fail(_quit_reason(error),
                        f"storage failed: {error}")
             return []
         return [protocol.FileProgress(self.spec.task_id, o.writer.key, o.objects.durable_bytes,
                                       self.duration_ms(o.kinds)) for o in self._outputs]
 
-    def _fail(self, quit_reason: int, message: str) -> None:
+    def _fail(self, quit_reason: QuitReason, message: str) -> None:
         self._log.error("recording_failed", quit_reason=quit_reason, message=message)
         self._emit(protocol.RecordingFailed(self.spec.task_id, quit_reason, message))
         self._close_writers()

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
 from workers.codecs import video_codec
-from workers.config import TrackSpec
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.jitter import AssembledFrame
 
 

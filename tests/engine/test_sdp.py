@@ -1,7 +1,7 @@
 import pytest
 
+from contract.codes import MediaKind
 from engine.sdp import SdpError, parse_rtp_offer, rtp_answer
-from workers.frames import MediaKind
 
 OFFER = """v=0
 o=- 0 0 IN IP4 127.0.0.1

@@ -2,7 +2,8 @@ import stat
 
 import pytest
 
-from storage_adapters.base import InvalidObjectKey, StorageError, StorageTarget
+from contract.storage import StorageTarget
+from storage_adapters.base import InvalidObjectKey, StorageError
 from storage_adapters.local import LocalAdapter
 from storage_adapters.memory import MemoryAdapter
 from storage_adapters.vendors import adapter_for

@@ -14,19 +14,19 @@ import uuid
 import oss2
 import pytest
 
+from contract.storage import StorageTarget
 from storage_adapters.base import (
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
-    StorageTarget,
     StorageUnavailable,
     UploadNotFound,
 )
 from storage_adapters.multipart import MIN_PART_SIZE, MultipartSink, ObjectStoreAdapter, probe
 from storage_adapters.oss import OssStore
 from storage_adapters.vendors import adapter_for
-from tests.helpers.oss_server import sign, string_to_sign
 from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
+from tests.helpers.oss_server import sign, string_to_sign
 from tests.storage.test_s3 import SECRET, assert_no_secret, uneven_chunks
 
 MiB = 1024 * 1024

@@ -11,12 +11,12 @@ import uuid
 
 import pytest
 
+from contract.storage import StorageTarget
 from storage_adapters.base import (
     InvalidObjectKey,
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
-    StorageTarget,
     StorageUnavailable,
     UploadNotFound,
 )

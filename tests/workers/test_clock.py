@@ -1,5 +1,5 @@
+from contract.codes import MediaKind
 from workers.clock import NTP_EPOCH_OFFSET, Basis, StreamClock, TrackClock, ntp_to_seconds
-from workers.frames import MediaKind
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
 

@@ -11,10 +11,10 @@ from tests.helpers import probe
 from tests.helpers.media import make_test_media
 from workers.codecs import opus, vp8
 from workers.outputs.adts import AdtsWriter
-from workers.outputs.base import AudioParams, VideoParams
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
+from workers.outputs.params import AudioParams, VideoParams
 from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from storage_adapters.base import StorageTarget
+from contract import protocol
+from contract.codes import MediaKind
+from contract.storage import StorageTarget
+from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 from storage_adapters.memory import MemoryAdapter
 from tests.helpers import probe
 from tests.helpers.media import make_test_media
-from workers import protocol
 from workers.clock import StreamClock
-from workers.config import RecordingSpec, StreamSpec, TrackSpec
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.recording import Recording, State
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO

@@ -10,8 +10,9 @@ import time
 import pytest
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSenderInfo, RtcpSrPacket
 
-from workers.config import StreamSpec, TrackSpec, WorkerConfig
-from workers.frames import MediaKind
+from contract.codes import MediaKind
+from contract.tuning import MediaTuning
+from contract.worker import StreamSpec, TrackSpec, WorkerConfig
 from workers.inputs.rtp import RtpInput
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
@@ -65,7 +66,7 @@ def test_pli_goes_to_the_rtcp_source_or_the_rtp_one_when_muxed(muxed):
         port = _free_port_pair()
         spec = StreamSpec("r", "s", "u", (TrackSpec(V, "H264", 96, 90000),))
         frames, reports = [], []
-        rtp_input = RtpInput(WorkerConfig(spec, "127.0.0.1", (port,), 0.25, 0.0), frames.append,
+        rtp_input = RtpInput(WorkerConfig(spec, "127.0.0.1", (port,), MediaTuning(0.25, 0.0)), frames.append,
                              lambda *a: reports.append(a))
         await rtp_input.start()
         media, control = _publisher(), _publisher()
@@ -93,7 +94,7 @@ def test_garbage_foreign_sources_and_ssrcs_are_counted():
         port = _free_port_pair()
         spec = StreamSpec("r", "s", "u", (TrackSpec(V, "H264", 96, 90000), TrackSpec(A, "opus", 111, 48000, 2)))
         frames = []
-        rtp_input = RtpInput(WorkerConfig(spec, "127.0.0.1", (port, port + 2), 0.25, 0.0), frames.append,
+        rtp_input = RtpInput(WorkerConfig(spec, "127.0.0.1", (port, port + 2), MediaTuning(0.25, 0.0)), frames.append,
                              lambda *a: None)
         await rtp_input.start()
         media, stranger = _publisher(), _publisher()

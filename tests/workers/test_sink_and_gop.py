@@ -1,7 +1,8 @@
 from concurrent.futures import ThreadPoolExecutor
 
+from contract.codes import MediaKind
 from storage_adapters.memory import MemoryAdapter
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.gop import GopCache
 from workers.sink import StreamingObject
 

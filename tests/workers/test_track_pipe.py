@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from aiortc.rtp import RtcpByePacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
-from workers.config import TrackSpec
-from workers.frames import MediaKind
-from workers.inputs.track_pipe import (KEYFRAME_REQUEST_MIN_INTERVAL_S, KEYFRAME_REQUEST_RETRY_S, MAX_EARLY_REPORTS,
-                                       TrackPipe)
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
+from workers.inputs.track_pipe import (
+    KEYFRAME_REQUEST_MIN_INTERVAL_S,
+    KEYFRAME_REQUEST_RETRY_S,
+    MAX_EARLY_REPORTS,
+    TrackPipe,
+)
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
 SSRC = 77

@@ -7,13 +7,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from aiortc.codecs.vpx import VpxPayloadDescriptor, Vp8Encoder
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
 from tests.helpers.media import make_test_media
 from workers.codecs import Vp8Codec, video_codec, vp8
-from workers.config import TrackSpec
-from workers.frames import MediaKind
 from workers.jitter import JitterBuffer
 from workers.tracks import VideoTrack
 

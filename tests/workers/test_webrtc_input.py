@@ -19,10 +19,11 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.rtp import RtpPacket
 
+from contract.codes import MediaKind
 from tests.helpers import probe
 from tests.helpers.webrtc_publishers import Manifest, PublisherSpec, WhipEndpoint, read_manifest, start_publisher
 from workers.codecs import h264, vp8
-from workers.frames import EncodedFrame, MediaKind
+from workers.frames import EncodedFrame
 from workers.inputs import aiortc_patches
 from workers.inputs.webrtc import UnsupportedOffer, WebRtcInput, WebRtcSettings, _WebRtcTrack
 from workers.inputs.webrtc_codecs import plan_offer

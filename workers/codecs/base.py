@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from workers.config import TrackSpec
+    from contract.worker import TrackSpec
 
 
 class VideoCodec(abc.ABC):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from workers.codecs.base import VideoCodec
 
 if TYPE_CHECKING:
-    from workers.config import TrackSpec
+    from contract.worker import TrackSpec
 
 NAL_SLICE = 1
 NAL_IDR = 5

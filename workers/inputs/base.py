@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from workers.frames import EncodedFrame, MediaKind
+from contract.codes import MediaKind
+from workers.frames import EncodedFrame
 
 FrameHandler = Callable[[EncodedFrame], None]
 SenderReportHandler = Callable[[MediaKind, int, int], None]  # kind, NTP 64-bit, RTP 32-bit

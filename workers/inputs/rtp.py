@@ -21,7 +21,7 @@ from dataclasses import fields
 
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, is_rtcp
 
-from workers.config import TrackSpec, WorkerConfig
+from contract.worker import TrackSpec, WorkerConfig
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
 from workers.inputs.track_pipe import TrackPipe
 from workers.inputs.udp import PolledUdpSocket, SocketStats
@@ -80,7 +80,7 @@ class RtpTrackReceiver:
         self._local_ssrc = random.getrandbits(32)
         self._rtp = PolledUdpSocket(self.stats)
         self._rtcp = PolledUdpSocket(self.stats)
-        self.pipe = TrackPipe(spec, config.jitter_max_wait_s, on_frame, on_sender_report, self._send_pli)
+        self.pipe = TrackPipe(spec, config.tuning.jitter_max_wait_s, on_frame, on_sender_report, self._send_pli)
         self._push = self.pipe.push
         self._payload_type = spec.payload_type
 

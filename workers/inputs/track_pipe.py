@@ -34,8 +34,8 @@ from typing import Any
 
 from aiortc.rtp import RtcpByePacket, RtcpSrPacket
 
-from workers.config import TrackSpec
-from workers.frames import MediaKind
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
 from workers.inputs.base import FrameHandler, SenderReportHandler
 from workers.jitter import AssembledFrame, JitterBuffer
 from workers.tracks import AudioTrack, VideoTrack

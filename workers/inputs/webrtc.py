@@ -61,8 +61,9 @@ from dataclasses import dataclass
 import structlog
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
-from workers.config import TrackSpec
-from workers.frames import EncodedFrame, MediaKind
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
+from workers.frames import EncodedFrame
 from workers.inputs import aiortc_patches
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
 from workers.inputs.track_pipe import KeyframeRequestSender, TrackPipe

@@ -24,8 +24,8 @@ from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import H264Profile, SessionDescription, parse_h264_profile_level_id
 
-from workers.config import TrackSpec
-from workers.frames import MediaKind
+from contract.codes import MediaKind, OfferRefusal
+from contract.worker import TrackSpec
 
 ACCEPTED_H264_PROFILES = frozenset({
     H264Profile.PROFILE_CONSTRAINED_BASELINE,
@@ -41,13 +41,19 @@ SENDING_DIRECTIONS = frozenset({"sendonly", "sendrecv"})
 class OfferError(ValueError):
     """The offer cannot be answered; the message says why (safe to show the publisher)."""
 
+    refusal = OfferRefusal.FAILED
+
 
 class InvalidOffer(OfferError):
     """The offer is not a usable SDP offer."""
 
+    refusal = OfferRefusal.INVALID
+
 
 class UnsupportedOffer(OfferError):
     """The offer is valid SDP but carries something we cannot record."""
+
+    refusal = OfferRefusal.UNSUPPORTED
 
 
 @dataclass(frozen=True)

@@ -10,39 +10,15 @@ ValueError, before FFmpeg could abort the process on them.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import av
 
+from workers.outputs.aac import AacTranscoder
+from workers.outputs.params import AUDIO_TIME_BASE, VIDEO_TIME_BASE, AudioParams, VideoParams, WriterOptions
+
 if TYPE_CHECKING:
     from workers.sink import FileObjects
-
-VIDEO_TIME_BASE = Fraction(1, 90000)
-AUDIO_TIME_BASE = Fraction(1, 48000)
-
-
-@dataclass(frozen=True)
-class VideoParams:
-    codec: str  # FFmpeg's name: "h264", "vp8"
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class AudioParams:
-    codec: str  # "opus"
-    sample_rate: int
-    channels: int
-    extradata: bytes  # OpusHead for Opus
-
-
-@dataclass(frozen=True)
-class WriterOptions:
-    fragment_seconds: int = 15  # HLS segment target
-    realtime_playlist: bool = False  # HLS: upload the playlist after every segment too
-    short_segment_paths: bool = True  # HLS: bare segment names in the playlist
 
 
 class ContainerWriter(abc.ABC):
@@ -78,8 +54,6 @@ class ContainerWriter(abc.ABC):
                 stream.time_base = AUDIO_TIME_BASE
                 self._audio_stream = stream
             else:
-                from workers.audio import AacTranscoder
-
                 self._aac = AacTranscoder(self.container, audio)
 
     @property
@@ -131,8 +105,10 @@ class SingleObjectWriter(ContainerWriter):
     """A container written front to back into one object."""
 
     container_format: str
-    container_options: dict[str, str] = {}
+
+    def container_options(self) -> dict[str, str]:
+        return {}
 
     def _open_container(self) -> av.container.OutputContainer:
         self.out = self.objects.open(self.name)
-        return av.open(self.out, "w", format=self.container_format, options=dict(self.container_options))
+        return av.open(self.out, "w", format=self.container_format, options=self.container_options())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from engine.defaults import FRAGMENT_DURATION_US
 from workers.outputs.base import SingleObjectWriter
 
 
@@ -10,4 +9,6 @@ class FlvWriter(SingleObjectWriter):
     extension = "flv"
     output_format = "flv"
     container_format = "flv"
-    container_options = {"max_interleave_delta": str(FRAGMENT_DURATION_US)}
+
+    def container_options(self) -> dict[str, str]:
+        return {"max_interleave_delta": str(self.options.fragment_duration_us)}

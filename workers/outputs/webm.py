@@ -5,13 +5,12 @@ matroska muxer cannot go back to fill in what it learns only at the end: the fil
 no Duration, no Cues (seek index) and segment / cluster sizes marked unknown. Players
 and FFmpeg read it fine (every frame decodes, timestamps are exact to the millisecond,
 Matroska's time base), they only compute the duration by reading it through and seek
-without an index. A cluster is closed at least every FRAGMENT_DURATION_US, so the
+without an index. A cluster is closed at least every `fragment_duration_us`, so the
 bytes reach storage while recording and a file cut short still plays up to the cut.
 """
 
 from __future__ import annotations
 
-from engine.defaults import FRAGMENT_DURATION_US
 from workers.outputs.base import SingleObjectWriter
 
 
@@ -21,8 +20,10 @@ class WebmWriter(SingleObjectWriter):
     video_codecs = ("vp8",)
     keeps_opus = True
     container_format = "webm"
-    container_options = {
-        "cluster_time_limit": str(FRAGMENT_DURATION_US // 1000),  # milliseconds
-        # Do not hold one track back for long waiting for the other to interleave.
-        "max_interleave_delta": str(FRAGMENT_DURATION_US),
-    }
+
+    def container_options(self) -> dict[str, str]:
+        return {
+            "cluster_time_limit": str(self.options.fragment_duration_us // 1000),  # milliseconds
+            # Do not hold one track back for long waiting for the other to interleave.
+            "max_interleave_delta": str(self.options.fragment_duration_us),
+        }

@@ -7,9 +7,9 @@ request_id; events go up on the worker's own initiative.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from workers.config import RecordingSpec, StreamSpec
+from contract.codes import OfferRefusal, QuitReason
+from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 
 
 # supervisor -> worker
@@ -56,7 +56,7 @@ class StartInput:
 @dataclass(frozen=True)
 class AcceptOffer:
     """WHIP: answer this SDP offer with a new peer connection (replacing any input).
-    The Reply's payload is (answer SDP, negotiated tracks); its error, a reason to show."""
+    The Reply's payload is an OfferAnswer, or an OfferRefused with the reason in `error`."""
 
     request_id: int
     sdp: str
@@ -80,10 +80,37 @@ Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | S
 
 # worker -> supervisor
 @dataclass(frozen=True)
+class OfferAnswer:
+    answer: str  # SDP
+    tracks: tuple[TrackSpec, ...]  # as negotiated
+
+
+@dataclass(frozen=True)
+class OfferRefused:
+    refusal: OfferRefusal
+
+
+@dataclass(frozen=True)
+class InputBound:
+    """StartInput's answer: the ports the new input listens on (or tried to)."""
+
+    rtp_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    tracks: dict[str, dict[str, float]] = field(default_factory=dict)
+    recordings: tuple[str, ...] = ()
+
+
+ReplyPayload = OfferAnswer | OfferRefused | InputBound | StreamStats
+
+
+@dataclass(frozen=True)
 class Reply:
     request_id: int
     ok: bool
-    payload: Any = None
+    payload: ReplyPayload | None = None
     error: str = ""
 
 
@@ -143,7 +170,7 @@ class RecordingFailed:
     """The worker cannot go on recording for a task; quit_reason is the API's."""
 
     task_id: str
-    quit_reason: int
+    quit_reason: QuitReason
     message: str
 
 
@@ -154,11 +181,6 @@ class StreamInactive:
     idle_s: float
     reason: str = "no media"
 
-
-@dataclass(frozen=True)
-class StreamStats:
-    tracks: dict[str, dict[str, float]] = field(default_factory=dict)
-    recordings: tuple[str, ...] = ()
 
 
 Event = (Ready | StartFailed | FileOpened | FileProgress | FileClosed | PlaylistWritten | RecordingFailed

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from workers.codecs import opus
-from workers.outputs.base import AUDIO_TIME_BASE, AudioParams
+from workers.outputs.params import AUDIO_TIME_BASE, AudioParams
 
 AAC_FRAME_SAMPLES = 1024
 AAC_BITRATE = 128_000

@@ -1,16 +1,16 @@
 """Typed, immutable configuration handed from the engine to a worker.
 
-These types are the whole contract between the control plane and a worker: the
-engine validates API payloads and SDP into them, the worker never re-parses raw
-input. They are pickled over the control pipe, so they hold plain values only.
+The engine validates API payloads and SDP into these; the worker never re-parses
+raw input. They are pickled over the control pipe, so they hold plain values only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from storage_adapters.base import StorageTarget
-from workers.frames import MediaKind
+from contract.codes import InputKind, MediaKind
+from contract.storage import StorageTarget
+from contract.tuning import MediaTuning
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +64,10 @@ class WorkerConfig:
     stream: StreamSpec
     bind_host: str
     rtp_ports: tuple[int, ...]  # one per track, in stream.tracks order; RTCP on port + 1 (or muxed)
-    jitter_max_wait_s: float
-    sync_wait_for_sr_s: float
+    tuning: MediaTuning = field(default_factory=MediaTuning)
     inactivity_timeout_s: float = 10.0
     log_level: str = "info"
-    input_kind: str = "rtp"  # "rtp" (ports bound at start) or "whip" (a peer connection per offer)
+    input_kind: InputKind = InputKind.RTP
     webrtc_hosts: tuple[str, ...] = ("127.0.0.1",)  # ICE host candidates
     webrtc_advertised: str | None = None
     webrtc_ports: tuple[int, int] | None = None

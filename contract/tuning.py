@@ -1,0 +1,21 @@
+"""Media-plane defaults, named in one place. The engine hands them to every worker
+in its WorkerConfig (`MediaTuning`); a worker reads them from there, never from engine/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+JITTER_MAX_WAIT_S = 0.25  # a hole not repaired in this time drops its frame
+SYNC_WAIT_FOR_SR_S = 1.5  # how long a worker waits for RTCP Sender Reports before opening a file
+FRAGMENT_DURATION_US = 1_000_000  # fMP4 fragments / WebM clusters / FLV interleave: at most this long
+PROGRESS_INTERVAL_S = 1.0  # FileProgress events
+GOP_CACHE_MAX_S = 10.0  # how much of the current GOP a worker keeps for a task that starts mid-GOP
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTuning:
+    jitter_max_wait_s: float = JITTER_MAX_WAIT_S
+    sync_wait_for_sr_s: float = SYNC_WAIT_FOR_SR_S
+    fragment_duration_us: int = FRAGMENT_DURATION_US
+    progress_interval_s: float = PROGRESS_INTERVAL_S
+    gop_cache_max_s: float = GOP_CACHE_MAX_S
