@@ -32,7 +32,12 @@ class StreamInput(abc.ABC):
     def stats(self) -> dict[str, dict[str, float]]: ...
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop receiving now; what closing leaves running finishes in `aclose`."""
+
+    async def aclose(self) -> None:
+        """Close and wait until everything the input opened is released."""
+        self.close()
 
     @property
     @abc.abstractmethod
