@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from engine import defaults
@@ -80,7 +81,7 @@ def size(value: str) -> int:
     match = _SIZE.fullmatch(value.strip())
     if match is None:
         raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M, G or T: 10G, 500MiB)")
-    number = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    number = int(Decimal(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])  # exact, however long
     if number < 1:
         raise ValueError(f"{value!r} is not a size above 0 bytes")
     return number

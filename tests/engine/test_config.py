@@ -48,7 +48,11 @@ def test_cpu_cap_is_a_fraction_or_a_percentage():
             options.share(bad)
 
 
-@given(st.text(max_size=40))
+NUMBERS = st.one_of(st.integers(min_value=-10, max_value=10**400), st.floats()).map(str)
+SUFFIXES = st.sampled_from(["", "K", " GiB", "T", "%", "e999", "-1", "-65535"])
+
+
+@given(st.one_of(st.text(max_size=40), st.builds(str.__add__, NUMBERS, SUFFIXES)))
 def test_any_text_is_a_value_or_a_value_error(text):
     """Whatever an operator types, a check answers with a reason, never another exception."""
     for option in options.SERVE_OPTIONS:
