@@ -38,9 +38,10 @@ CASES = {
            {"cpu/app/cpu.cfs_quota_us": "250000", "cpu/app/cpu.cfs_period_us": "100000"}, 2.5),
     "v1-unlimited": ("3:cpu,cpuacct:/\n", [("/", "cpu", V1)],
                      {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
-    # Docker without cgroupns: /proc/self/cgroup says /docker/<id>, and that cgroup is what is mounted
-    "v1-host-path-mounted": ("3:cpu,cpuacct:/docker/0123abc\n", [("/docker/0123abc", "cpu", V1)],
-                             {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}, 1.0),
+    # Docker without cgroupns: /proc/self/cgroup says /docker/<id>/..., and /docker/<id> is what is mounted
+    "v1-host-path-mounted": ("3:cpu,cpuacct:/docker/0123abc/node\n", [("/docker/0123abc", "cpu", V1)],
+                             {"cpu/cpu.cfs_quota_us": "200000", "cpu/cpu.cfs_period_us": "100000",
+                              "cpu/node/cpu.cfs_quota_us": "100000", "cpu/node/cpu.cfs_period_us": "100000"}, 1.0),
     # both hierarchies mounted: v1 carries the cpu controller, the v2 file does not limit CPU
     "hybrid": ("3:cpu,cpuacct:/svc\n0::/svc\n", [("/", "cpu", V1), ("/", "unified", V2)],
                {"cpu/svc/cpu.cfs_quota_us": "50000", "cpu/svc/cpu.cfs_period_us": "100000",
