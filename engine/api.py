@@ -116,10 +116,15 @@ class Api:
 
     async def start_record(self, body: Any) -> dict:
         parsed = models.parse_start_record(body, self.limits)
+        busy = None
         if self.node.draining:
-            raise errors.NodeBusy("node is draining")
-        if parsed.client_task_id is None and not self.node.capacity.takes_task(self.node.tasks.active_count):
-            raise errors.NodeBusy("node at capacity")
+            busy = "node is draining"
+        elif parsed.client_task_id is None:
+            limit = self.node.capacity.task_refusal(self.node.tasks.active_count)
+            busy = limit and f"node at capacity: {limit}"
+        if busy:
+            log.warning("start_record_refused", room_id=parsed.room_id, reason=busy)
+            raise errors.NodeBusy(busy)
         task_id = await self.node.tasks.start_record(parsed)
         return {"TaskId": task_id}
 

@@ -1,37 +1,73 @@
 """`recnode`: one binary. `serve` runs the node (the service mode); workers are
-forked from its template process (the worker mode, workers.main.entry)."""
+forked from its template process (the worker mode, workers.main.entry).
+
+The node's modules (aiohttp, aiortc, av) are imported only once `serve` has its
+configuration: a bad option answers at once, and the re-exec that takes secrets
+out of the environment (engine.secret_env) happens before the expensive imports.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import secrets
 import signal
+import socket
 import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
 from engine import config as config_module
-from engine import defaults
-from engine.api import Api
+from engine import defaults, options, secret_env
 from engine.auth import sign
-from engine.node import RecordingNode
 from workers.logs import configure_logging
 
 log = structlog.get_logger("cli")
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on the HTTP port before the node starts: a port in use is
+    found before anything runs, and `node_ready` is only logged once clients can
+    connect (they wait in the backlog until the API serves them)."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise options.ConfigError(f"--host / RECNODE_HOST: cannot resolve {host!r}: {error.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(defaults.HTTP_BACKLOG)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        names = "--host / RECNODE_HOST" if error.errno == errno.EADDRNOTAVAIL else "--port / RECNODE_PORT"
+        raise options.ConfigError(f"{names}: cannot listen on {host}:{port}: {error.strerror}") from None
+    return sockets
+
+
 async def serve(config: config_module.NodeConfig, started: asyncio.Event | None = None) -> None:
+    from aiohttp import web
+
+    from engine.api import Api
+    from engine.node import RecordingNode
+
+    sockets = listen(config.host, config.port)
     node = RecordingNode(config)
     await node.start()
     runner = web.AppRunner(Api(node).app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    for sock in sockets:
+        await web.SockSite(runner, sock, backlog=defaults.HTTP_BACKLOG).start()
     log.info("listening", host=config.host, port=config.port, data_dir=str(config.data_dir))
     stop, force = asyncio.Event(), asyncio.Event()
 
@@ -61,9 +97,15 @@ async def serve(config: config_module.NodeConfig, started: asyncio.Event | None 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = config_module.from_args(args)
-    configure_logging(config.log_level, secrets=(config.server_secret, config.ingest_token))
-    asyncio.run(serve(config))
+    try:
+        found = secret_env.take_secrets(reexec=getattr(args, "own_command_line", False))
+        config = config_module.from_args(args, found)
+        configure_logging(config.log_level,
+                          secrets=(config.server_secret, config.ingest_token, config.callback_secret))
+        asyncio.run(serve(config))
+    except options.ConfigError as error:
+        print(f"recnode serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -76,15 +118,23 @@ def signed_query(action: str, app_id: int, secret: str, now: int | None = None) 
     })
 
 
+SIGN_OPTIONS = tuple(options.OPTIONS_BY_FLAG[flag] for flag in ("--app-id", "--server-secret", "--data-dir"))
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
-    secret = config_module.pop_secret_env().get("RECNODE_SERVER_SECRET") or args.server_secret
+    try:
+        v = options.resolve(args, SIGN_OPTIONS, secret_env.take_secrets(reexec=False))
+    except options.ConfigError as error:
+        print(f"recnode sign: {error}", file=sys.stderr)
+        return 2
+    secret = v["server_secret"]
     if not secret:
-        path = Path(args.data_dir) / config_module.SERVER_SECRET_FILE
+        path = Path(v["data_dir"]) / config_module.SERVER_SECRET_FILE
         if not path.exists():
             print(f"no secret: set RECNODE_SERVER_SECRET or start the node once to create {path}", file=sys.stderr)
             return 2
         secret = path.read_text().strip()
-    print(f"{args.base_url.rstrip('/')}/?{signed_query(args.action, args.app_id, secret)}")
+    print(f"{args.base_url.rstrip('/')}/?{signed_query(args.action, v['app_id'], secret)}")
     return 0
 
 
@@ -99,15 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recnode", description="self-hosted cloud recording node")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the recording node")
-    config_module.add_serve_arguments(serve_parser)
+    options.add_arguments(serve_parser, options.SERVE_OPTIONS)
     serve_parser.set_defaults(func=cmd_serve)
     sign_parser = commands.add_parser("sign", help="print a signed API URL for curl")
     sign_parser.add_argument("action")
     sign_parser.add_argument("--base-url", default="http://127.0.0.1:8080")
-    sign_parser.add_argument("--app-id", type=int, default=int(config_module._env("RECNODE_APP_ID", "1")))
-    sign_parser.add_argument("--server-secret", default=None)
-    sign_parser.add_argument("--data-dir", default=config_module._env("RECNODE_DATA_DIR", defaults.DATA_DIR),
-                             help="where `serve` keeps its generated secret")
+    options.add_arguments(sign_parser, SIGN_OPTIONS)
     sign_parser.set_defaults(func=cmd_sign)
     demo_parser = commands.add_parser("demo", help="record a synthetic stream in every format, print what was written")
     demo_parser.set_defaults(func=cmd_demo)
@@ -116,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.own_command_line = argv is None  # only then may `serve` exec itself again
     return args.func(args)
 
 

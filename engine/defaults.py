@@ -25,6 +25,7 @@ DESCRIBE_WINDOW_MS = 3 * 24 * 3600 * 1000
 # Node
 HTTP_HOST = "127.0.0.1"
 HTTP_PORT = 8080
+HTTP_BACKLOG = 128  # connections waiting to be served (also while the node starts)
 DATA_DIR = "./recnode-data"
 APP_ID = 1
 RTP_PORT_RANGE = (40000, 49999)

@@ -23,7 +23,8 @@ async def render_metrics(node) -> str:
     lines: list[str] = []
     _gauge(lines, "recnode_load", "Load against capacity (1 = full: new work is refused)",
            [("", capacity.load(streams, sum(tasks.values())))])
-    _gauge(lines, "recnode_cpu_utilization", "Share of all cores in use (moving average)", [("", capacity.cpu)])
+    _gauge(lines, "recnode_cpu_utilization",
+           "Share of the CPU the node may use that the node and its workers use (moving average)", [("", capacity.cpu)])
     _gauge(lines, "recnode_capacity_streams", "Published streams this node takes", [("", capacity.max_streams)])
     _gauge(lines, "recnode_capacity_tasks", "Active tasks this node takes", [("", capacity.max_tasks)])
     _gauge(lines, "recnode_streams", "Published streams", [("", streams)])

@@ -95,7 +95,7 @@ class RecordingNode:
         while True:
             await asyncio.sleep(defaults.TICK_S)
             try:
-                self.capacity.sample()
+                self.capacity.sample((w.pid for w in self.supervisor.workers if w.pid), time.monotonic())
                 await self.tasks.tick(time.monotonic())
                 for stream in self.rooms.lingering():
                     if not self.tasks.keeps_open(stream.room_id, stream.stream_id):
@@ -146,9 +146,13 @@ class RecordingNode:
     # publishing
     def _admit(self, room_id: str, stream_id: str) -> None:
         if self.draining or not self.ready:
-            raise errors.IngestError(503, "node is draining or starting", retry_after=RETRY_AFTER_S)
-        if not self.capacity.takes_stream(len(self.rooms.all()) + len(self._publishing)):
-            raise errors.IngestError(503, "node at capacity", retry_after=RETRY_AFTER_S)
+            busy = "node is draining or starting"
+        else:
+            limit = self.capacity.stream_refusal(len(self.rooms.all()) + len(self._publishing))
+            busy = limit and f"node at capacity: {limit}"
+        if busy:
+            log.warning("publish_refused", room_id=room_id, stream_id=stream_id, reason=busy)
+            raise errors.IngestError(503, busy, retry_after=RETRY_AFTER_S)
         if (room_id, stream_id) in self._publishing or self.rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
 

@@ -15,9 +15,12 @@ def test_a_full_node_answers_busy_and_metrics_show_it(tmp_path):
         assert first.status == 201
         second = node.publish("busy-room", "b", sdp)
         assert second.status == 503 and second.headers["Retry-After"] == "5"
+        assert second.body.decode().strip() == "node at capacity: streams 1/1"
         tasks = [node.ok("StartRecord", start_record_body("busy-room"))["TaskId"] for _ in range(2)]
         answer = node.call("StartRecord", start_record_body("busy-room"))
-        assert answer["Code"] == 300010001 and answer["Message"] == "node at capacity"
+        assert answer["Code"] == 300010001 and answer["Message"] == "node at capacity: tasks 2/2"
+        refusals = [line for line in node.logs().splitlines() if "_refused" in line]
+        assert len(refusals) == 2 and "streams 1/1" in refusals[0] and "tasks 2/2" in refusals[1]
         metrics = http("GET", node.base_url + "/metrics")
         assert metrics.status == 200 and metrics.headers["Content-Type"].startswith("text/plain")
         text = metrics.body.decode()
@@ -38,7 +41,8 @@ def test_a_full_node_answers_busy_and_metrics_show_it(tmp_path):
 def test_default_capacity_comes_from_the_cores(tmp_path):
     import os
 
-    from engine.capacity import default_max_streams
+    from engine.capacity import allowed_cores, default_max_streams
     from engine.defaults import MAX_STREAMS_PER_CORE
 
-    assert default_max_streams() == MAX_STREAMS_PER_CORE * os.cpu_count()
+    assert allowed_cores() <= os.cpu_count()
+    assert default_max_streams() == int(MAX_STREAMS_PER_CORE * allowed_cores())

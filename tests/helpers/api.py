@@ -79,6 +79,7 @@ class NodeProcess:
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
+    cpu_cap: str | None = "100"  # None: the node's own default
     process: subprocess.Popen | None = None
 
     @property
@@ -93,7 +94,7 @@ class NodeProcess:
                 "--data-dir", str(self.data_dir), "--app-id", str(APP_ID), "--advertised-address", "127.0.0.1",
                 "--rtp-bind-host", "127.0.0.1", "--rtp-ports", "%d-%d" % self.rtp_range,
                 # tests load this machine themselves: admission by CPU would make them flaky
-                "--cpu-cap", "100", *self.extra_args]
+                *(("--cpu-cap", self.cpu_cap) if self.cpu_cap else ()), *self.extra_args]
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
