@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import signal
 import sys
-import time
-import urllib.parse
 from pathlib import Path
 
 import structlog
@@ -18,7 +15,7 @@ from aiohttp import web
 from engine import config as config_module
 from engine import defaults
 from engine.api import Api
-from engine.auth import sign
+from engine.auth import signed_query
 from engine.node import RecordingNode
 from workers.logs import configure_logging
 
@@ -65,15 +62,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, secrets=(config.server_secret, config.ingest_token))
     asyncio.run(serve(config))
     return 0
-
-
-def signed_query(action: str, app_id: int, secret: str, now: int | None = None) -> str:
-    nonce = secrets.token_hex(8)
-    timestamp = int(now if now is not None else time.time())
-    return urllib.parse.urlencode({
-        "Action": action, "AppId": app_id, "SignatureNonce": nonce, "Timestamp": timestamp,
-        "Signature": sign(app_id, nonce, secret, timestamp), "SignatureVersion": "2.0",
-    })
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

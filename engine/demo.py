@@ -24,7 +24,7 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 from aiohttp import web
 
 from engine.api import Api
-from engine.cli import signed_query
+from engine.auth import signed_query
 from engine.config import NodeConfig
 from engine.node import RecordingNode
 from workers.clock import NTP_EPOCH_OFFSET
