@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.api import free_port, http
+from testkit.node import http
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
