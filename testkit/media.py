@@ -278,16 +278,19 @@ def _parameter_sets(first_au: bytes) -> tuple[bytes, bytes]:
     return sps, pps
 
 
-def _cached_on_disk(name: str, make):
+def _video_cached_on_disk(name: str, make) -> tuple[VideoAU, ...]:
+    """Encoded video kept across processes. The file holds plain tuples, not VideoAU
+    objects, so it does not depend on where this module lives: checkouts of other
+    versions share the folder."""
     CACHE_DIR.mkdir(exist_ok=True)
-    path = CACHE_DIR / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".pkl")
+    path = CACHE_DIR / ("plain-" + hashlib.sha256(name.encode()).hexdigest()[:24] + ".pkl")
     if path.exists():
-        return pickle.loads(path.read_bytes())
-    value = make()
+        return tuple(VideoAU(*fields) for fields in pickle.loads(path.read_bytes()))
+    video = make()
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_bytes(pickle.dumps(value))
+    temporary.write_bytes(pickle.dumps([dataclasses.astuple(au) for au in video]))
     os.replace(temporary, path)
-    return value
+    return video
 
 
 @functools.lru_cache(maxsize=16)
@@ -329,7 +332,7 @@ def make_test_media(
     pcm = _make_pcm(n_frames * samples_per_frame, beep_samples)
     pcm.setflags(write=False)
     if bitrate_kbps:
-        video = _cached_on_disk(
+        video = _video_cached_on_disk(
             f"video-{n_frames}-{fps}-{keyint}-{width}x{height}-{bitrate_kbps}-{sorted(flash_frames)}",
             lambda: _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames), bitrate_kbps))
     elif switch_to is not None:

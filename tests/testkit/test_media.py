@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 
 import numpy as np
 import pytest
 
 from testkit import probe
 from testkit.bitstream import NAL_IDR, NAL_PPS, NAL_SPS, nal_type, split_annexb
-from testkit.media import AUDIO_FRAME_SAMPLES, AUDIO_RATE, make_test_media
+from testkit.media import AUDIO_FRAME_SAMPLES, AUDIO_RATE, CACHE_DIR, make_test_media
 
 
 def test_media_is_cached_and_shaped(media):
@@ -43,3 +45,23 @@ def test_pcm_beeps_only_at_flash_times(media):
     for start in media.beep_samples:
         silent[start : start + 3000] = False
     assert not media.pcm[silent].any()
+
+
+class _NoClasses(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise AssertionError(f"{module}.{name} pickled in the shared cache")
+
+
+def test_clips_cached_on_disk_hold_plain_data():
+    """Clips at a bitrate are kept on disk for other processes, also those of checkouts
+    where this module lives elsewhere: the files name no class, and a clip read back
+    from disk is the one encoded."""
+    args = dict(duration_s=1.0, width=160, height=120, bitrate_kbps=200)
+    encoded = make_test_media(**args)
+    make_test_media.cache_clear()
+    read_back = make_test_media(**args)
+    assert read_back is not encoded and read_back.video == encoded.video
+    files = list(CACHE_DIR.glob("plain-*.pkl"))
+    assert files
+    for path in files:
+        _NoClasses(io.BytesIO(path.read_bytes())).load()
