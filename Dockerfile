@@ -16,6 +16,7 @@ COPY contract ./contract
 COPY engine ./engine
 COPY workers ./workers
 COPY storage_adapters ./storage_adapters
+COPY testkit ./testkit
 RUN pip install --no-cache-dir .
 
 USER recnode

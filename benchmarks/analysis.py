@@ -43,7 +43,7 @@ def sent_summary(records: dict[str, list[SentRecord]], t0_mono: float, completed
 
 
 def summarize_file(path: str) -> dict:
-    from tests.helpers.probe import decode_all
+    from testkit.probe import decode_all
 
     report = decode_all(path)
     pts = report.video_pts_s

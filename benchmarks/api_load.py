@@ -13,10 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.procs import CpuWindow, Pinning
 from benchmarks.config import Storage, admission_args
 from benchmarks.percentiles import distribution
-from tests.helpers.api import NodeProcess, free_port, free_udp_range
+from benchmarks.procs import CpuWindow, Pinning
+from testkit.node import NodeProcess
+from testkit.ports import free_port, free_udp_range
 
 
 def run_api_load(seconds: float, rate: float, workdir: Path, pinning: Pinning, storage: Storage) -> dict:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.api import NodeProcess, start_record_body
-from tests.helpers.rtp_publisher import PublisherSpec
+from testkit.node import NodeProcess, start_record_body
+from testkit.rtp import ClipSpec, PublisherSpec
 
 PROBE_BUDGET_S = 6.0  # clip time reserved for the first-frame probes
 LEAD_IN_S = 1.0  # media before the probes start (publishers all sending)
@@ -26,11 +26,7 @@ class BenchConfig:
     publisher: str = "rtp"
     storage: str = "disk"
     seconds: float = 30.0
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    keyint: int = 60
-    bitrate_kbps: int = 2500
+    clip: ClipSpec = ClipSpec(width=1280, height=720, fps=30, keyint=60, bitrate_kbps=2500)
     sample_interval: float = 2.0
     ffmpeg: str | None = None  # the ffmpeg binary when comparing
     profile_seconds: float = 0.0  # py-spy a worker for this long during the window
@@ -41,7 +37,7 @@ class BenchConfig:
 
     @property
     def gop_s(self) -> float:
-        return self.keyint / self.fps
+        return self.clip.keyint / self.clip.fps
 
     @property
     def clip_s(self) -> int:
@@ -50,9 +46,8 @@ class BenchConfig:
 
     def publisher_spec(self, **over) -> PublisherSpec:
         long_run = self.clip_s > LOOP_CLIP_S
-        return PublisherSpec(duration_s=self.clip_s, fps=self.fps, keyint=self.keyint, width=self.width,
-                             height=self.height, bitrate_kbps=self.bitrate_kbps,
-                             loop_clip_s=LOOP_CLIP_S if long_run else 0.0, keep_sent_bytes=not long_run, **over)
+        return PublisherSpec(duration_s=self.clip_s, clip=self.clip, loop_clip_s=LOOP_CLIP_S if long_run else 0.0,
+                             keep_sent_bytes=not long_run, **over)
 
 
 @dataclass
@@ -108,7 +103,7 @@ def admission_args(mode: str, n: int) -> tuple[str, ...]:
     import subprocess
     import sys
 
-    from tests.helpers.api import REPO
+    from testkit.node import REPO
 
     help_text = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=60).stdout

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp
+from testkit.rtp import PublisherSpec, offer_sdp
 
 INSTALL_HINT = "install Debian's FFmpeg with `apt-get install -y ffmpeg` (or run without --ffmpeg)"
 

@@ -35,8 +35,9 @@ from benchmarks.percentiles import distribution
 from benchmarks.procs import Pinning
 from benchmarks.publishers import Announced, PublisherKind, RtpPublisher
 from benchmarks.window import Window
-from tests.helpers.api import NodeProcess, free_port, free_udp_range
-from tests.helpers.rtp_publisher import PublisherSpec
+from testkit.node import NodeProcess
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec
 
 LIVE_TIMEOUT_S = 20.0  # after its capture time 0, a stream that is not live yet is a failure
 
@@ -87,7 +88,7 @@ class Level:
         self.streams = [Stream(i, f"bench-{n}-{i}", f"cam{i}") for i in range(n)]
         self.samples: list[dict] = []
         self.node: NodeProcess | None = None
-        self.total_frames = round(cfg.clip_s * cfg.fps)
+        self.total_frames = round(cfg.clip_s * cfg.clip.fps)
 
     def say(self, text: str) -> None:
         print(f"[{self.label} N={self.n}] {text}", flush=True)
@@ -239,8 +240,9 @@ class Level:
 
     def run(self) -> dict:
         cfg = self.cfg
-        self.say(f"node + {self.n} {self.kind.name} stream(s) of {cfg.width}x{cfg.height}@{cfg.fps} "
-                 f"{cfg.bitrate_kbps} kbps, {cfg.storage} storage" + (", with ffmpeg" if cfg.ffmpeg else ""))
+        clip = cfg.clip
+        self.say(f"node + {self.n} {self.kind.name} stream(s) of {clip.width}x{clip.height}@{clip.fps} "
+                 f"{clip.bitrate_kbps} kbps, {cfg.storage} storage" + (", with ffmpeg" if cfg.ffmpeg else ""))
         self.start_node()
         try:
             measured = self.record()
@@ -256,7 +258,7 @@ class Level:
         files_dir.mkdir(exist_ok=True)
         self.say("decoding every file")
         decoded = decode_files(self.streams, self.storage, self.node, files_dir, self.pinning)
-        streams = [stream_result(s, mine, ff, cfg.fps, self.kind.counters) for s, mine, ff in decoded]
+        streams = [stream_result(s, mine, ff, cfg.clip.fps, self.kind.counters) for s, mine, ff in decoded]
         result = level_summary(self.n, measured, streams, self.samples)
         d = result["defects"]
         self.say(f"done: cpu {measured['cpu']['per_stream_pct']:.2f}%/stream, worker uss "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.helpers.api import NodeProcess, http
+from testkit.node import NodeProcess, http
 
 
 def stop_until_durable(node: NodeProcess, task_id: str, timeout: float = 120) -> dict:

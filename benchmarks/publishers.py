@@ -6,14 +6,13 @@ is live (its Location on the node), and finally hands back what was sent. It als
 says which of its stream's counters (GET on the Location) must match what was sent
 (`Counters`). Nothing else in the harness depends on the kind.
 
-`rtp`: plain RTP (tests.helpers.rtp_publisher), announced by the harness with an SDP
+`rtp`: plain RTP (testkit.rtp), announced by the harness with an SDP
 offer. `whip`: FFmpeg's own WebRTC stack (benchmarks.whip_publisher): the offer/answer
 happens inside the publisher process, which reports the Location it got.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import urllib.parse
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from typing import Protocol
 
 from benchmarks import whip_publisher
 from benchmarks.analysis import KINDS, sent_summary
-from tests.helpers.api import NodeProcess
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
+from testkit.node import NodeProcess
+from testkit.rtp import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class PublisherKind(Protocol):
 
 class RtpPublisher:
     """Plain RTP: SDP offer to POST /rtp/{room}/{stream}, RTP + RTCP SR over UDP
-    (tests.helpers.rtp_publisher)."""
+    (testkit.rtp)."""
 
     name = "rtp"
     audio = "Opus 48 kHz mono, 20 ms"
@@ -79,7 +78,7 @@ class RtpPublisher:
     connect_s = 0.0
 
     def prepare(self, spec: PublisherSpec) -> None:
-        spec.clip()
+        spec.clip_media()
 
     def udp_ports(self, n: int) -> int:
         return 0
@@ -111,8 +110,8 @@ class RtpPublisher:
     @staticmethod
     def with_rtp_targets(spec: PublisherSpec, host: str, video_port: int, audio_port: int) -> PublisherSpec:
         """The same publisher aimed at another RTP receiver (FFmpeg): RTCP on port + 1."""
-        return dataclasses.replace(spec, video_rtp=(host, video_port), video_rtcp=(host, video_port + 1),
-                                   audio_rtp=(host, audio_port), audio_rtcp=(host, audio_port + 1))
+        return spec.with_targets({"video": (host, video_port, video_port + 1),
+                                  "audio": (host, audio_port, audio_port + 1)})
 
 
 class WhipPublisher:

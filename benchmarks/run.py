@@ -27,6 +27,7 @@ from benchmarks.procs import Pinning
 from benchmarks.publishers import publisher_kind
 from benchmarks.config import BenchConfig, Storage, admission_args
 from benchmarks.level import Level
+from testkit.rtp import ClipSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = Storage(args.storage)
     try:
         if args.storage == "s3":
-            from tests.helpers.moto_server import MotoServer
+            from testkit.moto_server import MotoServer
 
             moto = MotoServer(iam_auth=True).start()  # on the load CPU, like the publishers
             storage.moto = moto
@@ -157,8 +158,8 @@ def merge_previous(path: Path, result: dict) -> dict:
 
 
 def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir: Path) -> dict:
-    cfg = BenchConfig(publisher=args.publisher, storage=args.storage, seconds=args.seconds, width=args.width,
-                      height=args.height, fps=args.fps, keyint=args.keyint, bitrate_kbps=args.bitrate,
+    clip = ClipSpec(width=args.width, height=args.height, fps=args.fps, keyint=args.keyint, bitrate_kbps=args.bitrate)
+    cfg = BenchConfig(publisher=args.publisher, storage=args.storage, seconds=args.seconds, clip=clip,
                       sample_interval=args.sample_interval, ffmpeg=ffmpeg, profile_seconds=args.profile,
                       workdir=workdir, profile_dir=args.out, node_args=admission_args(args.admission, max(args.stream_counts)))
     began = time.monotonic()
@@ -186,8 +187,8 @@ def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir:
                 break
     return {
         "config": {"publisher": args.publisher, "storage": args.storage, "seconds": args.seconds,
-                   "width": cfg.width, "height": cfg.height, "fps": cfg.fps, "keyint": cfg.keyint,
-                   "bitrate_kbps": cfg.bitrate_kbps, "clip_s": cfg.clip_s, "audio": kind.audio,
+                   "width": clip.width, "height": clip.height, "fps": clip.fps, "keyint": clip.keyint,
+                   "bitrate_kbps": clip.bitrate_kbps, "clip_s": cfg.clip_s, "audio": kind.audio,
                    "pinning": pinning.describe(), "admission": args.admission, "node_args": list(cfg.node_args), "recorder_cpus": sorted(pinning.recorder),
                    "load_cpus": sorted(pinning.load), "ffmpeg": ffmpeg_version(ffmpeg) if ffmpeg else None},
         "levels": levels,

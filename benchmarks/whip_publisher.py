@@ -3,7 +3,7 @@
 
     python -m benchmarks.whip_publisher '{"spec": <PublisherSpec JSON>, "url": <WHIP endpoint>, "clip": <path>}'
 
-The clip (`ensure_clip`, once, cached on disk beside tests.helpers.media's cache): the
+The clip (`ensure_clip`, once, cached on disk beside testkit.media's cache): the
 video of `make_test_media` as the RTP publishers send it (libx264 constrained
 baseline, so no B-frames, which the whip muxer refuses; SPS/PPS before every IDR) and
 its sound encoded once more as *stereo* Opus (the whip muxer refuses anything but
@@ -11,7 +11,7 @@ stereo 48 kHz Opus), in one NUT file. A publisher demuxes it and muxes the packe
 they are: its streams are `add_stream_from_template` copies of the file's (codec
 parameters and extradata; no codec is opened), so nothing is encoded per publisher.
 
-Timing, as tests.helpers.rtp_publisher: capture time 0 (the first video frame) is
+Timing, as testkit.rtp: capture time 0 (the first video frame) is
 `spec.start_time` (wall) / `t0_mono`; a frame captured at t is sent at t0 + t.
 `CONNECT_S` before that, the publisher opens the muxer: FFmpeg POSTs its offer, does
 ICE and DTLS (about 1.6 s on localhost, most of it DTLS's first retransmission timer)
@@ -42,7 +42,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -51,11 +50,11 @@ import av
 import av.logging
 import numpy as np
 
-from tests.helpers.probe import capture_ffmpeg_logs
-from tests.helpers.rtp_publisher import PublisherSpec
+from testkit.media import CACHE_DIR
+from testkit.probe import capture_ffmpeg_logs
+from testkit.rtp import PublisherSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CLIP_DIR = Path(tempfile.gettempdir()) / "recnode-test-media"
 CONNECT_S = 3.0  # connect this long before capture time 0
 HANDSHAKE_TIMEOUT_MS = 20_000
 LOCATION = re.compile(r"\blocation=([^,\s]+)")
@@ -68,10 +67,10 @@ def ensure_clip(spec: PublisherSpec) -> Path:
     digest = hashlib.sha256(media.pcm.tobytes())
     for au in media.video:
         digest.update(au.data)
-    path = CLIP_DIR / f"whip-{digest.hexdigest()[:24]}.nut"
+    path = CACHE_DIR / f"whip-{digest.hexdigest()[:24]}.nut"
     if path.exists():
         return path
-    CLIP_DIR.mkdir(exist_ok=True)
+    CACHE_DIR.mkdir(exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     with av.open(str(temporary), "w", format="nut") as out:
         video = out.add_mux_stream("h264", rate=media.fps, width=media.width, height=media.height)

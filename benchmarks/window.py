@@ -15,7 +15,7 @@ from benchmarks.config import BenchConfig, Storage
 from benchmarks.mp4scan import FragmentScanner
 from benchmarks.node_calls import task_file_id
 from benchmarks.procs import CpuWindow, Pinning, memory
-from tests.helpers.api import NodeProcess
+from testkit.node import NodeProcess
 
 
 def pid_memory(pid: int) -> tuple[float, float] | None:
@@ -43,7 +43,7 @@ class Window:
                     continue
                 s.main_file, s.scanner = file_id, FragmentScanner(path)
             on_disk = s.scanner.update()
-            lag = (s.frames_due(now_wall, self.cfg.fps, self.total_frames) - on_disk) / self.cfg.fps
+            lag = (s.frames_due(now_wall, self.cfg.clip.fps, self.total_frames) - on_disk) / self.cfg.clip.fps
             s.max_lag_s = max(s.max_lag_s, lag)
             worst = max(worst, lag)
         return worst

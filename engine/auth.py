@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -18,6 +20,19 @@ _UINT32_MAX = 2**32 - 1
 
 def sign(app_id: int | str, nonce: str, secret: str, timestamp: int | str) -> str:
     return hashlib.md5(f"{app_id}{nonce}{secret}{timestamp}".encode()).hexdigest()
+
+
+def signed_params(action: str, app_id: int, secret: str, timestamp: int | None = None,
+                  nonce: str | None = None) -> dict[str, str]:
+    """The query parameters of a signed API call, as a client sends them."""
+    nonce = nonce or secrets.token_hex(8)
+    timestamp = int(time.time() if timestamp is None else timestamp)
+    return {"Action": action, "AppId": str(app_id), "SignatureNonce": nonce, "Timestamp": str(timestamp),
+            "Signature": sign(app_id, nonce, secret, timestamp), "SignatureVersion": defaults.SIGNATURE_VERSION}
+
+
+def signed_query(action: str, app_id: int, secret: str, timestamp: int | None = None) -> str:
+    return urllib.parse.urlencode(signed_params(action, app_id, secret, timestamp))
 
 
 class NonceCache:

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import secrets
 import signal
 import socket
 import sys
-import time
-import urllib.parse
 from pathlib import Path
 
 import structlog
 
 from engine import config as config_module
 from engine import defaults, options, secret_env
-from engine.auth import sign
+from engine.auth import signed_query
 from workers.logs import configure_logging
 
 log = structlog.get_logger("cli")
@@ -107,15 +104,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"recnode serve: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def signed_query(action: str, app_id: int, secret: str, now: int | None = None) -> str:
-    nonce = secrets.token_hex(8)
-    timestamp = int(now if now is not None else time.time())
-    return urllib.parse.urlencode({
-        "Action": action, "AppId": app_id, "SignatureNonce": nonce, "Timestamp": timestamp,
-        "Signature": sign(app_id, nonce, secret, timestamp), "SignatureVersion": "2.0",
-    })
 
 
 SIGN_OPTIONS = tuple(options.OPTIONS_BY_FLAG[flag] for flag in ("--app-id", "--server-secret", "--data-dir"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.moto_server import MotoServer
+from testkit.moto_server import MotoServer
 from tests.helpers.oss_server import OssServer
 
 S3_BUCKET = "recnode-test"
@@ -42,6 +42,6 @@ def oss_server():
 @pytest.fixture
 def closed_port() -> int:
     """A 127.0.0.1 port nothing listens on (connections are refused)."""
-    from tests.helpers.moto_server import free_port
+    from testkit.ports import free_port
 
     return free_port()

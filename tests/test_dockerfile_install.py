@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.api import free_port, http
+from testkit.node import http
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def dockerfile_steps() -> tuple[list[tuple[str, str]], list[str], dict[str, str]
 def test_dockerfile_is_what_the_test_assumes():
     copies, runs, env = dockerfile_steps()
     assert runs == ["pip install --no-cache-dir ."]
-    assert {s for s, _ in copies} >= {"pyproject.toml", "engine", "workers", "storage_adapters"}
+    assert {s for s, _ in copies} >= {"pyproject.toml", "engine", "workers", "storage_adapters", "testkit"}  # demo
     text = (REPO / "Dockerfile").read_text()
     assert "FROM python:3.12-slim" in text and "USER recnode" in text and 'CMD ["serve"]' in text
 
@@ -63,6 +64,8 @@ def test_install_step_in_a_fresh_venv_gives_a_working_recnode(tmp_path):
                        stdout=subprocess.DEVNULL)
     recnode = venv / "bin" / "recnode"
     assert subprocess.run([str(recnode), "--help"], capture_output=True, check=True).stdout.startswith(b"usage")
+    demo = subprocess.run([str(recnode), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0 and "files are in" in demo.stdout, demo.stdout + demo.stderr  # testkit is installed
 
     port = free_port()
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("RECNODE_")}

@@ -1,6 +1,7 @@
 import pytest
 
-from tests.helpers.api import NodeProcess, free_port, free_udp_range
+from testkit.node import NodeProcess
+from testkit.ports import free_port, free_udp_range
 from tests.helpers.callback_receiver import CallbackReceiver
 
 CALLBACK_SECRET = "e2e-callbacks-71aa"  # nodes that send callbacks get it as RECNODE_CALLBACK_SECRET

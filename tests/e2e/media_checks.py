@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import probe
-from tests.helpers.rtp_publisher import Manifest
+from testkit import bitstream
+from testkit.rtp import Manifest
 
 
 def recorded_path(node, file_entry: dict) -> Path:
@@ -24,8 +24,8 @@ def sent_video_aus(manifest: Manifest, skip_frames: set[int] = frozenset()) -> l
 
 
 def assert_slices_equal(path: Path, expected_aus: list[bytes]) -> None:
-    got = probe.h264_slice_nals_from_file(path)
-    want = probe.h264_slice_nals_from_aus(expected_aus)
+    got = bitstream.h264_slice_nals_from_file(path)
+    want = bitstream.h264_slice_nals_from_aus(expected_aus)
     assert len(got) == len(want), (len(got), len(want))
     assert got == want
 
@@ -34,7 +34,7 @@ def assert_opus_tail_equal(path: Path, manifest: Manifest, max_skipped: int = 2)
     """The file's Opus packets are exactly the published ones, from (nearly) the
     first on: packets captured before the first video key frame are left out."""
     sent = [p.data for p in manifest.spec.media().audio]
-    got = probe.opus_packets_from_file(path)
+    got = bitstream.opus_packets_from_file(path)
     skipped = len(sent) - len(got)
     assert 0 <= skipped <= max_skipped, (len(sent), len(got))
     assert got == sent[skipped:]

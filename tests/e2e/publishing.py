@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from tests.helpers.rtp_publisher import offer_sdp, parse_answer, start_publisher
+from testkit.rtp import offer_sdp, parse_answer, start_publisher
 
 
 def publish(node, room, stream, spec, sprop=True):

@@ -2,8 +2,9 @@
 
 import re
 
-from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp
+from testkit.node import NodeProcess, http, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec, offer_sdp
 
 
 def test_a_full_node_answers_busy_and_metrics_show_it(tmp_path):

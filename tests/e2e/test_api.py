@@ -6,16 +6,9 @@ import time
 
 import pytest
 
-from tests.helpers.api import (
-    APP_ID,
-    SERVER_SECRET,
-    NodeProcess,
-    free_port,
-    free_udp_range,
-    http,
-    start_record_body,
-)
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp
+from testkit.node import APP_ID, SERVER_SECRET, NodeProcess, http, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec, offer_sdp
 
 STORAGE_SECRET = start_record_body("r")["StorageParams"]["AccessKeySecret"]
 
@@ -61,7 +54,7 @@ def test_expired_and_replayed(node):
 
 
 def test_unreadable_body(node):
-    from tests.helpers.api import sign
+    from engine.auth import sign
 
     nonce, ts = os.urandom(8).hex(), int(time.time())
     url = (f"{node.base_url}/?Action=DescribeTasks&AppId={APP_ID}&SignatureNonce={nonce}&Timestamp={ts}"

@@ -9,10 +9,11 @@ import re
 import av
 import pytest
 
+from testkit import bitstream, probe
+from testkit.node import start_record_body
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import stop_and_describe
-from tests.helpers import chromium, probe
-from tests.helpers.api import start_record_body
+from tests.helpers import chromium
 
 pytestmark = pytest.mark.skipif(
     not chromium.available(), reason=f"no Chromium at {chromium.CHROMIUM} (.ci/install-browser installs Debian's)")
@@ -65,7 +66,7 @@ def assert_like_what_was_sent(run, path, video_codec):
     assert len(sent_audio) == run.outbound("audio")["packetsSent"]
     skipped = len(sent_video) - report.video_frames
     assert 0 <= skipped <= MAX_SKIPPED_VIDEO and run.frame_type("video", skipped) == "key", (skipped, video)
-    got_audio = probe.opus_packets_from_file(path)
+    got_audio = bitstream.opus_packets_from_file(path)
     assert 0 <= len(sent_audio) - len(got_audio) <= MAX_SKIPPED_AUDIO
     assert got_audio == sent_audio[len(sent_audio) - len(got_audio):]
     published = run.stats["published"]
@@ -87,7 +88,7 @@ def test_h264_from_chromium_recorded_exactly(node, tmp_path):
     assert path.suffix == ".mp4"
 
     sent = assert_like_what_was_sent(run, path, "h264")
-    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(sent)
+    assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(sent)
     with av.open(str(path)) as container:
         avcc = container.streams.video[0].codec_context.extradata
     assert avcc[1] == int(profile[:2], 16)  # the profile Chromium encoded, recorded as sent

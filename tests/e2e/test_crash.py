@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from testkit import probe
+from testkit.node import NodeProcess, http, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec, wait_manifest
+from tests.e2e.conftest import CALLBACK_SECRET
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import publish, run_publisher
-from tests.helpers import probe
-from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
-from tests.e2e.conftest import CALLBACK_SECRET
-from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
 
 

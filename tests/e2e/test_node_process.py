@@ -18,8 +18,9 @@ import pytest
 
 from engine import defaults
 from engine.capacity import CPU_SMOOTHING
-from tests.helpers.api import REPO, SERVER_SECRET, NodeProcess, free_port, free_udp_range, http, start_record_body
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp
+from testkit.node import REPO, SERVER_SECRET, NodeProcess, http, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec, offer_sdp
 
 from .conftest import CALLBACK_SECRET
 

@@ -7,12 +7,13 @@ import time
 import numpy as np
 import pytest
 
+from testkit import bitstream, probe
+from testkit.node import NodeProcess, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec, wait_manifest
+from tests.e2e.conftest import CALLBACK_SECRET
 from tests.e2e.media_checks import recorded_path, sent_video_aus
 from tests.e2e.publishing import publish, run_publisher, stop_and_describe
-from tests.helpers import probe
-from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
-from tests.e2e.conftest import CALLBACK_SECRET
-from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
 
 RTP_TIMEOUT_S = 2.0
 
@@ -52,7 +53,7 @@ def test_late_joiner_is_recorded_from_its_first_key_frame(node, receiver, tmp_pa
     [entry] = stop_and_describe(node, task_id)["RecordFiles"]
     path = recorded_path(node, entry)
     assert probe.decode_all(path).video_frames == 90
-    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(sent_video_aus(manifest))
+    assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(sent_video_aus(manifest))
     node.unpublish(location)
     got = receiver.wait_for(task_id, lambda e: e == [7, 1, 5])
     check_callbacks(receiver, task_id, "room-late")
@@ -180,7 +181,7 @@ def test_fill_blank_true_continues_the_file_with_silence(node, receiver, tmp_pat
     assert abs(report.video_duration_s - total) <= 0.1 and abs(report.audio_duration_s - total) <= 0.1
     # the published video, both sessions, in one file
     aus = sent_video_aus(first) + sent_video_aus(second)
-    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(aus)
+    assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(aus)
     # silence over the gap, beeps on both sides of it
     import av
 
@@ -215,8 +216,8 @@ def test_pause_and_resume(node, receiver, tmp_path):
     path = recorded_path(node, entry)
     report = probe.decode_all(path)
     assert report.errors == ()
-    sent = probe.h264_slice_nals_from_aus(sent_video_aus(manifest))  # one slice per frame here
-    got = probe.h264_slice_nals_from_file(path)
+    sent = bitstream.h264_slice_nals_from_aus(sent_video_aus(manifest))  # one slice per frame here
+    got = bitstream.h264_slice_nals_from_file(path)
     # the file is frames [0, a) and [b, end): nothing from the paused span, resumed on a key frame
     a = next(i for i, (x, y) in enumerate(zip(got, sent)) if x != y)
     b = len(sent) - (len(got) - a)

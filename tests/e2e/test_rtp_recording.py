@@ -4,12 +4,22 @@ real worker process, file checked by decoding it."""
 import os
 import signal
 import time
-from dataclasses import replace
 
 import av
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 
-from tests.e2e.publishing import publish, run_publisher, stop_and_describe
+from testkit import probe
+from testkit.node import http, start_record_body
+from testkit.rtp import (
+    ClipSpec,
+    PublisherSpec,
+    Quirks,
+    RtcpSpec,
+    offer_sdp,
+    parse_answer,
+    start_publisher,
+    wait_manifest,
+)
 from tests.e2e.media_checks import (
     assert_opus_tail_equal,
     assert_slices_equal,
@@ -17,15 +27,13 @@ from tests.e2e.media_checks import (
     recorded_path,
     sent_video_aus,
 )
-from tests.helpers import probe
-from tests.helpers.api import http, start_record_body
-from tests.helpers.rtp_publisher import PublisherSpec, offer_sdp, parse_answer, start_publisher, wait_manifest
+from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 
 JITTER_MAX_WAIT_S = 0.25
 
 
 def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
-    spec = PublisherSpec(duration_s=6.0, audio_delay_s=0.2, ts_wrap_soon=True, seq_wrap_soon=True)
+    spec = PublisherSpec(duration_s=6.0, quirks=Quirks(audio_delay_s=0.2, ts_wrap_soon=True, seq_wrap_soon=True))
     location, targets = publish(node, "room-main", "cam", spec)
     task_id = node.ok("StartRecord", start_record_body("room-main"))["TaskId"]
     assert len(task_id) == 16
@@ -50,7 +58,7 @@ def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
     assert report.video_frames == len(media.video)
     assert_slices_equal(path, sent_video_aus(manifest))
     assert_opus_tail_equal(path, manifest)
-    tolerance = duration_tolerance(spec.fps)
+    tolerance = duration_tolerance(spec.clip.fps)
     assert abs(report.video_duration_s - spec.duration_s) <= tolerance
     assert abs(report.audio_duration_s - spec.duration_s) <= tolerance
     assert abs(entry["Duration"] / 1000 - spec.duration_s) <= tolerance
@@ -64,7 +72,7 @@ def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
 
 
 def test_task_started_mid_gop_begins_at_the_last_key_frame(node, tmp_path):
-    spec = PublisherSpec(duration_s=5.0, keyint=60)
+    spec = PublisherSpec(duration_s=5.0, clip=ClipSpec(keyint=60))
     location, targets = publish(node, "room-gop", "cam", spec)
     process, spec = run_publisher(spec, targets, tmp_path)
     deadline = time.monotonic() + 20
@@ -84,7 +92,7 @@ def test_task_started_mid_gop_begins_at_the_last_key_frame(node, tmp_path):
 
 def test_unrepairable_loss_never_stalls_and_decodes_cleanly(node, tmp_path):
     # a middle packet of the key frame at 30 (5 packets), the only packet of frame 75, an audio packet
-    spec = PublisherSpec(duration_s=4.0, drop=(("video", 30, 2), ("video", 75, 0), ("audio", 70, 0)))
+    spec = PublisherSpec(duration_s=4.0, quirks=Quirks(drop=(("video", 30, 2), ("video", 75, 0), ("audio", 70, 0))))
     location, targets = publish(node, "room-loss", "cam", spec)
     task_id = node.ok("StartRecord", start_record_body("room-loss"))["TaskId"]
     process, spec = run_publisher(spec, targets, tmp_path)
@@ -113,7 +121,7 @@ def test_unrepairable_loss_never_stalls_and_decodes_cleanly(node, tmp_path):
 
 
 def test_garbage_and_foreign_datagrams_are_counted_and_ignored(node, tmp_path):
-    spec = PublisherSpec(duration_s=3.0, garbage_datagrams=25, foreign_datagrams=25)
+    spec = PublisherSpec(duration_s=3.0, quirks=Quirks(garbage_datagrams=25, foreign_datagrams=25))
     location, targets = publish(node, "room-junk", "cam", spec, sprop=False)
     task_id = node.ok("StartRecord", start_record_body("room-junk"))["TaskId"]
     process, spec = run_publisher(spec, targets, tmp_path)
@@ -176,7 +184,7 @@ def record_whole(node, tmp_path, room, spec, sprop=True):
 
 
 def test_parameter_sets_only_in_the_sdp_are_put_on_key_frames(node, tmp_path):
-    spec = PublisherSpec(duration_s=3.0, in_band_parameter_sets=False)
+    spec = PublisherSpec(duration_s=3.0, quirks=Quirks(in_band_parameter_sets=False))
     manifest, _, path = record_whole(node, tmp_path, "room-sprop", spec)
     sent_types = {p.payload[0] & 0x1F for p in manifest.track_packets("video")}
     assert not sent_types & {7, 8}  # no SPS/PPS was sent in band, not even in a STAP-A
@@ -188,7 +196,7 @@ def test_parameter_sets_only_in_the_sdp_are_put_on_key_frames(node, tmp_path):
 
 
 def test_without_rtcp_tracks_are_aligned_by_arrival(node, tmp_path):
-    spec = PublisherSpec(duration_s=4.0, send_sr=False)
+    spec = PublisherSpec(duration_s=4.0, rtcp=RtcpSpec(sender_reports=False))
     _, entry, path = record_whole(node, tmp_path, "room-nosr", spec)
     assert probe.decode_all(path).errors == ()
     offsets = probe.av_offsets(path)
@@ -200,8 +208,7 @@ def test_audio_only_stream(node, tmp_path):
     answer = node.publish("room-audio", "mic", offer_sdp(spec, False, True), user_id="u")
     assert answer.status == 201
     task_id = node.ok("StartRecord", start_record_body("room-audio"))["TaskId"]
-    process, spec = run_publisher(replace(spec, video_rtp=None, video_rtcp=None),
-                                  parse_answer(answer.body.decode()), tmp_path)
+    process, spec = run_publisher(spec, parse_answer(answer.body.decode()), tmp_path)  # the answer: audio only
     manifest = wait_manifest(spec.manifest_path, proc=process)
     [entry] = stop_and_describe(node, task_id)["RecordFiles"]
     node.unpublish(answer.headers["Location"])
@@ -212,7 +219,7 @@ def test_audio_only_stream(node, tmp_path):
 
 
 def test_a_resolution_change_starts_a_new_file(node, tmp_path):
-    spec = PublisherSpec(duration_s=4.0, switch_to=(160, 120), switch_at_s=2.0)
+    spec = PublisherSpec(duration_s=4.0, clip=ClipSpec(switch_to=(160, 120), switch_at_s=2.0))
     location, targets = publish(node, "room-resize", "cam", spec)
     task_id = node.ok("StartRecord", start_record_body("room-resize"))["TaskId"]
     process, spec = run_publisher(spec, targets, tmp_path)

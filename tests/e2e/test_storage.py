@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from testkit import probe
+from testkit.node import NodeProcess, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.rtp import ClipSpec, PublisherSpec, offer_sdp, wait_manifest
 from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
-from tests.e2e.publishing import publish, run_publisher
-from tests.helpers import probe
-from tests.helpers.api import NodeProcess, free_port, free_udp_range, start_record_body
 from tests.e2e.conftest import CALLBACK_SECRET
-from tests.helpers.rtp_publisher import PublisherSpec, wait_manifest
+from tests.e2e.publishing import publish, run_publisher
 
 DURABLE_TIMEOUT_S = 60
 
@@ -121,7 +122,7 @@ def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_
 
     # Vendor 10 (any S3-protocol service) with its EndPoint, and a >= 8 Mbps stream
     body = s3_body("s3-parts", moto_server, s3_bucket, Vendor=10, EndPoint=moto_server.endpoint)
-    spec = PublisherSpec(duration_s=10.0, width=640, height=360, bitrate_kbps=9000)
+    spec = PublisherSpec(duration_s=10.0, clip=ClipSpec(width=640, height=360, bitrate_kbps=9000))
     [task_id], manifest = record(bucket_node, "s3-parts", [body], spec, tmp_path, during=watch)
     assert seen_parts and all(size >= 5 * 1024 * 1024 for size in seen_parts)
     data, took = stop_until_uploaded(bucket_node, task_id)
@@ -203,8 +204,7 @@ def test_storage_problems_are_refused_at_start_record(bucket_node, moto_server, 
 
 
 def test_storage_secrets_leak_nowhere(bucket_node, moto_server, s3_bucket):
-    published = bucket_node.publish("s3-secret", "s", __import__("tests.helpers.rtp_publisher", fromlist=["x"])
-                                    .offer_sdp(PublisherSpec(), True, True))
+    published = bucket_node.publish("s3-secret", "s", offer_sdp(PublisherSpec(), True, True))
     task_id = bucket_node.ok("StartRecord", s3_body("s3-secret", moto_server, s3_bucket))["TaskId"]
     pid = bucket_node.stream_stats(published.headers["Location"])["WorkerPid"]
     with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -231,7 +231,7 @@ def test_a_full_spool_fails_clearly(moto_server, oss_server, s3_bucket, receiver
         body = s3_body("s3-full", moto_server, s3_bucket)
         body["RecordOutputParams"]["CallbackUrl"] = receiver.url
         moto_server.resume()  # (StartRecord's probe needs the bucket)
-        spec = PublisherSpec(duration_s=6.0, width=640, height=360, bitrate_kbps=9000)
+        spec = PublisherSpec(duration_s=6.0, clip=ClipSpec(width=640, height=360, bitrate_kbps=9000))
         location, targets = publish(node, "s3-full", "cam", spec)
         task_id = node.ok("StartRecord", body)["TaskId"]
         moto_server.pause()

@@ -8,11 +8,12 @@ import time
 
 import pytest
 
+from testkit import bitstream, probe
+from testkit.node import NodeProcess, http, start_record_body
+from testkit.ports import free_port, free_udp_range
+from testkit.whip import PublisherSpec, read_manifest, start_publisher
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import stop_and_describe
-from tests.helpers import probe
-from tests.helpers.api import NodeProcess, free_port, free_udp_range, http, start_record_body
-from tests.helpers.webrtc_publishers import PublisherSpec, read_manifest, start_publisher
 from workers.codecs import vp8
 
 TOKEN = "whip-token-9b2c"
@@ -61,11 +62,11 @@ def test_publisher_recorded_exactly(node, tmp_path, kind):
     [path], data = recorded(node, task_id)
     report = probe.decode_all(path)
     assert report.errors == () and report.video_codec == "h264" and report.audio_codec == "opus"
-    sent = probe.h264_slice_nals_from_aus(manifest.video_annexb())
-    got = probe.h264_slice_nals_from_file(path)
+    sent = bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
+    got = bitstream.h264_slice_nals_from_file(path)
     assert got == sent[len(sent) - len(got):] and len(got) >= len(sent) - 30  # from the first key frame on
     sent_audio = manifest.audio()
-    got_audio = probe.opus_packets_from_file(path)
+    got_audio = bitstream.opus_packets_from_file(path)
     assert got_audio and got_audio == sent_audio[len(sent_audio) - len(got_audio):]
     if kind == "ffmpeg":
         from workers.codecs import h264
@@ -93,12 +94,12 @@ def test_vp8_publisher_is_recorded_into_webm_exactly(node, tmp_path):
     assert report.errors == () and report.format_name == "matroska,webm"
     assert (report.video_codec, report.audio_codec) == ("vp8", "opus")
     assert (report.width, report.height) == (entry["ResolutionWidth"], entry["ResolutionHeight"])
-    sent, got = manifest.vp8(), probe.vp8_frames_from_file(path)
+    sent, got = manifest.vp8(), bitstream.vp8_frames_from_file(path)
     assert report.video_frames == len(got)
     assert got == sent[len(sent) - len(got):] and len(got) >= len(sent) - 30  # from the first key frame on
     assert vp8.is_keyframe(got[0])
     sent_audio = manifest.audio()
-    got_audio = probe.opus_packets_from_file(path)
+    got_audio = bitstream.opus_packets_from_file(path)
     assert got_audio and got_audio == sent_audio[len(sent_audio) - len(got_audio):]
     assert abs(entry["Duration"] / 1000 - report.video_duration_s) <= 0.1
     offsets = probe.av_offsets(path)  # the publisher beeps when the picture flashes
@@ -124,7 +125,7 @@ def test_a_publisher_back_with_another_codec_gets_a_new_file(node, tmp_path):
     assert [f["OutputFileFormat"] for f in data["RecordFiles"]] == ["mp4", "webm"]
     reports = [probe.decode_all(p) for p in paths]
     assert [(r.errors, r.video_codec) for r in reports] == [((), "h264"), ((), "vp8")]
-    got = probe.vp8_frames_from_file(paths[1])
+    got = bitstream.vp8_frames_from_file(paths[1])
     assert got == manifest.vp8()[len(manifest.vp8()) - len(got):]
 
 
@@ -139,8 +140,8 @@ def test_ffmpeg_publisher_that_ignores_consent_checks_is_recorded_to_the_end(nod
     [path], _ = recorded(node, task_id)
     report = probe.decode_all(path)
     assert report.errors == ()
-    sent = probe.h264_slice_nals_from_aus(manifest.video_annexb())
-    assert probe.h264_slice_nals_from_file(path) == sent  # every frame, to the last
+    sent = bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
+    assert bitstream.h264_slice_nals_from_file(path) == sent  # every frame, to the last
 
 
 @pytest.mark.parametrize("audio, video, track_type", [(True, False, 1), (False, True, 2)])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.helpers.api import free_port
+from testkit.ports import free_port
 
 WWW = Path(__file__).parent / "www"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

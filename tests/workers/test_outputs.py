@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from storage_adapters.memory import MemoryAdapter
-from tests.helpers import probe
-from tests.helpers.media import make_test_media
+from testkit import bitstream, probe
+from testkit.media import make_test_media
 from workers.codecs import opus, vp8
 from workers.outputs.adts import AdtsWriter
 from workers.outputs.flv import FlvWriter
@@ -100,8 +100,8 @@ def test_webm_holds_vp8_and_opus_exactly_and_streams_while_written(objects, tmp_
     assert report.errors == () and report.format_name == "matroska,webm"
     assert (report.video_codec, report.audio_codec, report.width, report.height) == ("vp8", "opus", 320, 240)
     assert report.video_frames == len(media.video) and report.audio_frames == len(audio)
-    assert probe.vp8_frames_from_file(path) == [au.data for au in media.video]
-    assert probe.opus_packets_from_file(path) == [p.data for p in audio]
+    assert bitstream.vp8_frames_from_file(path) == [au.data for au in media.video]
+    assert bitstream.opus_packets_from_file(path) == [p.data for p in audio]
     assert abs(report.video_duration_s - 3.0) <= 0.002 and abs(report.audio_duration_s - 3.0) <= 0.03
     offsets = probe.av_offsets(path)
     assert len(offsets) == 3 and max(abs(o) for o in offsets) <= 0.002  # Matroska keeps milliseconds

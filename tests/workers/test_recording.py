@@ -12,8 +12,8 @@ from contract.codes import MediaKind
 from contract.storage import StorageTarget
 from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 from storage_adapters.memory import MemoryAdapter
-from tests.helpers import probe
-from tests.helpers.media import make_test_media
+from testkit import bitstream, probe
+from testkit.media import make_test_media
 from workers.clock import StreamClock
 from workers.frames import EncodedFrame
 from workers.recording import Recording, State
@@ -73,10 +73,10 @@ def test_file_holds_every_frame_from_the_first_key_frame(uploader, tmp_path):
     assert isinstance(closed, protocol.FileClosed) and closed.ok and closed.size == path.stat().st_size
     report = probe.decode_all(path)
     assert report.errors == () and report.video_frames == 60
-    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(au.data for au in media.video)
+    assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(au.data for au in media.video)
     assert abs(closed.duration_ms - 2000) <= 20
     # the first Opus packet was captured 6.5 ms before the first key frame: left out
-    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
+    assert bitstream.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
 
 
 def test_recording_waits_for_a_key_frame(uploader, tmp_path):
@@ -134,8 +134,8 @@ def test_vp8_is_recorded_into_webm_whatever_was_asked(uploader, tmp_path, output
     [path] = _files(objects, tmp_path).values()
     report = probe.decode_all(path)
     assert report.errors == () and (report.video_codec, report.audio_codec) == ("vp8", "opus")
-    assert probe.vp8_frames_from_file(path) == [au.data for au in media.video]
-    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
+    assert bitstream.vp8_frames_from_file(path) == [au.data for au in media.video]
+    assert bitstream.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
 
 
 @pytest.mark.parametrize("output_format, audio_extension", [("mp4", "aac"), ("hls", "ts")])

@@ -12,7 +12,7 @@ from aiortc.rtp import RtpPacket
 
 from contract.codes import MediaKind
 from contract.worker import TrackSpec
-from tests.helpers.media import make_test_media
+from testkit.media import make_test_media
 from workers.codecs import Vp8Codec, video_codec, vp8
 from workers.jitter import JitterBuffer
 from workers.tracks import VideoTrack

@@ -1,6 +1,6 @@
 """WebRtcInput against real WebRTC peers on 127.0.0.1: aiortc and FFmpeg's whip muxer.
 
-Publishers run in their own processes (tests.helpers.webrtc_publishers) and reach the
+Publishers run in their own processes (testkit.whip) and reach the
 input through a small WHIP endpoint in the test's event loop.
 """
 
@@ -20,8 +20,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.rtp import RtpPacket
 
 from contract.codes import MediaKind
-from tests.helpers import probe
-from tests.helpers.webrtc_publishers import Manifest, PublisherSpec, WhipEndpoint, read_manifest, start_publisher
+from testkit import bitstream, probe
+from testkit.whip import Manifest, PublisherSpec, WhipEndpoint, read_manifest, start_publisher
 from workers.codecs import h264, vp8
 from workers.frames import EncodedFrame
 from workers.inputs import aiortc_patches
@@ -155,8 +155,8 @@ def test_aiortc_publisher_frames_equal_what_was_sent(tmp_path):
     check_video(video)
     pictures, errors = decode_h264([f.data for f in video])
     assert not errors and pictures == len(video)
-    assert probe.h264_slice_nals_from_aus(f.data for f in video) == \
-        probe.h264_slice_nals_from_aus(manifest.video_annexb())
+    assert bitstream.h264_slice_nals_from_aus(f.data for f in video) == \
+        bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
     assert len(video) == len(manifest.video_aus) >= 85
     assert [f.data for f in audio] == manifest.audio()
     assert len(audio) >= 140
@@ -215,8 +215,8 @@ def test_unrepairable_loss_is_bounded_and_asks_for_a_key_frame(tmp_path):
     gaps = [b.arrival - a.arrival for a, b in zip(video, video[1:])]
     assert max(gaps) <= 1.0
     # Every frame delivered is a frame the publisher sent, in order, and frames were lost.
-    sent = probe.h264_slice_nals_from_aus(manifest.video_annexb())
-    got = probe.h264_slice_nals_from_aus(f.data for f in video)
+    sent = bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
+    got = bitstream.h264_slice_nals_from_aus(f.data for f in video)
     assert len(got) < len(sent)
     remaining = iter(sent)
     assert all(nal in remaining for nal in got)  # a subsequence of what was sent
@@ -250,8 +250,8 @@ def test_ffmpeg_whip_high_profile(tmp_path):
     assert h264.parse_sps(sps).profile_idc == 100  # High
     pictures, errors = decode_h264([f.data for f in video])
     assert not errors and pictures == len(video)
-    assert probe.h264_slice_nals_from_aus(f.data for f in video) == \
-        probe.h264_slice_nals_from_aus(manifest.video_annexb())
+    assert bitstream.h264_slice_nals_from_aus(f.data for f in video) == \
+        bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
     assert [f.data for f in audio] == manifest.audio()
     assert len(video) == 90 and len(audio) >= 140
     assert {kind for kind, _, _ in session.reports} == {V, A}  # FFmpeg reports once per stream at start

@@ -3,7 +3,7 @@ when the Opus audio beeps.
 
 ``make_test_media()`` encodes, with the real libx264 / libopus encoders of
 PyAV, a short clip that end-to-end tests publish over RTP and later look for in
-recordings (see ``tests.helpers.probe``):
+recordings (see ``testkit.probe``):
 
 Video
     libx264, constrained baseline, ``tune=zerolatency``, level 3.1,
@@ -37,8 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import os
+import pickle
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +49,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from testkit.bitstream import NAL_PPS, NAL_SPS, nal_type, opus_pre_skip, split_annexb
+
+CACHE_DIR = Path(tempfile.gettempdir()) / "recnode-test-media"  # encoded clips kept across processes
 AUDIO_RATE = 48_000
 AUDIO_FRAME_SAMPLES = 960  # 20 ms
 BEEP_FREQ_HZ = 1000.0
@@ -60,10 +66,6 @@ SQUARE_SIZE = 40
 TEXTURE_BLOCK = 4
 TEXTURE_SPREAD = 16
 
-NAL_SLICE = 1
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
 
 
 @dataclass(frozen=True)
@@ -269,37 +271,6 @@ def _encode_audio(pcm: np.ndarray) -> tuple[tuple[AudioPacket, ...], bytes]:
     return audio, bytes(ctx.extradata)
 
 
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex-B byte stream, without start codes.
-
-    Trailing zero bytes before a start code (trailing_zero_8bits / the first
-    byte of a 4-byte start code) are stripped.
-    """
-    nals = []
-    starts = []
-    pos = data.find(b"\x00\x00\x01")
-    while pos != -1:
-        starts.append(pos + 3)
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    for i, start in enumerate(starts):
-        end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
-        nal = data[start:end].rstrip(b"\x00")
-        if nal:
-            nals.append(nal)
-    return nals
-
-
-def nal_type(nal: bytes) -> int:
-    return nal[0] & 0x1F
-
-
-def opus_pre_skip(opus_head: bytes) -> int:
-    """Pre-skip field of an OpusHead (RFC 7845 section 5.1)."""
-    if opus_head[:8] != b"OpusHead":
-        raise ValueError("not an OpusHead")
-    return int.from_bytes(opus_head[10:12], "little")
-
-
 def _parameter_sets(first_au: bytes) -> tuple[bytes, bytes]:
     nals = split_annexb(first_au)
     sps = next(n for n in nals if nal_type(n) == NAL_SPS)
@@ -307,21 +278,19 @@ def _parameter_sets(first_au: bytes) -> tuple[bytes, bytes]:
     return sps, pps
 
 
-def _cached_on_disk(name: str, make):
-    import hashlib
-    import pickle
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / "recnode-test-media"
-    folder.mkdir(exist_ok=True)
-    path = folder / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".pkl")
+def _video_cached_on_disk(name: str, make) -> tuple[VideoAU, ...]:
+    """Encoded video kept across processes. The file holds plain tuples, not VideoAU
+    objects, so it does not depend on where this module lives: checkouts of other
+    versions share the folder."""
+    CACHE_DIR.mkdir(exist_ok=True)
+    path = CACHE_DIR / ("plain-" + hashlib.sha256(name.encode()).hexdigest()[:24] + ".pkl")
     if path.exists():
-        return pickle.loads(path.read_bytes())
-    value = make()
+        return tuple(VideoAU(*fields) for fields in pickle.loads(path.read_bytes()))
+    video = make()
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_bytes(pickle.dumps(value))
+    temporary.write_bytes(pickle.dumps([dataclasses.astuple(au) for au in video]))
     os.replace(temporary, path)
-    return value
+    return video
 
 
 @functools.lru_cache(maxsize=16)
@@ -363,7 +332,7 @@ def make_test_media(
     pcm = _make_pcm(n_frames * samples_per_frame, beep_samples)
     pcm.setflags(write=False)
     if bitrate_kbps:
-        video = _cached_on_disk(
+        video = _video_cached_on_disk(
             f"video-{n_frames}-{fps}-{keyint}-{width}x{height}-{bitrate_kbps}-{sorted(flash_frames)}",
             lambda: _encode_video(n_frames, fps, keyint, width, height, frozenset(flash_frames), bitrate_kbps))
     elif switch_to is not None:

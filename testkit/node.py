@@ -1,13 +1,12 @@
 """A client of the node as a user would have one: signed API calls over HTTP and
-RTP publishing, plus a fixture-friendly way to run `recnode serve` as a real process."""
+RTP publishing, plus a fixture-friendly way to run `recnode serve` as a real process
+(with this kit's own AppId and ServerSecret)."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,38 +16,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.auth import sign
+from engine.auth import signed_params
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # where `python -m engine.cli` runs from
 APP_ID = 1234567
 SERVER_SECRET = "test-server-secret-3b9f"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_udp_range(size: int = 200) -> tuple[int, int]:
-    """A range of UDP ports nobody is bound to right now (checked by binding each)."""
-    import random
-
-    for _ in range(50):
-        low = random.randrange(20000, 60000 - size) & ~1
-        sockets = []
-        try:
-            for port in range(low, low + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free UDP port range")
 
 
 @dataclass
@@ -127,10 +99,7 @@ class NodeProcess:
     # the signed API
     def call(self, action: str, body: dict, *, app_id: int = APP_ID, secret: str = SERVER_SECRET,
              timestamp: int | None = None, nonce: str | None = None, query: dict | None = None) -> dict:
-        nonce = nonce or secrets.token_hex(8)
-        ts = int(time.time()) if timestamp is None else timestamp
-        q = {"Action": action, "AppId": str(app_id), "SignatureNonce": nonce, "Timestamp": str(ts),
-             "Signature": sign(app_id, nonce, secret, ts), "SignatureVersion": "2.0"}
+        q = signed_params(action, app_id, secret, timestamp, nonce)
         if query is not None:
             q = {k: v for k, v in {**q, **query}.items() if v is not None}
         url = self.base_url + "/?" + urllib.parse.urlencode(q)

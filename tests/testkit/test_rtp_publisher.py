@@ -1,39 +1,28 @@
-"""Self-tests of the end-to-end test helpers (media, probe, rtp_publisher).
-
-Real encoders, real muxers, real UDP sockets on 127.0.0.1; nothing mocked.
-"""
+"""The plain-RTP publisher: its SDP, its spec's JSON, and a real publisher process
+sending to real UDP sockets on 127.0.0.1; nothing mocked."""
 
 from __future__ import annotations
 
-import math
 import select
 import signal
 import socket
 import time
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 from aiortc.codecs import depayload
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
-from tests.helpers import probe
-from tests.helpers.media import (
-    AUDIO_FRAME_SAMPLES,
-    AUDIO_RATE,
-    NAL_IDR,
-    NAL_PPS,
-    NAL_SPS,
-    TestMedia,
-    make_test_media,
-    nal_type,
-    split_annexb,
-)
-from tests.helpers.rtp_publisher import (
+from testkit import bitstream
+from testkit.bitstream import split_annexb
+from testkit.rtp import (
+    ClipSpec,
     Manifest,
     PublisherSpec,
+    Quirks,
+    RtcpSpec,
+    TrackSpec,
     offer_sdp,
     parse_answer,
     start_publisher,
@@ -41,168 +30,11 @@ from tests.helpers.rtp_publisher import (
     wait_manifest,
 )
 
-FMP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=96)
 
 
-@pytest.fixture(scope="module")
-def media() -> TestMedia:
-    return make_test_media()
-
-
-# --------------------------------------------------------------------------
-# media
-
-
-def test_media_is_cached_and_shaped(media):
-    assert make_test_media() is media
-    assert len(media.video) == 180
-    assert [au.index for au in media.video if au.keyframe] == list(range(0, 180, 30))
-    assert media.flash_times == (0.5, 1.5, 2.5, 3.5, 4.5, 5.5)
-    assert media.beep_samples == tuple(round(t * AUDIO_RATE) for t in media.flash_times)
-    assert media.pcm.dtype == np.float32 and len(media.pcm) == 6 * AUDIO_RATE
-    assert media.opus_head.startswith(b"OpusHead") and media.pre_skip == 312
-    assert len(media.audio) == math.ceil((len(media.pcm) + media.pre_skip) / 960)
-    assert all(p.samples == AUDIO_FRAME_SAMPLES for p in media.audio)
-    assert media.audio[1].time_s - media.audio[0].time_s == pytest.approx(0.02)
-    assert media.audio[0].time_s == pytest.approx(-media.pre_skip / AUDIO_RATE)
-
-
-def test_every_idr_carries_parameter_sets(media):
-    for au in media.video:
-        types = [nal_type(n) for n in split_annexb(au.data)]
-        assert (NAL_IDR in types) == au.keyframe
-        if au.keyframe:
-            nals = split_annexb(au.data)
-            assert media.sps in nals and media.pps in nals
-            assert types.index(NAL_SPS) < types.index(NAL_PPS) < types.index(NAL_IDR)
-
-
-def test_pcm_beeps_only_at_flash_times(media):
-    onsets = probe.detect_tone_onsets(media.pcm, AUDIO_RATE)
-    assert np.allclose(onsets, media.beep_samples, atol=1.5)
-    silent = np.ones(len(media.pcm), bool)
-    for start in media.beep_samples:
-        silent[start : start + 3000] = False
-    assert not media.pcm[silent].any()
-
-
-# --------------------------------------------------------------------------
-# probe on a fragmented MP4 muxed directly with PyAV
-
-
-def mux_media(
-    path,
-    media: TestMedia,
-    audio_shift_s=0.0,
-    corrupt_frame=None,
-    fmt="mp4",
-    options=FMP4_OPTIONS,
-) -> None:
-    """Remux the encoded media (no re-encoding); fragmented MP4 by default.
-
-    Timeline origin = earliest capture time (the first Opus packet, -6.5 ms),
-    so no pts is negative.  ``corrupt_frame`` truncates that AU's data.
-    """
-    origin = min(media.video[0].time_s, media.audio[0].time_s)
-    with av.open(str(path), "w", format=fmt, options=options) as out:
-        video = out.add_mux_stream("h264", rate=media.fps, width=media.width, height=media.height)
-        video.time_base = Fraction(1, 90000)
-        audio = out.add_stream("opus", rate=AUDIO_RATE, layout="mono")
-        audio.codec_context.extradata = media.opus_head
-        audio.time_base = Fraction(1, AUDIO_RATE)
-        items = [(au.time_s, video, au) for au in media.video]
-        items += [(p.time_s + audio_shift_s, audio, p) for p in media.audio]
-        for t, stream, item in sorted(items, key=lambda i: i[0]):
-            data = item.data
-            if stream is video and item.index == corrupt_frame:
-                data = data[: len(data) // 2]
-            packet = av.Packet(data)
-            packet.stream = stream
-            packet.time_base = stream.time_base
-            packet.pts = packet.dts = round((t - origin) / stream.time_base)
-            if stream is video:
-                packet.is_keyframe = item.keyframe
-            out.mux(packet)
-
-
-@pytest.fixture(scope="module")
-def fmp4(media, tmp_path_factory):
-    path = tmp_path_factory.mktemp("probe") / "clip.mp4"
-    mux_media(path, media)
-    return path
-
-
-def test_decode_all_clean_file(fmp4, media):
-    report = probe.decode_all(fmp4)
-    assert report.errors == () and report.ok
-    assert (report.video_codec, report.audio_codec) == ("h264", "opus")
-    assert (report.width, report.height) == (320, 240)
-    assert report.video_frames == len(media.video)
-    assert report.audio_frames == len(media.audio)
-    assert report.audio_rate == AUDIO_RATE and report.audio_channels == 1
-    # fMP4 with empty_moov has no edit list: FFmpeg moves each track's first
-    # sample to 0 and lengthens it, here the first video frame by 6.5 ms.
-    assert report.video_duration_s == pytest.approx(6.0, abs=0.007)
-    assert np.allclose(np.diff(report.video_pts_s[1:]), 1 / 30, atol=2e-5)
-    # every decoded sample, minus the pre-skip the decoder drops
-    expected_samples = len(media.audio) * AUDIO_FRAME_SAMPLES - media.pre_skip
-    assert report.audio_samples == expected_samples
-    assert report.audio_duration_s == pytest.approx(expected_samples / AUDIO_RATE)
-
-
-def test_decode_all_reports_corruption(media, tmp_path):
-    path = tmp_path / "broken.mp4"
-    mux_media(path, media, corrupt_frame=30)
-    report = probe.decode_all(path)
-    assert not report.ok
-    assert any("h264" in e for e in report.errors), report.errors
-
-
-def test_compressed_payloads_survive_remux(fmp4, media):
-    from_aus = probe.h264_slice_nals_from_aus(au.data for au in media.video)
-    assert len(from_aus) == len(media.video)  # one slice per frame
-    assert probe.h264_slice_nals_from_file(fmp4) == from_aus
-    assert probe.opus_packets_from_file(fmp4) == [p.data for p in media.audio]
-
-
-def test_flashes_and_beeps_in_sync(fmp4, media):
-    origin = media.audio[0].time_s
-    assert probe.flash_times(fmp4) == pytest.approx([t - origin for t in media.flash_times])
-    offsets = probe.av_offsets(fmp4)
-    assert len(offsets) == len(media.flash_times)
-    # 1 ms, plus a little for Opus' smearing of the onset
-    assert max(abs(o) for o in offsets) < 0.001, offsets
-
-
-def test_av_offsets_detect_shifted_audio(media, tmp_path):
-    path = tmp_path / "late_audio.mp4"
-    mux_media(path, media, audio_shift_s=0.200)
-    offsets = probe.av_offsets(path)
-    assert len(offsets) == len(media.flash_times)
-    assert offsets == pytest.approx([0.200] * len(offsets), abs=0.001)
-
-
-@pytest.mark.parametrize("fmt, suffix", [("mpegts", "ts"), ("matroska", "mkv")])
-def test_probe_is_container_agnostic(media, tmp_path, fmt, suffix):
-    path = tmp_path / f"clip.{suffix}"
-    mux_media(path, media, fmt=fmt, options={})
-    report = probe.decode_all(path)
-    assert report.ok and report.video_frames == len(media.video)
-    assert probe.h264_slice_nals_from_file(path) == probe.h264_slice_nals_from_aus(
-        au.data for au in media.video
-    )
-    assert probe.opus_packets_from_file(path) == [p.data for p in media.audio]
-    # matroska stores milliseconds
-    assert max(abs(o) for o in probe.av_offsets(path)) < 0.0015
-
-
-# --------------------------------------------------------------------------
-# SDP
-
-
 def test_offer_sdp_shape(media):
-    spec = PublisherSpec(video_rtp=("127.0.0.1", 5000), audio_rtp=("127.0.0.1", 5002))
+    spec = PublisherSpec().with_targets({"video": ("127.0.0.1", 5000, 5001), "audio": ("127.0.0.1", 5002, 5003)})
     sdp = offer_sdp(spec)
     assert sdp.endswith("\r\n")
     lines = sdp.splitlines()
@@ -226,7 +58,7 @@ def test_offer_sdp_shape(media):
     ]
     assert offer_sdp(media) == sdp
     assert offer_sdp(PublisherSpec(), video=True, audio=True) == sdp
-    assert "m=video" not in offer_sdp(PublisherSpec(audio_rtp=("127.0.0.1", 1)))
+    assert "m=video" not in offer_sdp(PublisherSpec().with_targets({"audio": ("127.0.0.1", 1, 2)}))
     assert "sprop" not in offer_sdp(media, sprop=False)
     assert "m=audio" not in offer_sdp(media, audio=False)
 
@@ -254,13 +86,11 @@ def test_parse_answer():
 
 def test_spec_json_round_trip():
     spec = PublisherSpec(
-        video_rtp=("127.0.0.1", 1), drop=(("video", 3, 0),), start_time=12.5, seed=7
+        video=TrackSpec(96, rtp=("127.0.0.1", 1), ssrc=5), clip=ClipSpec(switch_to=(160, 120), switch_at_s=1.0),
+        rtcp=RtcpSpec(bye=True), quirks=Quirks(drop=(("video", 3, 0),)), start_time=12.5, seed=7
     )
     assert PublisherSpec.from_json(spec.to_json()) == spec
-
-
-# --------------------------------------------------------------------------
-# publisher over real UDP
+    assert PublisherSpec.from_json(PublisherSpec().to_json()) == PublisherSpec()
 
 
 def _bind_udp() -> socket.socket:
@@ -292,8 +122,8 @@ def _receive_while_running(socks: dict[str, socket.socket], proc, timeout_s: flo
 
 def _receivers():
     socks = {f"{k}_{p}": _bind_udp() for k in ("video", "audio") for p in ("rtp", "rtcp")}
-    targets = {name: ("127.0.0.1", s.getsockname()[1]) for name, s in socks.items()}
-    return socks, targets
+    port = {name: s.getsockname()[1] for name, s in socks.items()}
+    return socks, {k: ("127.0.0.1", port[f"{k}_rtp"], port[f"{k}_rtcp"]) for k in ("video", "audio")}
 
 
 class Run:
@@ -316,7 +146,7 @@ class Run:
 def publish_to_receivers(manifest_path, **spec_fields) -> Run:
     """Run a publisher process against fresh test sockets until it is done."""
     socks, targets = _receivers()
-    spec = PublisherSpec(**targets, **spec_fields, manifest_path=str(manifest_path))
+    spec = PublisherSpec(**spec_fields, manifest_path=str(manifest_path)).with_targets(targets)
     proc = start_publisher(spec)
     try:
         received = _receive_while_running(socks, proc, timeout_s=30)
@@ -331,12 +161,14 @@ def run(tmp_path_factory) -> Run:
     return publish_to_receivers(
         tmp_path_factory.mktemp("pub") / "manifest.pkl",
         duration_s=2.0,
-        audio_delay_s=0.25,
-        drop=(("video", 0, 1), ("video", 10, -1), ("audio", 5, 0)),
-        garbage_datagrams=5,
-        foreign_datagrams=4,
-        ts_wrap_soon=True,
-        seq_wrap_soon=True,
+        quirks=Quirks(
+            audio_delay_s=0.25,
+            drop=(("video", 0, 1), ("video", 10, -1), ("audio", 5, 0)),
+            garbage_datagrams=5,
+            foreign_datagrams=4,
+            ts_wrap_soon=True,
+            seq_wrap_soon=True,
+        ),
         seed=1234,
     )
 
@@ -422,9 +254,9 @@ def test_depayloaded_video_reproduces_access_units(run):
     for i in intact:
         assert [p.marker for p in frames[i]] == [0] * (len(frames[i]) - 1) + [1]
         assert split_annexb(received[i]) == split_annexb(media.video[i].data)
-    assert probe.h264_slice_nals_from_aus(
+    assert bitstream.h264_slice_nals_from_aus(
         received[i] for i in intact
-    ) == probe.h264_slice_nals_from_aus(media.video[i].data for i in intact)
+    ) == bitstream.h264_slice_nals_from_aus(media.video[i].data for i in intact)
     assert split_annexb(received[0]) != split_annexb(media.video[0].data)
 
 
@@ -445,12 +277,10 @@ def test_audio_delay_shifts_audio_send_times(run):
 def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
     socks, targets = _receivers()
     spec = PublisherSpec(
-        video_rtp=targets["video_rtp"],
-        audio_rtp=targets["audio_rtp"],
         duration_s=6.0,
         start_time=time.time() + 1.0,
         manifest_path=str(tmp_path / "manifest.pkl"),
-    )
+    ).with_targets({kind: (host, rtp, None) for kind, (host, rtp, _) in targets.items()})  # no RTCP
     proc = start_publisher(spec)
     try:
         assert select.select([socks["video_rtp"]], [], [], 30)[0], "nothing sent"
@@ -474,7 +304,7 @@ def test_looped_clip_repeats_with_running_timestamps(tmp_path):
     run = publish_to_receivers(tmp_path / "manifest.pkl", duration_s=2.5, loop_clip_s=1.0, keep_sent_bytes=False,
                                seed=7)
     manifest = run.manifest
-    clip = run.spec.clip()
+    clip = run.spec.clip_media()
     video = manifest.frames("video")
     assert sorted(video) == list(range(75)) and len(clip.video) == 30
     captures = [video[i][0].capture_time_s for i in range(75)]

@@ -1,6 +1,6 @@
 """Check recorded files the way a user would: open them with PyAV (FFmpeg),
-decode every frame, and look for the flashes and beeps of
-``tests.helpers.media``.
+decode every frame, and look for the flashes and beeps of ``testkit.media``
+(``testkit.bitstream`` compares what files hold without decoding).
 
 All times are the file's own presentation times in seconds
 (``pts * time_base``), *not* shifted by the container's ``start_time``
@@ -26,15 +26,14 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import av
 import av.logging
 import numpy as np
 
-from tests.helpers.media import BEEP_FREQ_HZ, split_annexb
+from testkit.media import BEEP_FREQ_HZ
 
-SLICE_NAL_TYPES = (1, 5)
 # A flash is a frame whose mean luma is above the midpoint between the median
 # frame and the brightest one; the brightest must stand out by this much.
 MIN_FLASH_CONTRAST = 64.0
@@ -372,70 +371,3 @@ def av_offsets(path: str | os.PathLike) -> list[float]:
     if beeps.size == 0:
         return []
     return [float(beeps[np.argmin(np.abs(beeps - f))] - f) for f in flash_times(path)]
-
-
-# --------------------------------------------------------------------------
-# Compressed-domain comparisons
-
-
-def _avcc_length_size(extradata: bytes | None) -> int | None:
-    """NAL length-prefix size from an avcC record, None if not avcC (Annex-B)."""
-    if extradata and len(extradata) >= 5 and extradata[0] == 1:
-        return (extradata[4] & 0x03) + 1
-    return None
-
-
-def split_length_prefixed(data: bytes, length_size: int) -> list[bytes]:
-    """NAL units of an AVCC (length-prefixed) sample."""
-    nals, pos = [], 0
-    while pos + length_size <= len(data):
-        size = int.from_bytes(data[pos : pos + length_size], "big")
-        pos += length_size
-        nals.append(data[pos : pos + size])
-        pos += size
-    return nals
-
-
-def _slice_nals(nals: Iterable[bytes]) -> list[bytes]:
-    return [n for n in nals if n and (n[0] & 0x1F) in SLICE_NAL_TYPES]
-
-
-def _stream_packets(path: str | os.PathLike, kind: str) -> tuple[bytes | None, list[bytes]]:
-    """(codec extradata, payloads of every non-empty packet) of the first stream of kind."""
-    with av.open(os.fspath(path)) as container:
-        streams = getattr(container.streams, kind)
-        if not streams:
-            return None, []
-        stream = streams[0]
-        extradata = stream.codec_context.extradata
-        payloads = [bytes(p) for p in container.demux(stream) if p.size]
-    return (bytes(extradata) if extradata else None), payloads
-
-
-def h264_slice_nals_from_file(path: str | os.PathLike) -> list[bytes]:
-    """Slice NAL units (types 1 and 5), without start codes or length prefixes,
-    of the file's first video stream, in file order."""
-    extradata, payloads = _stream_packets(path, "video")
-    length_size = _avcc_length_size(extradata)
-    nals: list[bytes] = []
-    for payload in payloads:
-        if length_size is None:
-            nals.extend(split_annexb(payload))
-        else:
-            nals.extend(split_length_prefixed(payload, length_size))
-    return _slice_nals(nals)
-
-
-def h264_slice_nals_from_aus(aus: Iterable[bytes]) -> list[bytes]:
-    """Slice NAL units of Annex-B access units (e.g. ``[au.data for au in media.video]``)."""
-    return _slice_nals(nal for au in aus for nal in split_annexb(au))
-
-
-def opus_packets_from_file(path: str | os.PathLike) -> list[bytes]:
-    """Payloads of the first audio stream's packets, in file order."""
-    return _stream_packets(path, "audio")[1]
-
-
-def vp8_frames_from_file(path: str | os.PathLike) -> list[bytes]:
-    """Payloads of the first video stream's packets (VP8: whole frames), in file order."""
-    return _stream_packets(path, "video")[1]

@@ -1,0 +1,24 @@
+"""Starting the kit's own publisher processes: ``python -m testkit...`` from any
+working directory, whether testkit runs from a checkout or is installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder testkit is imported from
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with testkit importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_module(module: str, *args: str, **popen_kwargs) -> subprocess.Popen:
+    """``python -m module args...`` in a child process."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(PACKAGE_ROOT), env=child_env(),
+                            **popen_kwargs)
