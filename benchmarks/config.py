@@ -107,5 +107,5 @@ def admission_args(mode: str, n: int) -> tuple[str, ...]:
 
     help_text = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=60).stdout
-    wanted = {"--max-streams": str(4 * n + 16), "--max-tasks": str(100_000), "--cpu-cap": "1.0"}
+    wanted = {"--max-streams": str(4 * n + 16), "--max-tasks": str(100_000), "--cpu-cap": "100"}
     return tuple(part for option, value in wanted.items() if option in help_text for part in (option, value))
