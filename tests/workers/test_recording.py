@@ -9,7 +9,7 @@ import pytest
 
 from contract import protocol
 from contract.codes import MediaKind
-from contract.storage import StorageTarget
+from contract.storage import DestinationSpec, StorageTarget
 from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 from storage_adapters.memory import MemoryAdapter
 from tests.helpers import probe
@@ -20,7 +20,7 @@ from workers.recording import Recording, State
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
 STREAM = StreamSpec("room", "stream", "user", (TrackSpec(V, "H264", 96, 90000), TrackSpec(A, "opus", 111, 48000, 2)))
-SPEC = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, StorageTarget(0, "bucket"))
+SPEC = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, DestinationSpec(StorageTarget(0, "bucket"), remote=False))
 
 
 def frames(media, audio_delay=0.0, v_base=1000, a_base=5000):
