@@ -37,7 +37,7 @@ def test_the_nodes_disk_is_written_in_place(tmp_path):
 
 
 def test_a_bucket_is_written_through_the_spool_and_uploaded_on_the_override(tmp_path):
-    destination = bucket_destination(tmp_path, {1: "http://127.0.0.1:9", 2: "http://127.0.0.1:8"})
+    destination = bucket_destination(tmp_path, {2: "http://127.0.0.1:8", 1: "http://127.0.0.1:9"})
     assert destination.is_remote
     writer = destination.writer_adapter("T" * 16)
     assert isinstance(writer, SpoolAdapter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -141,3 +142,22 @@ def test_results_name_the_file_each_object_belongs_to(tmp_path):
     assert {(r.key, r.file_id) for r in h.results} == {("segments/x_0.ts", "rec/p.m3u8"),
                                                        ("rec/p.m3u8", "rec/p.m3u8")}
     assert h.uploader.pending_files() == {"rec/v.mp4"}
+
+
+def test_a_scan_that_raced_an_upload_does_not_undo_its_result(tmp_path):
+    """A spool scan reads entries on a thread while uploads finish on others: one that
+    read an entry just before its upload finished must not bring it back."""
+    h = Harness(tmp_path)
+    h.spooled("rec/a.mp4", b"abc")
+    h.spooled("rec/b.mp4", b"def")
+    h.bucket.fail_next("put", StorageAccessDenied("AccessDenied"))  # whichever goes first is refused
+
+    async def scenario():
+        stale = h.uploader._scan()  # what a slow scan started before the uploads holds
+        await h.poll()
+        h.uploader._scan = lambda: {entry_id: (entry, replace(meta)) for entry_id, (entry, meta) in stale.items()}
+        await h.uploader.refresh()  # ... and it returns only now
+
+    asyncio.run(scenario())
+    [refused] = [r.file_id for r in h.results if not r.ok]
+    assert h.uploader.pending_files() == set() and h.uploader.failed_files() == {refused}
