@@ -76,6 +76,10 @@ class VendorStore(ObjectStore):
         translated.args = (redact(str(translated), *self._credentials),)
         raise translated from None  # the vendor's exception (and its request) is not kept
 
+    def _unusable(self, problem: object) -> StorageError:
+        """The SDK refused to make a client (a malformed endpoint, say)."""
+        return StorageError(redact(f"{self.name}: {problem}", *self._credentials))
+
     @abc.abstractmethod
     def _translate(self, error: Exception, where: str) -> StorageError | None:
         """The SDK's `error` as one of ours (`where` starts its message); None for

@@ -30,7 +30,6 @@ from storage_adapters.base import (
     StorageNotFound,
     StorageUnavailable,
     content_type_for,
-    redact,
 )
 from storage_adapters.errors import VendorStore, server_error
 from storage_adapters.s3 import normalize_endpoint, quote_key
@@ -55,13 +54,11 @@ class OssStore(VendorStore):
                                        connect_timeout=TIMEOUT, is_path_style=is_path_style,
                                        session=oss2.Session(), enable_crc=True)
         except oss_errors.OssError as error:
-            message = f"{self.name}: {error.body or error}"
-            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+            raise self._unusable(error.body or error) from None
 
     def __repr__(self) -> str:
         return f"OssStore({self.name} at {self.endpoint})"
 
-    # the boundary: every vendor exception becomes one of ours
     def _translate(self, error: Exception, where: str) -> StorageError | None:
         if isinstance(error, oss_errors.RequestError):
             return self._transport_error(error.exception, where)

@@ -39,7 +39,6 @@ from storage_adapters.base import (
     StorageNotFound,
     StorageUnavailable,
     content_type_for,
-    redact,
 )
 from storage_adapters.errors import VendorStore, server_error
 from storage_adapters.vendors import S3_COMPATIBLE
@@ -110,13 +109,11 @@ class S3Store(VendorStore):
             self._s3 = _client(region_name=region, endpoint_url=endpoint_url, aws_access_key_id=access_key_id,
                                aws_secret_access_key=access_key_secret, aws_session_token=None, config=config)
         except (boto_errors.BotoCoreError, ValueError) as error:
-            message = f"{self.name}: cannot create client: {error}"
-            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+            raise self._unusable(f"cannot create client: {error}") from None
 
     def __repr__(self) -> str:
         return f"S3Store({self.name} at {self.endpoint_url or 'AWS ' + self.region})"
 
-    # the boundary: every vendor exception becomes one of ours
     def _translate(self, error: Exception, where: str) -> StorageError | None:
         if isinstance(error, boto_errors.ClientError):
             details = error.response.get("Error", {}) or {}

@@ -88,130 +88,116 @@ def write(writer, key: str, data: bytes, part_of: str | None = None) -> None:
     sink.close()
 
 
-def test_an_hls_file_is_uploaded_once_every_segment_is_in_the_bucket(tmp_path):
-    async def scenario():
-        node = Node(tmp_path)
+def on_node(tmp_path, scenario, req: models.StartRecordRequest | None = None, bucket: MemoryStore | None = None):
+    """Run `scenario(node, writer)` on a new Node: with `req`, the task is started and
+    `writer` is what its worker writes through (else None); the node is closed after."""
+    async def main():
+        node = Node(tmp_path, bucket)
         try:
-            worker = (await node.start_task(request())).for_worker()
-            writer = Destination(worker).writer_adapter(TASK)
-            playlist = "rec/p.m3u8"
-            await node.files.opened(opened(playlist), "s", "u", "user")
-            # segment keys that share nothing with the playlist's: only the spool says whose they are
-            write(writer, "elsewhere/0.ts", b"seg-zero", part_of=playlist)
-            write(writer, "elsewhere/1.ts", b"seg-one", part_of=playlist)
-            write(writer, playlist, b"#EXTM3U\n")
-            node.bucket.fail_next("begin", StorageUnavailable("bucket down"))  # the first object waits
-            await node.files.closed(closed(playlist, 23))
-            assert (await node.status())[playlist] is FileStatus.UPLOADING
-            await node.poll()
-            assert len(node.bucket.objects) == 2
-            assert (await node.status())[playlist] is FileStatus.UPLOADING  # a segment is still on its way
-            node.clock.now = 0.5
-            await node.poll()
-            assert sorted(node.bucket.objects) == ["elsewhere/0.ts", "elsewhere/1.ts", playlist]
-            assert (await node.status())[playlist] is FileStatus.UPLOADED
-            [file] = await node.store.files_of_task(TASK)
-            assert file.file_url == "https://media.s3.us-east-1.amazonaws.com/rec/p.m3u8"
-            assert file.size == 23 and node.events == []  # the final playlist is no realtime event
+            writer = None
+            if req is not None:
+                writer = Destination((await node.start_task(req)).for_worker()).writer_adapter(TASK)
+            await scenario(node, writer)
         finally:
             await node.close()
 
-    asyncio.run(scenario())
+    asyncio.run(main())
+
+
+def test_an_hls_file_is_uploaded_once_every_segment_is_in_the_bucket(tmp_path):
+    async def scenario(node, writer):
+        playlist = "rec/p.m3u8"
+        await node.files.opened(opened(playlist), "s", "u", "user")
+        # segment keys that share nothing with the playlist's: only the spool says whose they are
+        write(writer, "elsewhere/0.ts", b"seg-zero", part_of=playlist)
+        write(writer, "elsewhere/1.ts", b"seg-one", part_of=playlist)
+        write(writer, playlist, b"#EXTM3U\n")
+        node.bucket.fail_next("begin", StorageUnavailable("bucket down"))  # the first object waits
+        await node.files.closed(closed(playlist, 23))
+        assert (await node.status())[playlist] is FileStatus.UPLOADING
+        await node.poll()
+        assert len(node.bucket.objects) == 2
+        assert (await node.status())[playlist] is FileStatus.UPLOADING  # a segment is still on its way
+        node.clock.now = 0.5
+        await node.poll()
+        assert sorted(node.bucket.objects) == ["elsewhere/0.ts", "elsewhere/1.ts", playlist]
+        assert (await node.status())[playlist] is FileStatus.UPLOADED
+        [file] = await node.store.files_of_task(TASK)
+        assert file.file_url == "https://media.s3.us-east-1.amazonaws.com/rec/p.m3u8"
+        assert file.size == 23 and node.events == []  # the final playlist is no realtime event
+
+    on_node(tmp_path, scenario, request())
 
 
 def test_a_bucket_that_refuses_for_good_fails_the_file(tmp_path):
-    async def scenario():
-        node = Node(tmp_path)
-        try:
-            writer = Destination((await node.start_task(request())).for_worker()).writer_adapter(TASK)
-            refused, fine = "rec/a.m3u8", "rec/b.mp4"
-            await node.files.opened(opened(refused), "s", "u", "user")
-            await node.files.opened(opened(fine, "mp4"), "s", "u", "user")
-            node.bucket.fail_next("put", StorageAccessDenied("AccessDenied"))
-            write(writer, "rec/a_0.ts", b"seg", part_of=refused)  # refused while its file still records
-            await node.poll()
-            write(writer, refused, b"#EXTM3U\n")
-            write(writer, fine, b"mp4 bytes")
-            await node.files.closed(closed(refused, 11))
-            await node.files.closed(closed(fine, 9))
-            await node.poll()
-            assert await node.status() == {refused: FileStatus.UPLOAD_FAILED, fine: FileStatus.UPLOADED}
-            assert await node.files.wait_settled(TASK)
-        finally:
-            await node.close()
+    async def scenario(node, writer):
+        refused, fine = "rec/a.m3u8", "rec/b.mp4"
+        await node.files.opened(opened(refused), "s", "u", "user")
+        await node.files.opened(opened(fine, "mp4"), "s", "u", "user")
+        node.bucket.fail_next("put", StorageAccessDenied("AccessDenied"))
+        write(writer, "rec/a_0.ts", b"seg", part_of=refused)  # refused while its file still records
+        await node.poll()
+        write(writer, refused, b"#EXTM3U\n")
+        write(writer, fine, b"mp4 bytes")
+        await node.files.closed(closed(refused, 11))
+        await node.files.closed(closed(fine, 9))
+        await node.poll()
+        assert await node.status() == {refused: FileStatus.UPLOAD_FAILED, fine: FileStatus.UPLOADED}
+        assert await node.files.wait_settled(TASK)
 
-    asyncio.run(scenario())
+    on_node(tmp_path, scenario, request())
 
 
 def test_a_realtime_playlist_upload_is_reported_while_recording(tmp_path):
-    async def scenario():
-        node = Node(tmp_path)
-        try:
-            writer = Destination((await node.start_task(request())).for_worker()).writer_adapter(TASK)
-            await node.files.opened(opened("rec/p.m3u8"), "s", "u", "user")
-            await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
-            write(writer, "rec/p.m3u8", b"#EXTM3U\n")  # RealtimeUploadFragment: the playlist so far
-            write(writer, "rec/v.mp4", b"not a playlist")
-            await node.poll()
-            assert node.events == [(TASK, CallbackEvent.PLAYLIST_UPLOADED, "rec/p.m3u8")]
-        finally:
-            await node.close()
+    async def scenario(node, writer):
+        await node.files.opened(opened("rec/p.m3u8"), "s", "u", "user")
+        await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
+        write(writer, "rec/p.m3u8", b"#EXTM3U\n")  # RealtimeUploadFragment: the playlist so far
+        write(writer, "rec/v.mp4", b"not a playlist")
+        await node.poll()
+        assert node.events == [(TASK, CallbackEvent.PLAYLIST_UPLOADED, "rec/p.m3u8")]
 
-    asyncio.run(scenario())
+    on_node(tmp_path, scenario, request())
 
 
 def test_files_on_the_nodes_disk_settle_when_closed_or_when_their_worker_dies(tmp_path):
-    async def scenario():
-        node = Node(tmp_path)
-        try:
-            writer = Destination((await node.start_task(request(vendor=0))).for_worker()).writer_adapter(TASK)
-            await node.files.opened(opened("rec/a.mp4", "mp4", url="file:///worker"), "s", "u", "user")
-            await node.files.opened(opened("rec/b.mp4", "mp4"), "s", "u", "user")
-            sink = writer.open_object("rec/b.mp4")
-            sink.write(b"12345")  # the worker dies here: its file holds five bytes
-            await node.files.closed(closed("rec/a.mp4", 7))
-            await node.files.worker_lost(lambda f: True)
-            files = {f.file_id: f for f in await node.store.files_of_task(TASK)}
-            assert {k: f.status for k, f in files.items()} == {"rec/a.mp4": FileStatus.UPLOADED,
-                                                              "rec/b.mp4": FileStatus.UPLOADED}
-            assert files["rec/b.mp4"].size == 5
-            assert files["rec/a.mp4"].file_url == (tmp_path / "storage" / "media" / "rec" / "a.mp4").as_uri()
-            assert node.uploader.backlog == 0 and not node.config.spool_root.exists()
-        finally:
-            await node.close()
+    async def scenario(node, writer):
+        await node.files.opened(opened("rec/a.mp4", "mp4", url="file:///worker"), "s", "u", "user")
+        await node.files.opened(opened("rec/b.mp4", "mp4"), "s", "u", "user")
+        sink = writer.open_object("rec/b.mp4")
+        sink.write(b"12345")  # the worker dies here: its file holds five bytes
+        await node.files.closed(closed("rec/a.mp4", 7))
+        await node.files.worker_lost(lambda f: True)
+        files = {f.file_id: f for f in await node.store.files_of_task(TASK)}
+        assert {k: f.status for k, f in files.items()} == {"rec/a.mp4": FileStatus.UPLOADED,
+                                                          "rec/b.mp4": FileStatus.UPLOADED}
+        assert files["rec/b.mp4"].size == 5
+        assert files["rec/a.mp4"].file_url == (tmp_path / "storage" / "media" / "rec" / "a.mp4").as_uri()
+        assert node.uploader.backlog == 0 and not node.config.spool_root.exists()
 
-    asyncio.run(scenario())
+    on_node(tmp_path, scenario, request(vendor=0))
 
 
 def test_after_a_restart_uploads_resume_with_the_credentials_from_the_store(tmp_path):
     bucket = MemoryStore("media", min_part_size=4)
 
-    async def first_run():
-        node = Node(tmp_path, bucket)
-        try:
-            writer = Destination((await node.start_task(request(fmt="mp4"))).for_worker()).writer_adapter(TASK)
-            await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
-            write(writer, "rec/v.mp4", b"recorded before the crash")
-            # the node dies here: the file stays "recording" in the store, its bytes in the spool
-        finally:
-            await node.close()
+    async def first_run(node, writer):
+        await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
+        write(writer, "rec/v.mp4", b"recorded before the crash")
+        # the node dies here: the file stays "recording" in the store, its bytes in the spool
 
-    async def second_run():
-        node = Node(tmp_path, bucket)
-        try:
-            assert (await node.destinations.resolve(TASK)).spec.target.access_key_secret == SECRET
-            assert await node.destinations.resolve("no-such-task") is None
-            record = await node.store.get_task(TASK)  # as TaskManager.load registers it
-            node.files.register(TASK, record.request.storage, "room", record.request.output.callback_url)
-            await node.files.reconcile(await node.store.files_with_status((FileStatus.RECORDING,)))
-            assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADING}
-            await node.poll()
-            assert bucket.objects["rec/v.mp4"] == b"recorded before the crash"
-            assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADED}
-        finally:
-            await node.close()
+    async def second_run(node, _):
+        assert (await node.destinations.resolve(TASK)).spec.target.access_key_secret == SECRET
+        assert await node.destinations.resolve("no-such-task") is None
+        record = await node.store.get_task(TASK)  # as TaskManager.load registers it
+        node.files.register(TASK, record.request.storage, "room", record.request.output.callback_url)
+        await node.files.reconcile(await node.store.files_with_status((FileStatus.RECORDING,)))
+        assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADING}
+        await node.poll()
+        assert bucket.objects["rec/v.mp4"] == b"recorded before the crash"
+        assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADED}
 
-    asyncio.run(first_run())
+    on_node(tmp_path, first_run, request(fmt="mp4"), bucket)
     for meta in (tmp_path / "spool").glob("*/meta.json"):
         assert SECRET not in meta.read_text()
-    asyncio.run(second_run())
+    on_node(tmp_path, second_run, bucket=bucket)
