@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contract.codes import InputKind, MediaKind
-from contract.storage import StorageTarget
+from contract.storage import DestinationSpec
 from contract.tuning import MediaTuning
 
 
@@ -52,11 +52,9 @@ class RecordingSpec:
     output_folder: str
     file_rule: int
     fragment_seconds: int
-    storage: StorageTarget
+    storage: DestinationSpec  # where the objects go (storage_adapters.destination); no credentials
     realtime_playlist: bool = False  # RealtimeUploadFragment
     short_segment_paths: bool = False  # ShortFragmentPath
-    spool_root: str = ""  # remote buckets: objects are spooled here first
-    spool_max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,48 +15,45 @@ from storage_adapters.base import (
     StorageNotFound,
     StorageUnavailable,
 )
-from storage_adapters.local import LocalAdapter
-from storage_adapters.multipart import probe
-from storage_adapters.vendors import LOCAL_DISK, VENDOR_NAMES, adapter_for, supported
+from storage_adapters.destination import Destination, destination_for
+from storage_adapters.vendors import VENDOR_NAMES, supported
 
 
 async def check_storage(config: NodeConfig, request: models.StartRecordRequest) -> None:
     """Refuse a bucket the node cannot use before answering: not after a recording."""
     vendor = request.storage.vendor
-    if vendor == LOCAL_DISK and not config.local_storage_enabled:
-        raise errors.InvalidParameter("StorageParams.Vendor 0 (node disk) is disabled on this node")
     if not supported(vendor):
         raise errors.InvalidParameter(
             f"StorageParams.Vendor {vendor} ({VENDOR_NAMES[vendor]}) is not supported yet")
-    if vendor == LOCAL_DISK:
-        try:
-            LocalAdapter(config.storage_root, request.storage.bucket).path_of(
-                request.output.output_folder + "probe")
-        except StorageError:
-            raise errors.InvalidParameter(
-                "StorageParams.Bucket / RecordOutputParams.OutputFolder leave the storage root") from None
-        return
+    destination = storage_destination(config, request.storage)
+    if not destination.is_remote and not config.local_storage_enabled:
+        raise errors.InvalidParameter(
+            f"StorageParams.Vendor {vendor} ({VENDOR_NAMES[vendor]}) is disabled on this node")
     try:
-        adapter = adapter_for(storage_target(config, request), dict(config.storage_endpoints))
-        await asyncio.to_thread(probe, adapter, request.output.output_folder)
-    except StorageAccessDenied:
-        raise errors.InvalidParameter(
-            "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)") from None
-    except StorageNotFound:
-        raise errors.InvalidParameter("StorageParams.Bucket: no such bucket") from None
-    except StorageUnavailable:
-        raise errors.InvalidParameter(
-            "StorageParams: the bucket cannot be reached (Region / EndPoint)") from None
+        await asyncio.to_thread(destination.probe, request.output.output_folder)
     except StorageError as error:
-        raise errors.InvalidParameter(f"StorageParams: {error}") from None
+        raise errors.InvalidParameter(_refusal(destination, error)) from None
 
 
-def storage_target(config: NodeConfig, request: models.StartRecordRequest) -> StorageTarget:
-    s = request.storage
-    root = str(config.storage_root) if s.vendor == LOCAL_DISK else None
-    return StorageTarget(vendor=s.vendor, bucket=s.bucket, local_root=root, region=s.region,
-                         endpoint=s.endpoint, access_key_id=s.access_key_id,
-                         access_key_secret=s.access_key_secret)
+def _refusal(destination: Destination, error: StorageError) -> str:
+    if not destination.is_remote:
+        return "StorageParams.Bucket / RecordOutputParams.OutputFolder leave the storage root"
+    if isinstance(error, StorageAccessDenied):
+        return "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)"
+    if isinstance(error, StorageNotFound):
+        return "StorageParams.Bucket: no such bucket"
+    if isinstance(error, StorageUnavailable):
+        return "StorageParams: the bucket cannot be reached (Region / EndPoint)"
+    return f"StorageParams: {error}"
+
+
+def storage_destination(config: NodeConfig, storage: models.Storage) -> Destination:
+    """Where a task with these StorageParams writes on this node (no I/O)."""
+    target = StorageTarget(vendor=storage.vendor, bucket=storage.bucket, region=storage.region,
+                           endpoint=storage.endpoint, access_key_id=storage.access_key_id,
+                           access_key_secret=storage.access_key_secret)
+    return destination_for(target, dict(config.storage_endpoints), config.storage_root, config.spool_root,
+                           config.spool_max_bytes)
 
 
 async def check_callback_url(config: NodeConfig, url: str) -> None:

@@ -1,5 +1,6 @@
 """Recorded files and their storage states: 1 recording -> 2 uploading -> 3 uploaded
-(or 5 failed). Fed by worker events and by the uploader; the store holds them."""
+(or 5 failed). Fed by worker events and by the uploader's results; the store holds
+them. Each task's Destination says where its files go."""
 
 from __future__ import annotations
 
@@ -11,62 +12,89 @@ import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent
-from contract.storage import StorageTarget
+from engine import checks, models
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
-from engine.uploader import UploadResult
-from storage_adapters.base import StorageAdapter, StorageError
-from storage_adapters.vendors import LOCAL_DISK, adapter_for
+from storage_adapters.base import StorageError
+from storage_adapters.destination import Destination
+from storage_adapters.uploader import Uploader, UploadResult
 
 log = structlog.get_logger("files")
 
 SETTLE_POLL_S = 0.1
 
 
-def belongs_to(key: str, file: FileRecord) -> bool:
-    """Whether an object is (part of) a file: the file itself, or one of an HLS playlist's segments."""
-    if key == file.file_id:
-        return True
-    return file.output_format == "hls" and key.startswith(file.file_id.removesuffix(".m3u8") + "_") \
-        and key.endswith(".ts")
+class TaskDestinations:
+    """Each task's Destination, built once from its StorageParams and this node's
+    storage options. The task's row in the store is the only copy of its
+    credentials: spool entries name their task, and workers get none."""
+
+    def __init__(self, config: NodeConfig, store: AsyncStore):
+        self._config = config
+        self._store = store
+        self._by_task: dict[str, Destination] = {}
+
+    def of(self, task_id: str, storage: models.Storage) -> Destination:
+        destination = self._by_task.get(task_id)
+        if destination is None:
+            destination = self._by_task[task_id] = checks.storage_destination(self._config, storage)
+        return destination
+
+    def known(self, task_id: str) -> Destination | None:
+        return self._by_task.get(task_id)
+
+    async def resolve(self, task_id: str) -> Destination | None:
+        """The uploader's question, also about a task this run has not met (its
+        spool entries outlived the previous run); None for no such task."""
+        destination = self._by_task.get(task_id)
+        if destination is not None:
+            return destination
+        record = await self._store.get_task(task_id)
+        if record is None:
+            return None
+        try:
+            return self.of(task_id, record.request.storage)
+        except StorageError:
+            return None
+
+    def forget(self, task_id: str) -> None:
+        self._by_task.pop(task_id, None)
 
 
 class FileBook:
-    def __init__(self, config: NodeConfig, store: AsyncStore, pending_keys: Callable[[], set[str]],
+    def __init__(self, store: AsyncStore, destinations: TaskDestinations, uploads: Uploader,
                  emit: Callable[..., Awaitable[None]]):
-        self._config = config
         self._emit = emit
         self._tasks: dict[str, tuple[str, str]] = {}  # task id -> (room id, callback url)
         self._store = store
-        self._pending_keys = pending_keys
-        self._targets: dict[str, StorageTarget] = {}  # task id -> where its files go
-        self._url_adapters: dict[str, StorageAdapter] = {}
+        self._destinations = destinations
+        self._uploads = uploads
         self._recording: dict[str, FileRecord] = {}  # by file id
         self._changed = asyncio.Event()
 
-    def register(self, task_id: str, target: StorageTarget, room_id: str, callback_url: str) -> None:
-        self._targets[task_id] = target
+    def destination(self, task_id: str, storage: models.Storage) -> Destination:
+        """Where the task's files go (built on first use)."""
+        return self._destinations.of(task_id, storage)
+
+    def register(self, task_id: str, storage: models.Storage, room_id: str, callback_url: str) -> None:
+        self._destinations.of(task_id, storage)
         self._tasks[task_id] = (room_id, callback_url)
 
     def forget(self, task_id: str) -> None:
         """The task ended and every file of it is settled: nothing more comes for it."""
-        for table in (self._targets, self._tasks, self._url_adapters):
-            table.pop(task_id, None)
+        self._tasks.pop(task_id, None)
+        self._destinations.forget(task_id)
 
     def _remote(self, task_id: str) -> bool:
-        target = self._targets.get(task_id)
-        return target is not None and target.vendor != LOCAL_DISK
+        destination = self._destinations.known(task_id)
+        return destination is not None and destination.is_remote
 
-    def _url(self, task_id: str, key: str, worker_url: str) -> str:
-        if not self._remote(task_id):
+    async def _url(self, task_id: str, key: str, worker_url: str) -> str:
+        destination = self._destinations.known(task_id)
+        if destination is None:
             return worker_url
-        try:  # the vendor's public form, never an endpoint override; one client per task
-            if task_id not in self._url_adapters:
-                self._url_adapters[task_id] = adapter_for(self._targets[task_id])
-            return self._url_adapters[task_id].object_url(key)
-        except StorageError:
-            return ""
+        return await asyncio.to_thread(destination.public_url, key)  # a bucket's is built by its SDK
 
     async def _save(self, file: FileRecord) -> None:
         await self._store.upsert_file(file)
@@ -76,7 +104,7 @@ class FileBook:
     async def opened(self, event: protocol.FileOpened, stream_id: str, user_id: str, user_name: str) -> None:
         file = FileRecord(
             file_id=event.file_id, task_id=event.task_id, stream_id=stream_id, user_id=user_id, user_name=user_name,
-            output_format=event.output_format, file_url=self._url(event.task_id, event.file_id, event.file_url),
+            output_format=event.output_format, file_url=await self._url(event.task_id, event.file_id, event.file_url),
             media_track_type=event.media_track_type, begin_ms=event.begin_ms, status=FileStatus.RECORDING,
             width=event.width, height=event.height)
         self._recording[file.file_id] = file
@@ -109,9 +137,10 @@ class FileBook:
         await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
 
     def _stored_size(self, file: FileRecord) -> int | None:
+        destination = self._destinations.known(file.task_id)
         try:
-            return adapter_for(self._targets[file.task_id]).object_size(file.file_id)
-        except (StorageError, KeyError):
+            return destination.stored_size(file.file_id) if destination is not None else None
+        except StorageError:
             return None
 
     async def _finish(self, file: FileRecord, size: int, duration_ms: int, ok: bool) -> None:
@@ -123,6 +152,7 @@ class FileBook:
             status = FileStatus.UPLOADED
         await self._save(replace(file, size=size, duration_ms=duration_ms, status=status))
         if status is FileStatus.UPLOADING:
+            await self._uploads.refresh()  # the worker spooled the file's last objects before it said so
             await self.settle()
 
     async def playlist_written(self, event: protocol.PlaylistWritten) -> None:
@@ -131,7 +161,7 @@ class FileBook:
 
     async def _playlist_ready(self, file_id: str) -> None:
         file = self._recording.get(file_id)
-        if file is None or file.task_id not in self._tasks:
+        if file is None or file.output_format != "hls" or file.task_id not in self._tasks:
             return
         room_id, url = self._tasks[file.task_id]
         await self._emit(file.task_id, room_id, url, CallbackEvent.PLAYLIST_UPLOADED, "hls playlist uploaded",
@@ -145,22 +175,24 @@ class FileBook:
             if file.status is not FileStatus.RECORDING:
                 continue
             await self._finish_unclosed(file)
+        await self._uploads.refresh()
         await self.settle()
 
     # uploads
     async def object_uploaded(self, result: UploadResult) -> None:
-        if result.ok and result.key.endswith(".m3u8"):
-            await self._playlist_ready(result.key)
-        for file in await self._store.files_with_status((FileStatus.UPLOADING,)):
-            if belongs_to(result.key, file) and not result.ok:
-                await self._save(replace(file, status=FileStatus.UPLOAD_FAILED))
+        if result.ok and result.key == result.file_id:  # an HLS file's realtime playlist while it records
+            await self._playlist_ready(result.file_id)
         await self.settle()
 
     async def settle(self) -> None:
-        """Files whose every object is in the bucket are uploaded."""
-        pending = self._pending_keys()
+        """Uploading files whose every object is in the bucket are uploaded; one with
+        an object the bucket refused for good is failed."""
+        pending, failed = self._uploads.pending_files(), self._uploads.failed_files()
         for file in await self._store.files_with_status((FileStatus.UPLOADING,)):
-            if not any(belongs_to(key, file) for key in pending):
+            if file.file_id in failed:
+                await self._save(replace(file, status=FileStatus.UPLOAD_FAILED))
+                log.warning("file_upload_failed", file_id=file.file_id, task_id=file.task_id)
+            elif file.file_id not in pending:
                 await self._save(replace(file, status=FileStatus.UPLOADED))
                 log.info("file_uploaded", file_id=file.file_id, task_id=file.task_id)
 

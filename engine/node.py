@@ -22,15 +22,15 @@ from engine import defaults, errors
 from engine.callbacks import CallbackSender
 from engine.capacity import Capacity, default_max_streams
 from engine.config import NodeConfig
-from engine.files import FileBook
+from engine.files import FileBook, TaskDestinations
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms
 from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
 from engine.store import AsyncStore, Store, StreamRecord
 from engine.supervisor import Supervisor, WorkerGone, WorkerHandle, WorkerStartError
 from engine.tasks import TaskManager, now_ms
-from engine.uploader import Uploader
 from storage_adapters.spool import Spool
+from storage_adapters.uploader import Uploader
 
 log = structlog.get_logger("node")
 
@@ -77,9 +77,10 @@ class RecordingNode:
         self.store = AsyncStore(store)
         self.callbacks = CallbackSender(self.config, self.store)
         self.callbacks.start()
-        self.uploader = Uploader(Spool(self.config.spool_root, self.config.spool_max_bytes),
-                                 dict(self.config.storage_endpoints), self._object_uploaded)
-        files = FileBook(self.config, self.store, self.uploader.pending_keys, self.callbacks.emit)
+        destinations = TaskDestinations(self.config, self.store)
+        self.uploader = Uploader(Spool(self.config.spool_root, self.config.spool_max_bytes), destinations.resolve,
+                                 self._object_uploaded)
+        files = FileBook(self.store, destinations, self.uploader, self.callbacks.emit)
         self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit,
                                  files)
         self.uploader.start()

@@ -136,7 +136,7 @@ class TaskManager:
         return record.task_id
 
     def _register_files(self, task: ActiveTask) -> None:
-        self.files.register(task.task_id, task.recording_spec.storage, task.record.room_id,
+        self.files.register(task.task_id, task.record.request.storage, task.record.room_id,
                             task.record.request.output.callback_url)
 
     def _recording_spec(self, record: TaskRecord) -> RecordingSpec:
@@ -144,10 +144,9 @@ class TaskManager:
         return RecordingSpec(task_id=record.task_id, stream_type=r.input.stream_type,
                              output_format=r.output.output_format, output_folder=r.output.output_folder,
                              file_rule=r.output.file_rule, fragment_seconds=r.output.fragment_seconds,
-                             storage=checks.storage_target(self._config, r),
+                             storage=self.files.destination(record.task_id, r.storage).for_worker(),
                              realtime_playlist=r.output.realtime_upload_fragment,
-                             short_segment_paths=r.output.short_fragment_path,
-                             spool_root=str(self._config.spool_root), spool_max_bytes=self._config.spool_max_bytes)
+                             short_segment_paths=r.output.short_fragment_path)
 
     async def _start_on_stream(self, task: ActiveTask, stream: PublishedStream) -> None:
         task.seen_streams.add(stream.stream_id)

@@ -79,8 +79,11 @@ class ObjectSink(abc.ABC):
 
 class StorageAdapter(abc.ABC):
     @abc.abstractmethod
-    def open_object(self, key: str) -> ObjectSink:
-        """Begin writing the object `key` (a bucket-relative key)."""
+    def open_object(self, key: str, part_of: str | None = None) -> ObjectSink:
+        """Begin writing the object `key` (a bucket-relative key). `part_of` is the
+        key of the recorded file the object belongs to when it is not that file
+        itself (an HLS segment: its playlist); the spool keeps it, so the uploader
+        says which file each finished object completes."""
 
     def object_url(self, key: str) -> str:
         return key
@@ -93,8 +96,8 @@ class StorageAdapter(abc.ABC):
 class ObjectStore(abc.ABC):
     """One bucket, spoken to at the level of a multipart upload.
 
-    Every method blocks (it runs on a worker's uploader thread) and raises only
-    StorageError types: each vendor's exceptions are translated inside the
+    Every method blocks (it runs on one of the node's uploader threads) and
+    raises only StorageError types: each vendor's exceptions are translated inside the
     implementation, and no message carries the AccessKeySecret.
     """
 

@@ -70,7 +70,7 @@ class LocalAdapter(StorageAdapter):
             raise InvalidObjectKey(f"object key {key!r} leaves the bucket")
         return path
 
-    def open_object(self, key: str) -> LocalFileSink:
+    def open_object(self, key: str, part_of: str | None = None) -> LocalFileSink:
         return LocalFileSink(key, self.path_of(key))
 
     def object_url(self, key: str) -> str:

@@ -45,7 +45,7 @@ class MemoryAdapter(StorageAdapter):
         self.partial: dict[str, bytearray] = {}
         self.fail_writes = False
 
-    def open_object(self, key: str) -> MemorySink:
+    def open_object(self, key: str, part_of: str | None = None) -> MemorySink:
         return MemorySink(key, self)
 
     def object_url(self, key: str) -> str:

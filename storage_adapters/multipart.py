@@ -18,7 +18,8 @@ tail left at StopRecord is at most one part (< 5 MiB for them, <= 20 MiB after
 Small objects: an object that never filled its first part (< 5 MiB in all) is
 sent with a single ``put()`` at close; no multipart upload is begun for it.
 
-Retries are not done here, but the sink never drops bytes it accepted: a part
+Retries are not done here (the node's uploader, storage_adapters/uploader.py,
+retries with backoff), but the sink never drops bytes it accepted: a part
 stays in memory until the bucket acknowledged it, so after a failed
 ``upload_part`` (the exception propagates out of ``write``), ``flush()`` or
 ``close()`` upload it again with the same part number; a failed ``put`` or
@@ -79,8 +80,8 @@ def check_key(key: str) -> str:
 class MultipartSink(ObjectSink):
     """Writes an object front to back, uploading a part whenever one is full.
 
-    Not thread-safe: one writer (the worker's uploader thread). `write` and
-    `close` do blocking network I/O through the store.
+    Not thread-safe: one writer (the node's uploader, one thread at a time).
+    `write` and `close` do blocking network I/O through the store.
     """
 
     def __init__(self, key: str, store: ObjectStore, *, min_part_size: int = MIN_PART_SIZE,
@@ -185,7 +186,7 @@ class ObjectStoreAdapter(StorageAdapter):
         self.min_part_size = min_part_size
         self.double_every = double_every
 
-    def open_object(self, key: str) -> MultipartSink:
+    def open_object(self, key: str, part_of: str | None = None) -> MultipartSink:
         return MultipartSink(check_key(key), self.store, min_part_size=self.min_part_size,
                              double_every=self.double_every)
 

@@ -17,8 +17,6 @@ oss2 checks the CRC-64 the server returns for put and each part. Timeouts:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import oss2
@@ -27,29 +25,21 @@ import requests
 
 from contract.storage import StorageTarget
 from storage_adapters.base import (
-    ObjectStore,
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
     StorageUnavailable,
-    UploadNotFound,
     content_type_for,
-    redact,
 )
+from storage_adapters.errors import VendorStore, server_error
 from storage_adapters.s3 import normalize_endpoint, quote_key
-
-T = TypeVar("T")
 
 TIMEOUT = (5, 30)  # requests' (connect, read); oss2 hands it through
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed",
-                 "SecurityTokenExpired", "InvalidSecurityToken", "UserDisable"}
 _BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
-_UNAVAILABLE_CODES = {"InternalError", "ServiceUnavailable", "RequestTimeout", "SlowDown",
-                      "QpsLimitExceeded", "DownloadTrafficRateLimitExceeded"}
 
 
-class OssStore(ObjectStore):
+class OssStore(VendorStore):
     def __init__(self, bucket: str, *, endpoint: str, access_key_id: str, access_key_secret: str,
                  url_prefix: str, is_path_style: bool = False):
         self.name = f"Alibaba Cloud OSS bucket {bucket!r}"
@@ -58,61 +48,34 @@ class OssStore(ObjectStore):
         self.bucket_name = bucket
         self.endpoint = endpoint
         self._url_prefix = url_prefix
-        self._secret = access_key_secret
-        self._key_id = access_key_id  # credentials too: redacted from messages as well
+        self._credentials = (access_key_secret, access_key_id)
         try:
             self._bucket = oss2.Bucket(oss2.Auth(access_key_id, access_key_secret), endpoint, bucket,
                                        connect_timeout=TIMEOUT, is_path_style=is_path_style,
                                        session=oss2.Session(), enable_crc=True)
         except oss_errors.OssError as error:
-            message = f"{self.name}: {error.body or error}"
-            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+            raise self._unusable(error.body or error) from None
 
     def __repr__(self) -> str:
         return f"OssStore({self.name} at {self.endpoint})"
 
-    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except oss_errors.RequestError as error:
-            translated = self._transport_error(error.exception, operation, key)
-        except (requests.exceptions.RequestException, OSError) as error:  # raised while oss2 reads a response
-            translated = self._transport_error(error, operation, key)
-        except oss_errors.InconsistentError as error:
-            translated = StorageUnavailable(f"{self.name}: {operation} {key!r}: {error.body}")
-        except oss_errors.ClientError as error:
-            translated = StorageError(f"{self.name}: {operation} {key!r}: {error.body}")
-        except oss_errors.OssError as error:  # ServerError and everything the server answered
-            translated = self._translate_server_error(error, operation, key)
-        translated.args = (redact(str(translated), self._secret, self._key_id),)
-        raise translated from None
+    def _translate(self, error: Exception, where: str) -> StorageError | None:
+        if isinstance(error, oss_errors.RequestError):
+            return self._transport_error(error.exception, where)
+        if isinstance(error, (requests.exceptions.RequestException, OSError)):  # raised while oss2 reads a response
+            return self._transport_error(error, where)
+        if isinstance(error, oss_errors.InconsistentError):
+            return StorageUnavailable(f"{where}: {error.body}")
+        if isinstance(error, oss_errors.ClientError):
+            return StorageError(f"{where}: {error.body}")
+        if isinstance(error, oss_errors.OssError):  # ServerError and everything the server answered
+            return server_error(where, error.code or "", error.status, error.message or "", error.request_id or "")
+        return None
 
-    def _transport_error(self, cause: BaseException, operation: str, key: str) -> StorageError:
-        kind = (StorageError if isinstance(cause, _BAD_URL) else StorageUnavailable)
-        return kind(f"{self.name}: {operation} {key!r}: {type(cause).__name__}: {cause}")
-
-    def _translate_server_error(self, error: oss_errors.OssError, operation: str, key: str) -> StorageError:
-        code, status = error.code or "", error.status
-        text = (f"{self.name}: {operation} {key!r}: {code or 'error'} (HTTP {status})"
-                + (f": {error.message}" if error.message else "")
-                + (f" [request {error.request_id}]" if error.request_id else ""))
-        kind: type[StorageError]
-        if code == "NoSuchUpload":
-            kind = UploadNotFound
-        elif code == "NoSuchBucket":
-            kind = StorageNotFound
-        elif code in _DENIED_CODES or status == 403:
-            kind = StorageAccessDenied
-        elif code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
-            kind = StorageUnavailable
-        elif status == 404:
-            kind = StorageNotFound
-        else:
-            kind = StorageError
-        translated = kind(text)
-        translated.vendor_code = code or None
-        translated.http_status = status
-        return translated
+    @staticmethod
+    def _transport_error(cause: BaseException, where: str) -> StorageError:
+        kind = StorageError if isinstance(cause, _BAD_URL) else StorageUnavailable
+        return kind(f"{where}: {type(cause).__name__}: {cause}")
 
     # ObjectStore
     def begin(self, key: str) -> str:

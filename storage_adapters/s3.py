@@ -18,16 +18,14 @@ FileUrl (``url()``) is the vendor's public form and never shows an override:
 has a dot), ``<EndPoint>/<bucket>/<key>`` for Vendor 10 (and Vendor 1 with its
 own EndPoint), ``https://<bucket>.cos.<region>.myqcloud.com/<key>``.
 
-Retries: one attempt per call; the spool above retries. Timeouts: 5 s to
-connect, 30 s per read.
+Retries: one attempt per call; the node's uploader (storage_adapters/uploader.py)
+retries with backoff. Timeouts: 5 s to connect, 30 s per read.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import boto3
@@ -36,33 +34,20 @@ from botocore.config import Config
 
 from contract.storage import StorageTarget
 from storage_adapters.base import (
-    ObjectStore,
     StorageAccessDenied,
     StorageError,
     StorageNotFound,
     StorageUnavailable,
-    UploadNotFound,
     content_type_for,
-    redact,
 )
-
-T = TypeVar("T")
+from storage_adapters.errors import VendorStore, server_error
+from storage_adapters.vendors import S3_COMPATIBLE
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 MAX_ATTEMPTS = 1  # total attempts per call: no retry in this layer
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-_DENIED_CODES = {
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "AccountProblem",
-    "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "InvalidSecurity", "RequestTimeTooSkewed",
-    "InvalidObjectState",
-}
-_UNAVAILABLE_CODES = {
-    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
-    "OperationAborted", "RequestLimitExceeded", "ServerBusy",
-}
 
 _session_lock = threading.Lock()
 _session: boto3.session.Session | None = None
@@ -93,7 +78,7 @@ def quote_key(key: str) -> str:
     return quote(key, safe="/~-._")
 
 
-class S3Store(ObjectStore):
+class S3Store(VendorStore):
     def __init__(self, bucket: str, *, region: str, access_key_id: str, access_key_secret: str,
                  endpoint_url: str | None = None, addressing_style: str = "auto", aws_checksums: bool = True,
                  url_prefix: str, name: str = "S3"):
@@ -106,8 +91,7 @@ class S3Store(ObjectStore):
         self.endpoint_url = endpoint_url
         self.name = f"{name} bucket {bucket!r}"
         self._url_prefix = url_prefix
-        self._secret = access_key_secret
-        self._key_id = access_key_id  # credentials too: redacted from messages as well
+        self._credentials = (access_key_secret, access_key_id)
         checksums = "when_supported" if aws_checksums else "when_required"
         config = Config(
             region_name=region,
@@ -115,7 +99,7 @@ class S3Store(ObjectStore):
             s3={"addressing_style": addressing_style},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
-            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the spool retries
+            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the uploader retries
             request_checksum_calculation=checksums,
             response_checksum_validation=checksums,
             ignore_configured_endpoint_urls=True,  # AWS_ENDPOINT_URL* must not redirect users' data
@@ -125,54 +109,27 @@ class S3Store(ObjectStore):
             self._s3 = _client(region_name=region, endpoint_url=endpoint_url, aws_access_key_id=access_key_id,
                                aws_secret_access_key=access_key_secret, aws_session_token=None, config=config)
         except (boto_errors.BotoCoreError, ValueError) as error:
-            message = f"{self.name}: cannot create client: {error}"
-            raise StorageError(redact(message, access_key_secret, access_key_id)) from None
+            raise self._unusable(f"cannot create client: {error}") from None
 
     def __repr__(self) -> str:
         return f"S3Store({self.name} at {self.endpoint_url or 'AWS ' + self.region})"
 
-    # the boundary: every vendor exception becomes one of ours
-    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except boto_errors.ClientError as error:
-            translated = self._translate_client_error(error, operation, key)
-        except (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError) as error:
-            translated = StorageUnavailable(f"{self.name}: {operation} {key!r}: {type(error).__name__}: {error}")
-        except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError) as error:
-            translated = StorageAccessDenied(f"{self.name}: {operation} {key!r}: {error}")
-        except boto_errors.ParamValidationError as error:
-            translated = StorageError(f"{self.name}: {operation} {key!r}: invalid parameter: {error}")
-        except boto_errors.BotoCoreError as error:
-            translated = StorageError(f"{self.name}: {operation} {key!r}: {type(error).__name__}: {error}")
-        translated.args = (redact(str(translated), self._secret, self._key_id),)
-        raise translated from None  # the vendor's exception (and its request) is not kept
-
-    def _translate_client_error(self, error: boto_errors.ClientError, operation: str, key: str) -> StorageError:
-        details = error.response.get("Error", {}) or {}
-        code = str(details.get("Code", "") or "")
-        message = str(details.get("Message", "") or "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        text = f"{self.name}: {operation} {key!r}: {code or 'error'} (HTTP {status})"
-        if message:
-            text += f": {message}"
-        kind: type[StorageError]
-        if code == "NoSuchUpload":
-            kind = UploadNotFound
-        elif code == "NoSuchBucket":
-            kind = StorageNotFound
-        elif code in _DENIED_CODES or status == 403:
-            kind = StorageAccessDenied
-        elif code in _UNAVAILABLE_CODES or (status is not None and (status >= 500 or status == 429)):
-            kind = StorageUnavailable
-        elif status == 404:
-            kind = StorageNotFound
-        else:
-            kind = StorageError
-        translated = kind(text)
-        translated.vendor_code = code or None
-        translated.http_status = status
-        return translated
+    def _translate(self, error: Exception, where: str) -> StorageError | None:
+        if isinstance(error, boto_errors.ClientError):
+            details = error.response.get("Error", {}) or {}
+            return server_error(where, str(details.get("Code", "") or ""),
+                                error.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+                                str(details.get("Message", "") or ""))
+        if isinstance(error, (boto_errors.ConnectionError, boto_errors.HTTPClientError,
+                              boto_errors.IncompleteReadError)):
+            return StorageUnavailable(f"{where}: {type(error).__name__}: {error}")
+        if isinstance(error, (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError)):
+            return StorageAccessDenied(f"{where}: {error}")
+        if isinstance(error, boto_errors.ParamValidationError):
+            return StorageError(f"{where}: invalid parameter: {error}")
+        if isinstance(error, boto_errors.BotoCoreError):
+            return StorageError(f"{where}: {type(error).__name__}: {error}")
+        return None
 
     # ObjectStore
     def begin(self, key: str) -> str:
@@ -231,7 +188,7 @@ def _check_region(region: str, vendor_name: str) -> str:
 def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
     """Vendor 1 (Amazon S3) and Vendor 10 (any S3-protocol service, EndPoint required)."""
     credentials = dict(access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
-    if target.vendor == 10:
+    if target.vendor == S3_COMPATIBLE:
         if not target.endpoint:
             raise StorageError("Vendor 10 (S3-compatible) needs EndPoint")
         endpoint = normalize_endpoint(target.endpoint)

@@ -1,10 +1,12 @@
 """The spool: objects for a remote bucket are first written to the node's disk.
 
 A worker writes each object into a spool entry (`<root>/<id>/data` plus a
-`meta.json` of mode 0600 that names the bucket and holds its credentials); the
-node's uploader sends entries to the bucket while they grow and deletes them once
-the bucket holds the whole object. Bytes therefore stay on the node until the
-bucket acknowledges them: an outage delays uploads, a restart resumes them.
+`meta.json` of mode 0600 that names the object's key, its task and the recorded
+file it belongs to); the node's uploader (uploader.py) sends entries to the
+task's bucket while they grow and deletes them once the bucket holds the whole
+object. Bytes therefore stay on the node until the bucket acknowledges them: an
+outage delays uploads, a restart resumes them. No credentials are written here:
+the uploader asks the node for the task's destination.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.storage import StorageTarget
 from storage_adapters.base import ObjectSink, StorageAdapter, StorageError, StorageFull
 
 META = "meta.json"
@@ -29,7 +30,8 @@ CAP_CHECK_BYTES = 1 << 20  # look at the spool's size again after this much is w
 @dataclass
 class SpoolMeta:
     key: str
-    target: StorageTarget
+    task_id: str  # whose destination the entry goes to
+    file_id: str  # the recorded file it is (a part of): `key` itself, or an HLS segment's playlist
     created: float
     closed: bool = False
     size: int = 0
@@ -44,8 +46,10 @@ class SpoolMeta:
     @classmethod
     def from_json(cls, text: str) -> SpoolMeta:
         raw = json.loads(text)
-        raw["target"] = StorageTarget(**raw["target"])
-        return cls(**raw)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(raw, dict) or not {"key", "task_id", "file_id", "created"} <= raw.keys():
+            raise ValueError("not a spool entry of this node's format")
+        return cls(**{name: value for name, value in raw.items() if name in fields})
 
 
 class SpoolEntry:
@@ -99,26 +103,27 @@ class Spool:
                 pass
         return total
 
-    def create(self, key: str, target: StorageTarget) -> SpoolEntry:
+    def create(self, key: str, task_id: str, file_id: str) -> SpoolEntry:
         self.ensure()
         # ordered by creation, so the uploader sends older objects first
         entry = SpoolEntry(self.root / f"{time.time_ns():020d}-{secrets.token_hex(4)}")
         entry.path.mkdir(mode=0o700)
         entry.data_path.touch(mode=0o600)
-        entry.write_meta(SpoolMeta(key=key, target=target, created=time.time(), writer_pid=os.getpid()))
+        entry.write_meta(SpoolMeta(key=key, task_id=task_id, file_id=file_id, created=time.time(),
+                                   writer_pid=os.getpid()))
         return entry
 
 
 class SpoolSink(ObjectSink):
     """Written by a worker; the uploader reads behind it."""
 
-    def __init__(self, key: str, spool: Spool, target: StorageTarget):
+    def __init__(self, key: str, spool: Spool, task_id: str, file_id: str):
         super().__init__(key)
         self._spool = spool
         try:
             if spool.used_bytes() >= spool.max_bytes:
                 raise StorageFull(f"the spool is full ({spool.max_bytes} bytes)")
-            self.entry = spool.create(key, target)
+            self.entry = spool.create(key, task_id, file_id)
             self._fd = os.open(self.entry.data_path, os.O_WRONLY | os.O_APPEND)
         except OSError as error:
             raise StorageError(f"cannot create a spool entry: {error.strerror}") from None
@@ -158,14 +163,14 @@ class SpoolSink(ObjectSink):
 
 
 class SpoolAdapter(StorageAdapter):
-    """What a worker writes remote-bucket objects through."""
+    """What a worker writes one task's bucket objects through."""
 
-    def __init__(self, spool: Spool, target: StorageTarget):
+    def __init__(self, spool: Spool, task_id: str):
         self._spool = spool
-        self._target = target
+        self._task_id = task_id
 
-    def open_object(self, key: str) -> SpoolSink:
-        return SpoolSink(key, self._spool, self._target)
+    def open_object(self, key: str, part_of: str | None = None) -> SpoolSink:
+        return SpoolSink(key, self._spool, self._task_id, part_of or key)
 
     def object_url(self, key: str) -> str:
         return ""  # the node knows the bucket's URL form; workers do not load vendor SDKs

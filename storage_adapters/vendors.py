@@ -1,14 +1,15 @@
 """StorageParams.Vendor code -> adapter.
 
-``adapter_for(target, endpoint_overrides)``: `endpoint_overrides` maps a vendor
-code to an endpoint URL that replaces the vendor's own (a node option, for
-tests and gateways; path-style addressing there). FileUrl keeps the vendor's
-public form whatever the override.
+``adapter_for(target, endpoint_override)``: `endpoint_override` is an endpoint
+URL that replaces the vendor's own (a node option per vendor, for tests and
+gateways; path-style addressing there). FileUrl keeps the vendor's public form
+whatever the override. The node reaches this through its tasks' Destinations
+(storage_adapters/destination.py), never directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from contract.storage import StorageTarget
 from storage_adapters.base import StorageAdapter, StorageError
@@ -74,11 +75,13 @@ def supported(vendor: int) -> bool:
     return vendor in ADAPTERS
 
 
-def adapter_for(target: StorageTarget, endpoint_overrides: Mapping[int, str] | None = None) -> StorageAdapter:
+def require_supported(vendor: int) -> None:
+    if vendor not in ADAPTERS:
+        raise StorageError(f"Vendor {vendor} ({VENDOR_NAMES.get(vendor, 'unknown')}) is not supported")
+
+
+def adapter_for(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
     """The adapter for `target`. Raises StorageError for an unsupported vendor or
     incomplete parameters (e.g. Vendor 10 without EndPoint); no network I/O."""
-    factory = ADAPTERS.get(target.vendor)
-    if factory is None:
-        raise StorageError(f"Vendor {target.vendor} ({VENDOR_NAMES.get(target.vendor, 'unknown')}) is not supported")
-    override = (endpoint_overrides or {}).get(target.vendor) or None
-    return factory(target, override)
+    require_supported(target.vendor)
+    return ADAPTERS[target.vendor](target, endpoint_override or None)

@@ -22,12 +22,11 @@ import structlog
 
 from contract import protocol
 from contract.codes import MediaKind, QuitReason
-from contract.storage import StorageTarget
+from contract.storage import DestinationSpec
 from contract.tuning import FRAGMENT_DURATION_US
 from contract.worker import RecordingSpec, StreamSpec
 from storage_adapters.base import StorageAdapter, StorageError, StorageFull
-from storage_adapters.spool import Spool, SpoolAdapter
-from storage_adapters.vendors import LOCAL_DISK, adapter_for
+from storage_adapters.destination import Destination
 from workers import naming
 from workers.clock import Basis, StreamClock
 from workers.codecs import opus, video_codec
@@ -53,10 +52,8 @@ MAX_CONSECUTIVE_MUX_ERRORS = 50
 
 
 def storage_for(spec: RecordingSpec) -> StorageAdapter:
-    """Node disk is written in place; a remote bucket through the node's spool."""
-    if spec.storage.vendor == LOCAL_DISK:
-        return adapter_for(spec.storage)
-    return SpoolAdapter(Spool(spec.spool_root, spec.spool_max_bytes), spec.storage)
+    """The task's destination says: node disk in place, or a bucket through the node's spool."""
+    return Destination(spec.storage).writer_adapter(spec.task_id)
 
 
 def _quit_reason(error: Exception) -> QuitReason:
@@ -112,7 +109,7 @@ class _Output:
 class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
-                 adapters: Callable[[StorageTarget], StorageAdapter] | None = None,
+                 adapters: Callable[[DestinationSpec], StorageAdapter] | None = None,
                  fragment_duration_us: int = FRAGMENT_DURATION_US):
         self.spec = spec
         self.stream = stream

@@ -104,9 +104,12 @@ class FileObjects:
     def url(self, name: str) -> str:
         return self._adapter.object_url(self.key(name))
 
-    def open(self, name: str) -> StreamingObject:
+    def open(self, name: str, part_of: str | None = None) -> StreamingObject:
+        """Begin the object `name`; `part_of` names the file it belongs to when it
+        is not that file itself (an HLS segment: its playlist's name)."""
         key = self.key(name)
-        stream = StreamingObject(key, lambda: self._adapter.open_object(key), self._uploader)
+        file_id = self.key(part_of) if part_of is not None else None
+        stream = StreamingObject(key, lambda: self._adapter.open_object(key, part_of=file_id), self._uploader)
         self._objects[stream.key] = stream
         return stream
 

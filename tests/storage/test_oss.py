@@ -35,7 +35,7 @@ MiB = 1024 * 1024
 def make_adapter(server, bucket: str = OSS_BUCKET, *, secret: str = OSS_SECRET, key_id: str = OSS_KEY_ID,
                  endpoint: str | None = None) -> ObjectStoreAdapter:
     target = StorageTarget(2, bucket, region="cn-hangzhou", access_key_id=key_id, access_key_secret=secret)
-    adapter = adapter_for(target, endpoint_overrides={2: endpoint or server.endpoint})
+    adapter = adapter_for(target, endpoint or server.endpoint)
     assert isinstance(adapter, ObjectStoreAdapter) and isinstance(adapter.store, OssStore)
     return adapter
 

@@ -35,12 +35,12 @@ def make_adapter(flavor: str, moto, bucket: str, *, secret: str | None = None, k
                        access_key_secret=moto.access_key_secret if secret is None else secret)
     if flavor == "s3-override":
         target = StorageTarget(1, bucket, region="us-east-1", **credentials)
-        adapter = adapter_for(target, endpoint_overrides={1: endpoint})
+        adapter = adapter_for(target, endpoint)
     elif flavor == "compatible":
         adapter = adapter_for(StorageTarget(10, bucket, endpoint=endpoint, **credentials))
     else:
         target = StorageTarget(3, bucket, region="ap-guangzhou", **credentials)
-        adapter = adapter_for(target, endpoint_overrides={3: endpoint})
+        adapter = adapter_for(target, endpoint)
     assert isinstance(adapter, ObjectStoreAdapter) and isinstance(adapter.store, S3Store)
     return adapter
 
@@ -246,7 +246,7 @@ def test_vendor_1_uses_aws_endpoint_and_checksums():
 def test_non_aws_endpoints_checksum_only_when_required():
     for store in (adapter_for(target(10, endpoint="minio.example.com:9000")).store,
                   adapter_for(target(3, region="ap-guangzhou")).store,
-                  adapter_for(target(1, region="us-east-1"), {1: "http://127.0.0.1:9"}).store):
+                  adapter_for(target(1, region="us-east-1"), "http://127.0.0.1:9").store):
         config = store._s3.meta.config
         assert config.request_checksum_calculation == "when_required"
         assert config.response_checksum_validation == "when_required"
@@ -259,7 +259,7 @@ def test_vendor_10_path_style_on_its_endpoint():
     assert store.url("x/y.flv") == "https://minio.example.com:9000/media/x/y.flv"
     # an override routes the requests, FileUrl stays the user's endpoint
     routed = adapter_for(target(10, endpoint="https://minio.example.com", bucket="media"),
-                         {10: "http://127.0.0.1:9000"}).store
+                         "http://127.0.0.1:9000").store
     assert routed._s3.meta.endpoint_url == "http://127.0.0.1:9000"
     assert routed.url("k") == "https://minio.example.com/media/k"
 

@@ -9,18 +9,19 @@ import pytest
 
 from contract import protocol
 from contract.codes import MediaKind
-from contract.storage import StorageTarget
+from contract.storage import DestinationSpec, StorageTarget
 from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 from storage_adapters.memory import MemoryAdapter
+from storage_adapters.spool import SpoolEntry
 from testkit import bitstream, probe
 from testkit.media import make_test_media
 from workers.clock import StreamClock
 from workers.frames import EncodedFrame
-from workers.recording import Recording, State
+from workers.recording import Recording, State, storage_for
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
 STREAM = StreamSpec("room", "stream", "user", (TrackSpec(V, "H264", 96, 90000), TrackSpec(A, "opus", 111, 48000, 2)))
-SPEC = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, StorageTarget(0, "bucket"))
+SPEC = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, DestinationSpec(StorageTarget(0, "bucket"), remote=False))
 
 
 def frames(media, audio_delay=0.0, v_base=1000, a_base=5000):
@@ -37,9 +38,10 @@ def uploader():
         yield pool
 
 
-def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None):
-    """Feed `frames_in` to one Recording and close it: (the objects written, events, the recording)."""
-    adapter = MemoryAdapter()
+def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None, adapter=None):
+    """Feed `frames_in` to one Recording and close it: (the objects written, events, the recording).
+    Written through the in-memory twin unless another `adapter` is given."""
+    adapter = adapter or MemoryAdapter()
     events = []
     clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, sync_wait_s=0)
     recording = Recording(spec, stream, clock, uploader, events.append, wallclock=lambda: 1_700_000_000.0,
@@ -53,7 +55,7 @@ def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None):
         else:
             recording.write(frame)
     asyncio.run(recording.close())
-    return adapter.objects, events, recording
+    return adapter.objects if isinstance(adapter, MemoryAdapter) else {}, events, recording
 
 
 def record(frames_in, uploader, tmp_path, stream=STREAM, spec=SPEC):
@@ -176,3 +178,16 @@ def test_a_codec_change_is_seen_against_the_new_stream():
     assert recording.codec_changed(STREAM)  # back with H.264
     assert not recording.codec_changed(VP8_STREAM)
     assert not recording.codec_changed(StreamSpec("room", "stream", "user", (STREAM.tracks[1],)))  # no video now
+
+
+def test_hls_segments_are_spooled_as_parts_of_their_playlist(uploader, tmp_path):
+    bucket = DestinationSpec(StorageTarget(1, "media", region="us-east-1"), remote=True, spool_root=str(tmp_path),
+                             spool_max_bytes=1 << 30)
+    spec = replace(SPEC, output_format="hls", fragment_seconds=1, storage=bucket)
+    _, events, _ = run_recording(frames(make_test_media(3.0)), uploader, spec=spec, adapter=storage_for(spec))
+    [opened] = [e for e in events if isinstance(e, protocol.FileOpened)]
+    metas = [SpoolEntry(path.parent).read_meta() for path in tmp_path.glob("*/meta.json")]
+    segments = [m for m in metas if m.key.endswith(".ts")]
+    assert len(segments) >= 2 and all(m.closed and m.task_id == spec.task_id for m in metas)
+    assert {m.file_id for m in segments} == {opened.file_id}  # the uploader reports them as the playlist's
+    assert [m.file_id for m in metas if m.key == opened.file_id] == [opened.file_id]

@@ -65,7 +65,7 @@ class HlsWriter(ContainerWriter):
         if url.startswith(PLAYLIST_URL_PREFIX) or "/" in url:
             raise ValueError(f"unexpected HLS object {url!r}")
         self.segments.append(url)
-        return self.objects.open(url)
+        return self.objects.open(url, part_of=self.name)  # the spool tells the uploader whose segment it is
 
     def _playlist_written(self, text: bytes) -> None:
         self.playlist = text
