@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,14 +11,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine import errors, models
-from engine.auth import Authenticator
+from engine import defaults, errors, models
+from engine.auth import Authenticator, NonceCache
 from engine.metrics import render_metrics
 from engine.node import RecordingNode
 
 log = structlog.get_logger("api")
 
-MAX_BODY_BYTES = 1 << 20
 ACTIONS = ("StartRecord", "StopRecord", "DescribeRecordStatus", "DescribeTasks", "PauseRecord", "ResumeRecord")
 
 
@@ -30,7 +28,7 @@ def envelope(code: int, message: str, request_id: str, data: dict | None = None)
 class Api:
     def __init__(self, node: RecordingNode):
         self.node = node
-        self.auth = Authenticator(node.config.app_id, node.config.server_secret)
+        self.auth = Authenticator(node.config.app_id, node.config.server_secret, NonceCache(store=node.store))
         self.limits = node.config.limits
         self._actions: dict[str, Callable[[Any], Awaitable[dict]]] = {
             "StartRecord": self.start_record,
@@ -42,7 +40,8 @@ class Api:
         }
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=defaults.API_MAX_BODY_BYTES)
+        app.on_startup.append(self._load_nonces)
         app.add_routes([
             web.post("/", self.handle_action),
             web.get("/healthz", self.healthz),
@@ -78,6 +77,9 @@ class Api:
             raise response
         return response
 
+    async def _load_nonces(self, app: web.Application) -> None:
+        await self.auth.nonces.load(time.time())
+
     async def whip_options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
 
@@ -96,12 +98,14 @@ class Api:
             handler = self._actions.get(action)
             if handler is None:
                 raise errors.ActionNotSupported(f"Action {action[:64]!r} not supported")
-            self.auth.verify(request.query)
+            await self.auth.verify(request.query)
             try:
-                body = json.loads(await request.read() or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise errors.BodyUnreadable() from None
-            data = await handler(body)
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                # Answered in the envelope (HTTP 200) like every other API error.
+                raise errors.BodyUnreadable(
+                    f"request body larger than {defaults.API_MAX_BODY_BYTES} bytes") from None
+            data = await handler(models.decode_body(raw))
         except errors.ApiError as error:
             code = errors.api_code(error)
             bound.info("api_error", code=code, message=error.message)

@@ -7,6 +7,14 @@ SIGNATURE_WINDOW_S = 600
 SIGNATURE_VERSION = "2.0"
 TASK_ID_LENGTH = 16
 IDENTIFIER_MAX_BYTES = 128
+TIMESTAMP_MAX_DIGITS = 19  # a longer Timestamp is malformed (Unix seconds have 10 digits until 2286)
+NONCE_CACHE_MAX = 1_000_000  # nonces remembered (2 x the window): ~830 signed requests/s sustained
+NONCE_PRUNE_INTERVAL_S = 60.0  # how often the store forgets nonces older than 2 x the window
+API_MAX_BODY_BYTES = 1 << 20  # a larger body answers 100000012 in the envelope
+# Streams one StartRecord may list: bounds the work one request causes (each
+# missing stream is a worker wait and an event-6 callback). The hosted peers cap
+# a task's streams too (TRTC: 25).
+RECORD_STREAM_LIST_MAX = 50
 
 STREAM_TYPE_DEFAULT = 3
 MAX_IDLE_TIME_DEFAULT = 30

@@ -3,6 +3,7 @@ typed, immutable values. A bad field raises InvalidParameter naming it."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import defaults
-from engine.errors import InvalidParameter
+from engine.errors import BodyUnreadable, InvalidParameter
 
 # Letters, digits and the punctuation the hosted service allows in identifiers.
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9~!@#$%^&*()_+=\-`;',.<>/\\]+$")
@@ -19,6 +20,24 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _TASK_ID = re.compile(r"^[A-Za-z0-9]{%d}$" % defaults.TASK_ID_LENGTH)
 
 MISSING: Any = object()
+
+
+def decode_body(raw: bytes) -> Any:
+    """The request body as JSON (empty means {}); anything else is BodyUnreadable."""
+    try:
+        return json.loads(raw or b"{}")
+    except RecursionError:
+        raise BodyUnreadable("request body unreadable: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BodyUnreadable() from None
+
+
+def utf8_size(value: str, name: str) -> int:
+    """Bytes of value in UTF-8; a lone surrogate (a JSON escape like \\ud800) has none."""
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:
+        raise InvalidParameter(f"{name} is not valid Unicode (it has a lone surrogate)") from None
 
 
 class Fields:
@@ -64,7 +83,7 @@ class Fields:
             raise InvalidParameter(f"{self.name(key)} must be a string")
         if _CONTROL.search(value):
             raise InvalidParameter(f"{self.name(key)} must not contain control characters")
-        if len(value.encode()) > max_len:
+        if utf8_size(value, self.name(key)) > max_len:
             raise InvalidParameter(f"{self.name(key)} is longer than {max_len} bytes")
         if not allow_empty and not value:
             raise InvalidParameter(f"{self.name(key)} must not be empty")
@@ -80,17 +99,19 @@ class Fields:
         value = self._get(key, MISSING if required else {})
         return Fields(value, self.name(key))
 
-    def array(self, key: str) -> list[Any]:
+    def array(self, key: str, *, max_len: int) -> list[Any]:
         value = self._get(key, [])
         if not isinstance(value, list):
             raise InvalidParameter(f"{self.name(key)} must be an array")
+        if len(value) > max_len:
+            raise InvalidParameter(f"{self.name(key)} must have at most {max_len} entries")
         return value
 
 
 def check_identifier(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidParameter(f"{name} must be a string")
-    size = len(value.encode())
+    size = utf8_size(value, name)
     if not 1 <= size <= defaults.IDENTIFIER_MAX_BYTES:
         raise InvalidParameter(f"{name} must be 1 to {defaults.IDENTIFIER_MAX_BYTES} bytes")
     if not _IDENTIFIER.match(value):
@@ -188,9 +209,18 @@ def parse_output_folder(value: str, name: str) -> str:
 def parse_callback_url(value: str, name: str) -> str:
     if not value:
         return ""
-    parsed = urllib.parse.urlsplit(value)
+    try:
+        parsed = urllib.parse.urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 literal: http://[::1/
+        raise InvalidParameter(f"{name} is not a URL (malformed host)") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise InvalidParameter(f"{name} must be an http or https URL")
+    try:
+        port_ok = parsed.port != 0
+    except ValueError:  # past 65535, or not a number
+        port_ok = False
+    if not port_ok:
+        raise InvalidParameter(f"{name} port must be a number from 1 to 65535")
     return value
 
 
@@ -204,7 +234,7 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
     if record_mode == 2:
         raise InvalidParameter("RecordInputParams.RecordMode: mixed-stream recording is not supported")
     streams = []
-    for index, item in enumerate(inp.array("RecordStreamList")):
+    for index, item in enumerate(inp.array("RecordStreamList", max_len=defaults.RECORD_STREAM_LIST_MAX)):
         entry = Fields(item, f"RecordInputParams.RecordStreamList[{index}]")
         streams.append(entry.identifier("StreamId"))
     record_input = RecordInput(

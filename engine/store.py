@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,6 +90,10 @@ CREATE TABLE streams (
     published_ms INTEGER NOT NULL,
     UNIQUE (room_id, stream_id)
 );
+""",
+    4: """
+CREATE TABLE nonces (nonce TEXT PRIMARY KEY, seen_s REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX nonces_by_seen ON nonces (seen_s);
 """,
 }
 
@@ -320,6 +324,17 @@ class Store:
     def events_of_task(self, task_id: str) -> list[int]:
         return [r[0] for r in self._db.execute(
             "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]
+
+    # signature nonces already used, so a replay is refused after a restart too
+    def remember_nonce(self, nonce: str, seen_s: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO nonces VALUES (?,?)", (nonce, seen_s))
+
+    def nonces_since(self, since_s: float) -> list[tuple[str, float]]:
+        rows = self._db.execute("SELECT nonce, seen_s FROM nonces WHERE seen_s >= ? ORDER BY seen_s", (since_s,))
+        return [(r[0], r[1]) for r in rows]
+
+    def forget_nonces_before(self, before_s: float) -> None:
+        self._db.execute("DELETE FROM nonces WHERE seen_s < ?", (before_s,))
 
     # callbacks: events are written to this outbox first, delivered from it
     def add_callback(self, task_id: str, event_type: int, url: str, body: dict, created_ms: int) -> int:

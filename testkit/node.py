@@ -102,10 +102,13 @@ class NodeProcess:
         q = signed_params(action, app_id, secret, timestamp, nonce)
         if query is not None:
             q = {k: v for k, v in {**q, **query}.items() if v is not None}
-        url = self.base_url + "/?" + urllib.parse.urlencode(q)
-        answer = http("POST", url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        answer = self.post_action(urllib.parse.urlencode(q), json.dumps(body).encode())
         assert answer.status == 200, answer
         return answer.json()
+
+    def post_action(self, query: str, body: bytes) -> HttpAnswer:
+        """POST an API call as given: the query string already encoded, the body as bytes."""
+        return http("POST", f"{self.base_url}/?{query}", body, {"Content-Type": "application/json"})
 
     def ok(self, action: str, body: dict) -> dict:
         answer = self.call(action, body)

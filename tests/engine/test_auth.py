@@ -1,7 +1,10 @@
+import asyncio
+
 import pytest
 
 from engine import errors
 from engine.auth import Authenticator, NonceCache, sign
+from engine.store import AsyncStore, Store
 
 SECRET = "s3cr3t-value"
 NOW = 1_700_000_000
@@ -25,8 +28,12 @@ def test_signature_is_md5_of_the_concatenation():
     assert sign(1234, "abcd", "sec", 99) == hashlib.md5(b"1234abcdsec99").hexdigest()
 
 
+def verify(authenticator, q):
+    asyncio.run(authenticator.verify(q))
+
+
 def test_valid_request_passes():
-    auth().verify(query())
+    verify(auth(), query())
 
 
 @pytest.mark.parametrize("over, error", [
@@ -42,34 +49,49 @@ def test_valid_request_passes():
     ({"SignatureVersion": "1.0"}, errors.SignatureVersionNotSupported),
     ({"Signature": "0" * 32}, errors.SignatureInvalid),
     ({"SignatureNonce": "bad nonce!"}, errors.SignatureInvalid),
+    ({"SignatureNonce": "0123456789abcdef\n"}, errors.SignatureInvalid),
+    # int() and str.isdigit() take these; the API must not
+    ({"AppId": "\u00b2"}, errors.AppIdMalformed),  # '²': isdigit() but not int()
+    ({"AppId": "\u0661\u0662\u0663\u0664"}, errors.AppIdMalformed),  # Arabic-Indic 1234
+    ({"AppId": "1_234"}, errors.AppIdMalformed),
+    ({"AppId": " 1234"}, errors.AppIdMalformed),
+    ({"AppId": "+1234"}, errors.AppIdMalformed),
+    ({"Timestamp": "9" * 400}, errors.TimestampMalformed),
+    ({"Timestamp": f"{NOW:_}"}, errors.TimestampMalformed),
+    ({"Timestamp": "".join(chr(0x660 + int(c)) for c in str(NOW))}, errors.TimestampMalformed),
+    ({"Timestamp": f" {NOW}"}, errors.TimestampMalformed),
+    ({"Timestamp": f"{NOW}\n"}, errors.TimestampMalformed),
+    ({"Timestamp": "-1"}, errors.TimestampMalformed),
+    ({"Signature": "\u00e9" * 32}, errors.SignatureInvalid),  # hmac.compare_digest refuses non-ASCII str
+    ({"Signature": "g" * 32}, errors.SignatureInvalid),
 ])
 def test_each_problem_has_its_code(over, error):
     with pytest.raises(error):
-        auth().verify(query(**over))
+        auth().check(query(**over), NOW)
 
 
 def test_wrong_app_id_is_an_invalid_signature():
     q = query(AppId="999")
     with pytest.raises(errors.SignatureInvalid):
-        auth().verify(q)
+        auth().check(q, NOW)
 
 
 @pytest.mark.parametrize("skew", [601, -601, 3600])
 def test_expired_outside_ten_minutes(skew):
     with pytest.raises(errors.SignatureExpired):
-        auth(clock=NOW + skew).verify(query())
+        auth().check(query(), NOW + skew)
 
 
 @pytest.mark.parametrize("skew", [599, -599, 0])
 def test_inside_the_window(skew):
-    auth(clock=NOW + skew).verify(query())
+    auth().check(query(), NOW + skew)
 
 
 def test_replayed_nonce_is_refused():
     a = auth()
-    a.verify(query())
+    verify(a, query())
     with pytest.raises(errors.SignatureInvalid, match="already used"):
-        a.verify(query())
+        verify(a, query())
 
 
 def test_nonce_forgotten_after_window():
@@ -77,6 +99,41 @@ def test_nonce_forgotten_after_window():
     assert cache.check_and_add("n1", 0)
     assert not cache.check_and_add("n1", 1000)
     assert cache.check_and_add("n1", 1201)
+
+
+def test_used_nonces_outlive_a_restart_through_the_store(tmp_path):
+    """A second cache on the same store (the node after a restart) refuses the
+    nonces the first one accepted, until twice the window has passed."""
+    path = tmp_path / "store.sqlite3"
+
+    async def run_node(steps):
+        store = AsyncStore(Store(path))
+        try:
+            cache = NonceCache(window_s=600, store=store)
+            await cache.load(steps[0][1])
+            return [await cache.claim(nonce, now) for nonce, now in steps]
+        finally:
+            await asyncio.to_thread(store.close)
+
+    assert asyncio.run(run_node([("n1", 1000), ("n2", 1500)])) == [True, True]
+    assert asyncio.run(run_node([("n1", 1100), ("n2", 1100), ("n3", 1100)])) == [False, False, True]
+    # 2 x 600 s after n1 was first seen it is forgotten, n2 (seen at 1500) is not
+    assert asyncio.run(run_node([("n1", 2201), ("n2", 2201)])) == [True, False]
+
+
+def test_the_store_forgets_old_nonces(tmp_path):
+    async def run():
+        store = AsyncStore(Store(tmp_path / "store.sqlite3"))
+        try:
+            cache = NonceCache(window_s=600, store=store)
+            await cache.claim("old", 0)
+            await cache.claim("new", 100)
+            await cache.claim("later", 1201)  # the prune interval has passed: 'old' is dropped
+            return [nonce for nonce, _ in await store.nonces_since(float("-inf"))]
+        finally:
+            await asyncio.to_thread(store.close)
+
+    assert asyncio.run(run()) == ["new", "later"]
 
 
 def test_codes_table_covers_every_error():

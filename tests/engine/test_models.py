@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from engine import models
-from engine.errors import InvalidParameter
+from engine.errors import BodyUnreadable, InvalidParameter
 
 VALID = {
     "RoomId": "room-1",
@@ -89,6 +89,13 @@ BAD = [
     (("RecordOutputParams", "ShortFragmentPath"), 0, "ShortFragmentPath must be true"),
     (("RecordOutputParams", "CallbackUrl"), "ftp://x/y", "CallbackUrl must be an http"),
     (("RecordOutputParams", "CallbackUrl"), "http://", "CallbackUrl must be an http"),
+    (("RecordOutputParams", "CallbackUrl"), "http://[::1/", "CallbackUrl is not a URL"),
+    (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:99999/", "CallbackUrl port must be a number from 1"),
+    (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:0/", "CallbackUrl port must be a number from 1"),
+    (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:-1/", "CallbackUrl port must be a number from 1"),
+    (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:8o/", "CallbackUrl port must be a number from 1"),
+    (("RecordInputParams", "RecordStreamList"), [{"StreamId": f"s{i}"} for i in range(51)],
+     "RecordInputParams.RecordStreamList must have at most 50 entries"),
     (("StorageParams",), DELETE, "StorageParams is required"),
     (("StorageParams", "Vendor"), DELETE, "StorageParams.Vendor is required"),
     (("StorageParams", "Vendor"), 11, "StorageParams.Vendor must be between 0 and 10"),
@@ -108,6 +115,54 @@ BAD = [
 def test_bad_field_names_the_field(path, value, message):
     with pytest.raises(InvalidParameter, match=message):
         models.parse_start_record(with_change(path, value))
+
+
+def string_paths(body, prefix=()):
+    for key, value in body.items():
+        if isinstance(value, dict):
+            yield from string_paths(value, (*prefix, key))
+        elif isinstance(value, str):
+            yield (*prefix, key)
+
+
+@pytest.mark.parametrize("path", list(string_paths(VALID)), ids=".".join)
+def test_a_lone_surrogate_names_the_field(path):
+    """json.loads turns the escape \\ud800 into a str that cannot be encoded."""
+    with pytest.raises(InvalidParameter, match=rf"^{'.'.join(path)} is not valid Unicode"):
+        models.parse_start_record(with_change(path, "a\ud800"))
+
+
+def test_a_lone_surrogate_in_a_listed_stream_names_it():
+    body = with_change(("RecordInputParams", "RecordStreamList"), [{"StreamId": "s"}, {"StreamId": "\udfff"}])
+    with pytest.raises(InvalidParameter, match=r"RecordStreamList\[1\].StreamId is not valid Unicode"):
+        models.parse_start_record(body)
+
+
+def test_record_stream_list_takes_up_to_the_limit():
+    streams = [{"StreamId": f"s{i}"} for i in range(50)]
+    parsed = models.parse_start_record(with_change(("RecordInputParams", "RecordStreamList"), streams))
+    assert len(parsed.input.record_streams) == 50
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:65535/cb", "https://[::1]:1/", "http://example.com/cb?x=1"])
+def test_callback_urls_that_are_fine(url):
+    assert models.parse_start_record(with_change(("RecordOutputParams", "CallbackUrl"), url)).output.callback_url == url
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"{not json", "request body unreadable"),
+    (b"\xff\xfe{", "request body unreadable"),
+    (b"1" * 5000, "request body unreadable"),  # past int()'s digit limit: ValueError
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+])
+def test_unreadable_bodies(raw, message):
+    with pytest.raises(BodyUnreadable, match=message):
+        models.decode_body(raw)
+
+
+def test_an_empty_body_is_an_empty_object():
+    assert models.decode_body(b"") == {}
 
 
 def test_body_must_be_an_object():
@@ -139,6 +194,7 @@ def test_lowered_limits_for_tests():
     ({"TaskId": "short"}, "TaskId must be 16"),
     ({"TaskId": "abcdefghijklmno!"}, "TaskId must be 16"),
     ({"TaskId": 12}, "TaskId must be a string"),
+    ({"TaskId": "\ud800" * 16}, "TaskId is not valid Unicode"),
 ])
 def test_task_id_checked(body, message):
     with pytest.raises(InvalidParameter, match=message):
@@ -161,6 +217,7 @@ def test_describe_tasks_defaults():
     ({"Status": 2, "PageSize": 51}, "PageSize must be between 1 and 50"),
     ({"Status": 2, "PageSize": 0}, "PageSize must be between 1 and 50"),
     ({"Status": 2, "RoomId": ""}, "RoomId must be 1 to 128"),
+    ({"Status": 2, "RoomId": "r\ud800"}, "RoomId is not valid Unicode"),
     ({"Status": 2, "StartTime": NOW_MS, "EndTime": NOW_MS - 1}, "StartTime must not be after EndTime"),
     ({"Status": 2, "StartTime": 0, "EndTime": NOW_MS}, "at most 3 days"),
     ({"Status": 2, "StartTime": "x"}, "StartTime must be an integer"),

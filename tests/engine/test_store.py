@@ -92,3 +92,19 @@ def test_a_version_1_store_is_migrated(tmp_path):
     assert store.files_of_task("t")[0].sha256 == ""
     store.add_callback("t", 1, "http://x", {}, 0)
     assert store.pending_callbacks()[0].sequence == 0
+    store.remember_nonce("n", 1.0)
+    assert store.nonces_since(0) == [("n", 1.0)]
+
+
+def test_used_nonces_are_kept_until_forgotten(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    for nonce, seen_s in [("b", 20.5), ("a", 10.0), ("c", 30.0)]:
+        store.remember_nonce(nonce, seen_s)
+    store.remember_nonce("a", 25.0)  # seen again after it was forgotten in memory: the later time counts
+    store.close()
+    store = Store(path)
+    assert store.nonces_since(0) == [("b", 20.5), ("a", 25.0), ("c", 30.0)]
+    assert store.nonces_since(21) == [("a", 25.0), ("c", 30.0)]
+    store.forget_nonces_before(30)
+    assert store.nonces_since(0) == [("c", 30.0)]
