@@ -23,8 +23,8 @@ PORTS = (41000, 41099)
 
 def unit_config(data_dir: Path, **changes) -> NodeConfig:
     # cpu_cap above 1: the machine's real CPU load (other tests) must not refuse work here
-    return NodeConfig(data_dir=data_dir, app_id=1, server_secret="unit-secret", rtp_port_range=PORTS,
-                      callback_url="http://127.0.0.1:9/callbacks", cpu_cap=2.0, **changes)
+    settings = {"rtp_port_range": PORTS, "callback_url": "http://127.0.0.1:9/callbacks", "cpu_cap": 2.0, **changes}
+    return NodeConfig(data_dir=data_dir, app_id=1, server_secret="unit-secret", **settings)
 
 
 def start_request(room_id: str = "room", **inputs) -> models.StartRecordRequest:

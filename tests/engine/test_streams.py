@@ -73,13 +73,17 @@ async def test_a_worker_that_cannot_be_restarted_unpublishes_its_stream(twins):
     await twins.until_streams(0)
 
 
-async def test_a_worker_that_fails_to_start_gets_a_503_and_frees_its_ports(twins):
-    twins.supervisor.failures = 3  # every attempt
-    with pytest.raises(errors.IngestError) as refused:
-        await twins.node.publish_rtp("fail-room", "cam", "u", "u", OFFER)
-    assert refused.value.status == 503 and refused.value.retry_after == 5
-    stream = await twins.node.publish_rtp("fail-room", "cam", "u", "u", OFFER)  # nothing was left behind
-    assert stream.ports
+async def test_a_worker_that_fails_to_start_gets_a_503_and_frees_its_ports(tmp_path):
+    twins = await start_twins(tmp_path / "data", rtp_port_range=(PORTS[0], PORTS[0] + 3))  # two port pairs
+    try:
+        twins.supervisor.failures = 3  # every attempt
+        with pytest.raises(errors.IngestError) as refused:
+            await twins.node.publish_rtp("fail-room", "cam", "u", "u", OFFER)
+        assert (refused.value.status, refused.value.retry_after) == (503, 5)
+        stream = await twins.node.publish_rtp("fail-room", "cam", "u", "u", OFFER)  # the ports went back
+        assert sorted(stream.ports) == [PORTS[0], PORTS[0] + 2]
+    finally:
+        await twins.node.stop(deadline_s=2)
 
 
 async def test_fill_blank_keeps_the_worker_with_its_files_until_the_stream_returns(twins):

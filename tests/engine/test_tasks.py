@@ -19,10 +19,13 @@ async def test_stop_record_ends_at_once_with_final_files_then_events_7_1_5(twins
     assert [r.spec.task_id for r in worker.of_type(protocol.StartRecording)] == [task_id]
     recording = await twins.status(task_id)
     assert recording["Status"] == 2 and [f["Status"] for f in recording["RecordFiles"]] == [1]
+    file_id = recording["RecordFiles"][0]["FileId"]
+    for second in range(1, 30):  # a backlog of what the worker said, not yet handled
+        worker.say(protocol.FileProgress(task_id, file_id, second, second * 1000))
 
     await twins.node.stop_record(task_id)
 
-    # StopRecord answers once the worker's last events are in the store: status 3, final sizes
+    # StopRecord answers once everything the worker said is in the store: status 3, final sizes
     stopped = await twins.status(task_id)
     assert stopped["Status"] == 3 and stopped["RecordEndTimestamp"] == twins.clock.wall
     [file] = stopped["RecordFiles"]
