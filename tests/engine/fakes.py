@@ -23,6 +23,7 @@ from engine.events import OnEvent, OnExit
 from engine.supervisor import WorkerGone, WorkerStartError
 
 FILE_BYTES = b"not really an mp4 " * 64
+PID_MAX_LIMIT = 4_194_304  # the largest pid Linux hands out (kernel.pid_max at most)
 WHIP_ANSWER = "v=0\r\ns=fake answer\r\n"
 WHIP_TRACKS = (TrackSpec(MediaKind.VIDEO, "H264", 102, 90000), TrackSpec(MediaKind.AUDIO, "opus", 111, 48000, 2))
 
@@ -137,7 +138,7 @@ class FakeSupervisor:
         self.started: list[FakeWorker] = []
         self.failures = 0  # the next this many starts fail
         self.offer_refusal: OfferRefusal | None = None
-        self._pids = itertools.count(50_000)
+        self._pids = itertools.count(PID_MAX_LIMIT + 1)  # no real process: admission's CPU sampling finds none
 
     async def warm_up(self) -> None:
         pass
