@@ -3,7 +3,7 @@
 A node takes work once it has started and until it drains. Past its capacity
 (engine.capacity: counts and CPU) it answers busy, publishing with 503 +
 Retry-After and StartRecord with 300010001, rather than degrading every stream
-it already records.
+it already records. A busy answer names the limit hit, and every refusal is logged.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Admission:
 
     def admit_stream(self, streams: int, room_id: str, stream_id: str) -> None:
         """Publishing, with `streams` published or being published now."""
+        busy: str | None
         if self.state is not NodeState.READY:
             busy = "node is draining or starting"
         else:
@@ -55,7 +56,7 @@ class Admission:
     def admit_task(self, active_tasks: int, request: models.StartRecordRequest) -> None:
         """StartRecord. One with a ClientTaskId may be a repeat that only answers the
         task it already made, so capacity does not refuse it."""
-        busy = None
+        busy: str | None = None
         if self.draining:
             busy = "node is draining"
         elif request.client_task_id is None:
