@@ -6,19 +6,53 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 
 from engine import defaults, errors, models
-from engine.auth import Authenticator, NonceCache
-from engine.metrics import render_metrics
-from engine.node import RecordingNode
+from engine.admission import NodeState
+from engine.auth import Authenticator, NonceCache, NonceStore
+from engine.config import NodeConfig
+from engine.rooms import PublishedStream
 
 log = structlog.get_logger("api")
 
-ACTIONS = ("StartRecord", "StopRecord", "DescribeRecordStatus", "DescribeTasks", "PauseRecord", "ResumeRecord")
+
+class RecordingService(Protocol):
+    """All the HTTP API needs of the node (engine.node.RecordingNode)."""
+
+    config: NodeConfig
+    store: NonceStore  # used signature nonces outlive a restart
+
+    @property
+    def state(self) -> NodeState: ...
+
+    async def start_record(self, request: models.StartRecordRequest) -> str: ...
+
+    async def stop_record(self, task_id: str) -> None: ...
+
+    async def pause_record(self, task_id: str) -> None: ...
+
+    async def resume_record(self, task_id: str) -> None: ...
+
+    async def describe_record_status(self, task_id: str) -> dict: ...
+
+    async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict: ...
+
+    async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
+                          sdp_text: str) -> PublishedStream: ...
+
+    async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
+                           sdp_text: str) -> PublishedStream: ...
+
+    async def unpublish(self, resource_id: str) -> None: ...
+
+    async def stream_stats(self, resource_id: str) -> dict[str, Any]: ...
+
+    async def metrics(self) -> str:
+        """/metrics in the Prometheus text format."""
 
 
 def envelope(code: int, message: str, request_id: str, data: dict | None = None) -> web.Response:
@@ -26,10 +60,11 @@ def envelope(code: int, message: str, request_id: str, data: dict | None = None)
 
 
 class Api:
-    def __init__(self, node: RecordingNode):
+    def __init__(self, node: RecordingService):
         self.node = node
-        self.auth = Authenticator(node.config.app_id, node.config.server_secret, NonceCache(store=node.store))
-        self.limits = node.config.limits
+        self.config = node.config
+        self.auth = Authenticator(self.config.app_id, self.config.server_secret, NonceCache(store=node.store))
+        self.limits = self.config.limits
         self._actions: dict[str, Callable[[Any], Awaitable[dict]]] = {
             "StartRecord": self.start_record,
             "StopRecord": self.stop_record,
@@ -68,7 +103,7 @@ class Api:
             response = error
         if request.path.startswith("/whip/"):
             response.headers.update({
-                "Access-Control-Allow-Origin": self.node.config.whip_cors_origin,
+                "Access-Control-Allow-Origin": self.config.whip_cors_origin,
                 "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
                 "Access-Control-Expose-Headers": "Location, ETag, Link, Retry-After",
@@ -119,35 +154,25 @@ class Api:
         return envelope(0, "success", request_id, data)
 
     async def start_record(self, body: Any) -> dict:
-        parsed = models.parse_start_record(body, self.limits)
-        busy = None
-        if self.node.draining:
-            busy = "node is draining"
-        elif parsed.client_task_id is None:
-            limit = self.node.capacity.task_refusal(self.node.tasks.active_count)
-            busy = limit and f"node at capacity: {limit}"
-        if busy:
-            log.warning("start_record_refused", room_id=parsed.room_id, reason=busy)
-            raise errors.NodeBusy(busy)
-        task_id = await self.node.tasks.start_record(parsed)
+        task_id = await self.node.start_record(models.parse_start_record(body, self.limits))
         return {"TaskId": task_id}
 
     async def stop_record(self, body: Any) -> dict:
-        await self.node.tasks.stop_record(models.parse_task_request(body).task_id)
+        await self.node.stop_record(models.parse_task_request(body).task_id)
         return {}
 
     async def describe_record_status(self, body: Any) -> dict:
-        return await self.node.tasks.describe(models.parse_task_request(body).task_id)
+        return await self.node.describe_record_status(models.parse_task_request(body).task_id)
 
     async def describe_tasks(self, body: Any) -> dict:
-        return await self.node.tasks.describe_tasks(models.parse_describe_tasks(body, int(time.time() * 1000)))
+        return await self.node.describe_tasks(models.parse_describe_tasks(body, int(time.time() * 1000)))
 
     async def pause_record(self, body: Any) -> dict:
-        await self.node.tasks.pause_record(models.parse_task_request(body).task_id)
+        await self.node.pause_record(models.parse_task_request(body).task_id)
         return {}
 
     async def resume_record(self, body: Any) -> dict:
-        await self.node.tasks.resume_record(models.parse_task_request(body).task_id)
+        await self.node.resume_record(models.parse_task_request(body).task_id)
         return {}
 
     # health
@@ -155,17 +180,16 @@ class Api:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.node.ready and not self.node.draining:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "draining" if self.node.draining else "starting"}, status=503)
+        state = self.node.state
+        return web.json_response({"status": str(state)}, status=200 if state is NodeState.READY else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=await render_metrics(self.node), content_type="text/plain",
+        return web.Response(text=await self.node.metrics(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
 
     # publishing: plain RTP (an SDP offer of what will be sent) and WHIP (RFC 9725)
     def _check_token(self, request: web.Request) -> None:
-        token = self.node.config.ingest_token
+        token = self.config.ingest_token
         if not token:
             return
         given = request.headers.get("Authorization", "")

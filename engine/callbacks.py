@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import secrets
 import time
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -31,14 +32,33 @@ def signature(secret: str, timestamp: str, nonce: str) -> str:
     return hashlib.sha1("".join(sorted([secret, timestamp, nonce])).encode()).hexdigest()
 
 
+class CallbackTransport(Protocol):
+    async def post(self, url: str, body: dict) -> int:
+        """POST `body` as JSON; returns the HTTP status. Raises aiohttp.ClientError or TimeoutError."""
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    def __init__(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
+
+    async def post(self, url: str, body: dict) -> int:
+        async with self._session.post(url, json=body) as response:
+            return response.status
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
 class CallbackSender:
-    def __init__(self, config: NodeConfig, store: AsyncStore):
+    def __init__(self, config: NodeConfig, store: AsyncStore, transport: CallbackTransport):
         self._config = config
         self._store = store
+        self._transport = transport
         self._wake = asyncio.Event()
         self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
         self._in_flight: set[int] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task | None = None
 
     async def emit(self, task_id: str, room_id: str, task_url: str, event_type: int, message: str,
@@ -53,7 +73,6 @@ class CallbackSender:
         self._wake.set()
 
     def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, drain_s: float = 0.0) -> None:
@@ -62,8 +81,7 @@ class CallbackSender:
             await asyncio.sleep(POLL_S)
         if self._runner is not None:
             self._runner.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self._transport.close()
 
     async def _run(self) -> None:
         while True:
@@ -102,15 +120,13 @@ class CallbackSender:
         timestamp = str(int(time.time()))
         body = {**record.body, "nonce": nonce, "timestamp": timestamp,
                 "signature": signature(self._config.callback_secret, timestamp, nonce)}
-        assert self._session is not None
         try:
-            async with self._session.post(record.url, json=body) as response:
-                ok = 200 <= response.status < 300
-                if not ok:
-                    log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence,
-                                status=response.status)
-                return ok
+            status = await self._transport.post(record.url, body)
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("callback_failed", task_id=record.task_id, sequence=record.sequence,
                         error=type(error).__name__)
             return False
+        if not 200 <= status < 300:
+            log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence, status=status)
+            return False
+        return True

@@ -59,8 +59,7 @@ async def serve(config: config_module.NodeConfig, started: asyncio.Event | None 
     from engine.node import RecordingNode
 
     sockets = listen(config.host, config.port)
-    node = RecordingNode(config)
-    await node.start()
+    node = await RecordingNode.create(config)
     runner = web.AppRunner(Api(node).app(), access_log=None)
     await runner.setup()
     for sock in sockets:
@@ -85,7 +84,7 @@ async def serve(config: config_module.NodeConfig, started: asyncio.Event | None 
     await asyncio.wait([draining, forced], timeout=config.drain_timeout_s + 5,
                        return_when=asyncio.FIRST_COMPLETED)
     if not draining.done():
-        log.warning("forced_exit", pending_uploads=node.uploader.backlog if node.uploader else 0)
+        log.warning("forced_exit", pending_uploads=node.uploader.backlog)
         node.kill_workers()  # their files keep every fragment written; the spool keeps the rest
         draining.cancel()
     forced.cancel()

@@ -52,8 +52,7 @@ async def run_demo() -> int:
                         rtp_bind_host="127.0.0.1", rtp_port_range=(43000 + random.randrange(0, 500) * 2, 44999),
                         log_level="warning")
     print(f"starting a node on http://127.0.0.1:{port}, data in {data_dir}")
-    node = RecordingNode(config)
-    await node.start()
+    node = await RecordingNode.create(config)
     runner = web.AppRunner(Api(node).app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

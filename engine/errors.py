@@ -61,10 +61,6 @@ class SignatureVersionNotSupported(ApiError):
     default_message = "SignatureVersion not supported"
 
 
-class RateLimited(ApiError):
-    default_message = "request rate limit exceeded"
-
-
 class InvalidParameter(ApiError):
     default_message = "invalid parameter"
 
@@ -102,7 +98,6 @@ API_CODES: dict[type[ApiError], int] = {
     BodyUnreadable: 100000012,
     SignatureVersionEmpty: 100000013,
     SignatureVersionNotSupported: 100000014,
-    RateLimited: 300000003,
     InvalidParameter: 300000004,
     TaskNotFound: 300001000,
     TaskAlreadyStopped: 300001001,

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from contract import protocol
 from contract.codes import InputKind
 from contract.worker import StreamSpec
 from engine.sdp import RtpOffer
+
+
+class StreamWorker(Protocol):
+    """A stream's worker as the control plane talks to it (engine.supervisor.WorkerHandle;
+    the unit tests' fake worker)."""
+
+    stopping: bool  # asked to stop: its exit is not a death
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def request(self, make: Callable[[int], protocol.Request], timeout: float = ...) -> protocol.Reply: ...
+
+    async def stop(self) -> None:
+        """Finish every file and exit."""
 
 
 @dataclass(eq=False)
@@ -21,7 +39,7 @@ class PublishedStream:
     resource_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     ports: tuple[int, ...] = ()
     answer: str = ""
-    worker: object | None = None  # engine.supervisor.WorkerHandle
+    worker: StreamWorker | None = None
     restarts: deque[float] = field(default_factory=deque)
     unpublished: bool = False
     kind: InputKind = InputKind.RTP

@@ -360,11 +360,6 @@ class Store:
         self._db.execute("UPDATE callbacks SET attempts = attempts + 1, delivered=?, done_ms=? WHERE id=?",
                          (int(delivered), done_ms, callback_id))
 
-    def callbacks_of_task(self, task_id: str) -> list[CallbackRecord]:
-        rows = self._db.execute("SELECT * FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))
-        return [CallbackRecord(r["id"], r["task_id"], r["sequence"], r["event_type"], r["url"],
-                               json.loads(r["body_json"]), r["attempts"]) for r in rows]
-
 
 class AsyncStore:
     """The Store's methods as coroutines, run one at a time on a dedicated thread."""

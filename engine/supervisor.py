@@ -188,3 +188,9 @@ class Supervisor:
     async def stop_all(self) -> None:
         await asyncio.gather(*(w.stop() for w in list(self.workers)), return_exceptions=True)
         self._starter.shutdown(wait=False)
+
+    def kill_all(self) -> None:
+        """No time is left to stop them: their files keep every fragment written."""
+        for worker in list(self.workers):
+            worker.stopping = True
+            worker.process.kill()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import structlog
 
@@ -16,6 +16,7 @@ from contract import protocol
 from contract.codes import CallbackEvent, QuitReason
 from contract.worker import RecordingSpec
 from engine import checks, defaults, errors, models, views
+from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.files import FileBook
 from engine.rooms import PublishedStream, Rooms
@@ -28,15 +29,21 @@ _TASK_ID_ALPHABET = string.ascii_letters + string.digits
 STOP_REPLY_TIMEOUT_S = 10.0
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def new_task_id() -> str:
     return "".join(secrets.choice(_TASK_ID_ALPHABET) for _ in range(defaults.TASK_ID_LENGTH))
 
 
 Emit = Callable[[str, str, str, int, str, dict], Awaitable[None]]
+
+
+class StreamControl(Protocol):
+    """What tasks need of a stream's worker (engine.events.WorkerEvents)."""
+
+    async def request(self, stream: PublishedStream, make: Callable[[int], protocol.Request]) -> protocol.Reply:
+        """Send a request to the stream's worker and wait for its reply."""
+
+    async def flush(self, stream: PublishedStream) -> None:
+        """Wait until every event the stream's worker sent so far has been handled."""
 
 
 @dataclass
@@ -64,22 +71,21 @@ class ActiveTask:
 
 
 class TaskManager:
-    def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms,
-                 request: Callable[[PublishedStream, Callable[[int], protocol.Request]], Awaitable[protocol.Reply]],
-                 flush: Callable[[PublishedStream], Awaitable[None]], emit: Emit, files: FileBook):
+    def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms, streams: StreamControl, emit: Emit,
+                 files: FileBook, clock: Clock = SYSTEM_CLOCK):
         self._config = config
         self.files = files
         self._emit_callback = emit
         self._store = store
         self._rooms = rooms
-        self._request = request
-        self._flush = flush
+        self._streams = streams
+        self._clock = clock
         self._background: set[asyncio.Task] = set()
         self._active: dict[str, ActiveTask] = {}
         self._start_lock = asyncio.Lock()
 
     async def load(self) -> None:
-        now, wall = time.monotonic(), now_ms()
+        now, wall = self._clock.monotonic(), self._clock.wall_ms()
         for record in await self._store.tasks_with_status(ACTIVE_TASK_STATUSES):
             started = now - (wall - record.created_ms) / 1000
             task = ActiveTask(record, self._recording_spec(record), started)
@@ -120,11 +126,11 @@ class TaskManager:
                 existing = await self._store.get_task_by_client_id(request.client_task_id)
                 if existing is not None:
                     return existing.task_id
-            created = now_ms()
+            created = self._clock.wall_ms()
             record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
                                 request, created, begin_ms=created)
             await self._store.insert_task(record)
-        task = ActiveTask(record, self._recording_spec(record), time.monotonic())
+        task = ActiveTask(record, self._recording_spec(record), self._clock.monotonic())
         self._active[record.task_id] = task
         self._register_files(task)
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
@@ -153,9 +159,9 @@ class TaskManager:
         if stream.worker is None or task.record.status.terminal:
             return
         try:
-            reply = await self._request(stream, lambda rid: protocol.StartRecording(rid, task.recording_spec))
+            reply = await self._streams.request(stream, lambda rid: protocol.StartRecording(rid, task.recording_spec))
             if reply.ok and task.record.status is TaskStatus.PAUSED:
-                await self._request(stream, lambda rid: protocol.PauseRecording(rid, task.task_id))
+                await self._streams.request(stream, lambda rid: protocol.PauseRecording(rid, task.task_id))
         except Exception as error:  # the worker died meanwhile: its exit handler takes over
             log.warning("start_recording_failed", task_id=task.task_id, stream_id=stream.stream_id,
                         error=str(error))
@@ -260,7 +266,7 @@ class TaskManager:
         streams = [s for s in self._rooms.recording_streams(task.record.room_id)
                    if s.stream_id in task.streams and s.worker is not None]
         results = await asyncio.gather(
-            *(asyncio.wait_for(self._request(s, make), STOP_REPLY_TIMEOUT_S) for s in streams),
+            *(asyncio.wait_for(self._streams.request(s, make), STOP_REPLY_TIMEOUT_S) for s in streams),
             return_exceptions=True)
         for stream, result in zip(streams, results, strict=True):
             if isinstance(result, BaseException):
@@ -269,8 +275,8 @@ class TaskManager:
         return streams
 
     # room rules, on the node's ticker
-    async def tick(self, now: float) -> None:
-        wall = now_ms()
+    async def tick(self) -> None:
+        now, wall = self._clock.monotonic(), self._clock.wall_ms()
         for task in list(self._active.values()):
             inputs = task.record.request.input
             if wall - task.record.created_ms >= inputs.max_record_time * 1000:
@@ -305,7 +311,7 @@ class TaskManager:
         task_id = task.record.task_id
         if self._active.pop(task_id, None) is None:
             return
-        end = now_ms()
+        end = self._clock.wall_ms()
         task.record = replace(task.record, status=status, end_ms=end, end_reason=reason)
         await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
         log.info("task_ended", task_id=task_id, status=int(status), reason=reason, quit_reason=quit_reason)
@@ -315,7 +321,7 @@ class TaskManager:
             await self._emit(task, CallbackEvent.ABNORMAL_END, f"task ended: {reason}", {"quit_reason": int(quit_reason) if quit_reason is not None else None})
         streams = await self._on_recording_streams(task, lambda rid: protocol.StopRecording(rid, task_id))
         # The files' last events came before the replies: let them reach the store.
-        await asyncio.gather(*(self._flush(s) for s in streams))
+        await asyncio.gather(*(self._streams.flush(s) for s in streams))
         task.streams.clear()
         # StopRecord answers now; upload-finished (and normal-exit) follow when the bucket holds everything.
         self._in_background(self._after_uploads(task, reason))

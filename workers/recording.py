@@ -137,14 +137,6 @@ class Recording:
         self.dropped_frames = 0
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
-    @property
-    def needs_keyframe(self) -> bool:
-        return self.state is State.PENDING and self.video_spec is not None
-
-    @property
-    def file_ids(self) -> list[str]:
-        return [o.writer.key for o in self._outputs]
-
     def begin(self, frames: list[EncodedFrame], now: float) -> bool:
         """Open the file(s) at the first usable frame of `frames` and write them all.
         Returns False (and stays pending) when there is nothing to start on."""
