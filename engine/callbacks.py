@@ -1,5 +1,10 @@
 """Status callbacks: written to the store's outbox first, then POSTed in order per
-task, at least once, retried with a bounded backoff; never on the recording path."""
+task, at least once, retried with a bounded backoff; never on the recording path.
+
+Every delivery connects under the node's egress policy (engine/egress.py), so a
+CallbackUrl whose name resolves into a refused network at delivery time reaches
+nothing. Redirects are not followed: a 3xx is a failed delivery (a redirect can
+point anywhere, and a POST turned into a GET would lose the body)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import time
 import aiohttp
 import structlog
 
+from engine import egress
 from engine.config import NodeConfig
 from engine.defaults import CALLBACK_TIMEOUT_S
 from engine.store import AsyncStore, CallbackRecord
@@ -35,6 +41,7 @@ class CallbackSender:
     def __init__(self, config: NodeConfig, store: AsyncStore):
         self._config = config
         self._store = store
+        self._policy = egress.callback_policy(config.callback_deny)
         self._wake = asyncio.Event()
         self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
         self._in_flight: set[int] = set()
@@ -104,13 +111,15 @@ class CallbackSender:
                 "signature": signature(self._config.callback_secret, timestamp, nonce)}
         assert self._session is not None
         try:
-            async with self._session.post(record.url, json=body) as response:
-                ok = 200 <= response.status < 300
-                if not ok:
-                    log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence,
-                                status=response.status)
-                return ok
+            with egress.enforced(self._policy):
+                async with self._session.post(record.url, json=body, allow_redirects=False) as response:
+                    ok = 200 <= response.status < 300
+                    if not ok:
+                        log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence,
+                                    status=response.status)
+                    return ok
         except (aiohttp.ClientError, TimeoutError) as error:
-            log.warning("callback_failed", task_id=record.task_id, sequence=record.sequence,
-                        error=type(error).__name__)
+            refused = isinstance(getattr(error, "os_error", None), egress.EgressRefused)
+            log.warning("callback_address_refused" if refused else "callback_failed", task_id=record.task_id,
+                        sequence=record.sequence, error=type(error).__name__)
             return False

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import urllib.parse
 
 from contract.storage import StorageTarget
-from engine import errors, models
+from engine import egress, errors, models
 from engine.config import NodeConfig
 from storage_adapters.base import (
     StorageAccessDenied,
@@ -36,19 +34,40 @@ async def check_storage(config: NodeConfig, request: models.StartRecordRequest) 
             raise errors.InvalidParameter(
                 "StorageParams.Bucket / RecordOutputParams.OutputFolder leave the storage root") from None
         return
+    target = storage_target(config, request)
+    overrides = dict(config.storage_endpoints)
+    policy = egress.policy_for_storage(
+        egress.endpoint_policy(config.callback_deny, config.storage_endpoint_allow), target, overrides)
     try:
-        adapter = adapter_for(storage_target(config, request), dict(config.storage_endpoints))
-        await asyncio.to_thread(probe, adapter, request.output.output_folder)
-    except StorageAccessDenied:
-        raise errors.InvalidParameter(
-            "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)") from None
-    except StorageNotFound:
-        raise errors.InvalidParameter("StorageParams.Bucket: no such bucket") from None
-    except StorageUnavailable:
-        raise errors.InvalidParameter(
-            "StorageParams: the bucket cannot be reached (Region / EndPoint)") from None
+        adapter = adapter_for(target, overrides)  # no I/O: its errors are about the parameters
     except StorageError as error:
-        raise errors.InvalidParameter(f"StorageParams: {error}") from None
+        raise _refusal(error) from None
+    if policy is not None:
+        await egress.check_endpoint(target.endpoint, policy)
+    try:
+        await asyncio.to_thread(egress.call_enforced, policy, probe, adapter, request.output.output_folder)
+    except StorageError as error:
+        if policy is not None and not _storage_service_answered(error):
+            raise errors.InvalidParameter(egress.ENDPOINT_UNREACHABLE) from None
+        raise _refusal(error) from None
+
+
+def _storage_service_answered(error: StorageError) -> bool:
+    """Whether a storage service itself answered (a vendor error code such as
+    NoSuchBucket or AccessDenied). Anything else from a caller's EndPoint gets the
+    one neutral answer, so the answers cannot tell a closed port from an open one."""
+    return bool(error.vendor_code) and not error.vendor_code.isdigit()
+
+
+def _refusal(error: StorageError) -> errors.InvalidParameter:
+    if isinstance(error, StorageAccessDenied):
+        return errors.InvalidParameter(
+            "StorageParams: the bucket refused the credentials (AccessKeyId / AccessKeySecret)")
+    if isinstance(error, StorageNotFound):
+        return errors.InvalidParameter("StorageParams.Bucket: no such bucket")
+    if isinstance(error, StorageUnavailable):
+        return errors.InvalidParameter("StorageParams: the bucket cannot be reached (Region / EndPoint)")
+    return errors.InvalidParameter(f"StorageParams: {error}")
 
 
 def storage_target(config: NodeConfig, request: models.StartRecordRequest) -> StorageTarget:
@@ -61,14 +80,4 @@ def storage_target(config: NodeConfig, request: models.StartRecordRequest) -> St
 
 async def check_callback_url(config: NodeConfig, url: str) -> None:
     """Refuse callbacks into link-local / cloud-metadata networks (configurable)."""
-    host = urllib.parse.urlsplit(url).hostname if url else None
-    if not host or not config.callback_deny:
-        return
-    denied = [ipaddress.ip_network(n, strict=False) for n in config.callback_deny]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
-    except (OSError, ValueError):
-        return  # unresolvable now: delivery will fail and be retried, nothing is reached
-    if any(address in network for address in addresses for network in denied):
-        raise errors.InvalidParameter("RecordOutputParams.CallbackUrl points into a network this node refuses")
+    await egress.check_callback_url(url, egress.callback_policy(config.callback_deny))

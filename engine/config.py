@@ -49,6 +49,7 @@ class NodeConfig:
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
     callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
+    storage_endpoint_allow: tuple[str, ...] = ()  # networks a caller's EndPoint may reach though refused
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -131,6 +132,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on SIGTERM, seconds to finish uploads and callbacks before exiting")
     parser.add_argument("--callback-deny", default=e("RECNODE_CALLBACK_DENY", ",".join(defaults.CALLBACK_DENY_NETWORKS)),
                         help="comma-separated networks CallbackUrl may not point into ('' allows all)")
+    parser.add_argument("--storage-endpoint-allow", default=e("RECNODE_STORAGE_ENDPOINT_ALLOW", ""),
+                        help="comma-separated networks a StorageParams.EndPoint may point into although refused")
     parser.add_argument("--webrtc-hosts", default=e("RECNODE_WEBRTC_HOSTS", "127.0.0.1"),
                         help="comma-separated local addresses WebRTC offers as ICE host candidates (no STUN)")
     parser.add_argument("--webrtc-ports", default=e("RECNODE_WEBRTC_PORTS", ""),
@@ -205,6 +208,7 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
         max_tasks=args.max_tasks,
         cpu_cap=args.cpu_cap,
         callback_deny=tuple(n.strip() for n in args.callback_deny.split(",") if n.strip()),
+        storage_endpoint_allow=tuple(n.strip() for n in args.storage_endpoint_allow.split(",") if n.strip()),
         test_limits=args.test_limits,
     )
 

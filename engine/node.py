@@ -18,7 +18,7 @@ from contract import protocol
 from contract.codes import InputKind, OfferRefusal
 from contract.tuning import MediaTuning
 from contract.worker import StreamSpec, WorkerConfig
-from engine import defaults, errors
+from engine import defaults, egress, errors
 from engine.callbacks import CallbackSender
 from engine.capacity import Capacity, default_max_streams
 from engine.config import NodeConfig
@@ -78,7 +78,8 @@ class RecordingNode:
         self.callbacks = CallbackSender(self.config, self.store)
         self.callbacks.start()
         self.uploader = Uploader(Spool(self.config.spool_root, self.config.spool_max_bytes),
-                                 dict(self.config.storage_endpoints), self._object_uploaded)
+                                 dict(self.config.storage_endpoints), self._object_uploaded,
+                                 egress.endpoint_policy(self.config.callback_deny, self.config.storage_endpoint_allow))
         files = FileBook(self.config, self.store, self.uploader.pending_keys, self.callbacks.emit)
         self.tasks = TaskManager(self.config, self.store, self.rooms, self.request, self.flush, self.callbacks.emit,
                                  files)

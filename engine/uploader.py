@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from engine import egress
 from storage_adapters.base import ObjectSink, StorageAccessDenied, StorageError, StorageNotFound, StorageUnavailable
 from storage_adapters.spool import Spool, SpoolEntry, SpoolMeta
 from storage_adapters.vendors import adapter_for
@@ -58,9 +59,10 @@ def _writer_alive(pid: int) -> bool:
 
 class Uploader:
     def __init__(self, spool: Spool, endpoint_overrides: Mapping[int, str],
-                 on_done: Callable[[UploadResult], Awaitable[None]]):
+                 on_done: Callable[[UploadResult], Awaitable[None]], endpoint_policy: egress.EgressPolicy | None = None):
         self._spool = spool
         self._overrides = dict(endpoint_overrides)
+        self._endpoint_policy = endpoint_policy  # a caller's EndPoint is connected to under it
         self._on_done = on_done
         self._progress: dict[str, _Progress] = {}
         self._busy: set[str] = set()
@@ -119,6 +121,10 @@ class Uploader:
 
     def _step(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress) -> UploadResult | None:
         """Send what is new in one entry; the result once it is done for good."""
+        policy = egress.policy_for_storage(self._endpoint_policy, meta.target, self._overrides)
+        return egress.call_enforced(policy, self._send, entry, meta, progress)
+
+    def _send(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress) -> UploadResult | None:
         try:
             if progress.sink is None:
                 progress.sink = adapter_for(meta.target, self._overrides).open_object(meta.key)
