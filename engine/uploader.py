@@ -59,7 +59,8 @@ def _writer_alive(pid: int) -> bool:
 
 class Uploader:
     def __init__(self, spool: Spool, endpoint_overrides: Mapping[int, str],
-                 on_done: Callable[[UploadResult], Awaitable[None]], endpoint_policy: egress.EgressPolicy | None = None):
+                 on_done: Callable[[UploadResult], Awaitable[None]],
+                 endpoint_policy: egress.EgressPolicy | None = None):
         self._spool = spool
         self._overrides = dict(endpoint_overrides)
         self._endpoint_policy = endpoint_policy  # a caller's EndPoint is connected to under it

@@ -22,12 +22,11 @@ identifiers = st.one_of(st.text(ID_ALPHABET, min_size=1, max_size=MAX_ID),
 task_ids = st.text(string.ascii_letters + string.digits, min_size=16, max_size=16)
 # OutputFolder: any characters but control ones and '/' inside a segment (multi-byte
 # UTF-8 included), as long as the API takes it.
-segments = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"), min_size=1,
-                   max_size=defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES)
-folder_characters = st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\")
-name_prefixes = st.one_of(st.just(""), st.text(folder_characters, max_size=defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES),
-                          st.text(string.ascii_letters, min_size=defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES - 8,
-                                  max_size=defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES))
+folder_characters = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/\\")
+segments = st.text(folder_characters, min_size=1, max_size=defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES)
+MAX_PREFIX = defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES
+name_prefixes = st.one_of(st.just(""), st.text(folder_characters, max_size=MAX_PREFIX),
+                          st.text(string.ascii_letters, min_size=MAX_PREFIX - 8, max_size=MAX_PREFIX))
 # the largest millisecond a yyyy stamp holds (9999-12-31T23:59:59.999Z)
 begin_ms = st.integers(0, 253402300799999)
 
