@@ -1,5 +1,10 @@
 """Status callbacks: written to the store's outbox first, then POSTed in order per
-task, at least once, retried with a bounded backoff; never on the recording path."""
+task, at least once, retried with a bounded backoff; never on the recording path.
+
+Every delivery connects under the node's egress policy (engine/egress.py), so a
+CallbackUrl whose name resolves into a refused network at delivery time reaches
+nothing. Redirects are not followed: a 3xx is a failed delivery (a redirect can
+point anywhere, and a POST turned into a GET would lose the body)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from engine import egress
 from engine.config import NodeConfig
 from engine.defaults import CALLBACK_TIMEOUT_S
 from engine.store import AsyncStore, CallbackRecord
@@ -44,7 +50,8 @@ class HttpTransport:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
 
     async def post(self, url: str, body: dict) -> int:
-        async with self._session.post(url, json=body) as response:
+        # No redirects: a 3xx is a failed delivery (a redirect could lead into a refused network).
+        async with self._session.post(url, json=body, allow_redirects=False) as response:
             return response.status
 
     async def close(self) -> None:
@@ -56,6 +63,7 @@ class CallbackSender:
         self._config = config
         self._store = store
         self._transport = transport
+        self._policy = egress.callback_policy(config.callback_deny)
         self._wake = asyncio.Event()
         self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
         self._in_flight: set[int] = set()
@@ -121,10 +129,12 @@ class CallbackSender:
         body = {**record.body, "nonce": nonce, "timestamp": timestamp,
                 "signature": signature(self._config.callback_secret, timestamp, nonce)}
         try:
-            status = await self._transport.post(record.url, body)
+            with egress.enforced(self._policy):  # the address actually connected to, after DNS
+                status = await self._transport.post(record.url, body)
         except (aiohttp.ClientError, TimeoutError) as error:
-            log.warning("callback_failed", task_id=record.task_id, sequence=record.sequence,
-                        error=type(error).__name__)
+            refused = isinstance(getattr(error, "os_error", None), egress.EgressRefused)
+            log.warning("callback_address_refused" if refused else "callback_failed", task_id=record.task_id,
+                        sequence=record.sequence, error=type(error).__name__)
             return False
         if not 200 <= status < 300:
             log.warning("callback_refused", task_id=record.task_id, sequence=record.sequence, status=status)

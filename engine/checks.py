@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import urllib.parse
 
 from contract.storage import StorageTarget
-from engine import errors, models
+from engine import egress, errors, models
 from engine.config import NodeConfig
 from storage_adapters.base import (
     StorageAccessDenied,
@@ -29,10 +27,22 @@ async def check_storage(config: NodeConfig, request: models.StartRecordRequest) 
     if not destination.is_remote and not config.local_storage_enabled:
         raise errors.InvalidParameter(
             f"StorageParams.Vendor {vendor} ({VENDOR_NAMES[vendor]}) is disabled on this node")
+    policy = _storage_policy(config, destination.spec.target) if destination.is_remote else None
+    if policy is not None:
+        await egress.check_endpoint(destination.spec.target.endpoint, policy)
     try:
         await asyncio.to_thread(destination.probe, request.output.output_folder)
     except StorageError as error:
+        if policy is not None and not _storage_service_answered(error):
+            raise errors.InvalidParameter(egress.ENDPOINT_UNREACHABLE) from None
         raise errors.InvalidParameter(_refusal(destination, error)) from None
+
+
+def _storage_service_answered(error: StorageError) -> bool:
+    """Whether a storage service itself answered (a vendor error code such as
+    NoSuchBucket or AccessDenied). Anything else from a caller's EndPoint gets the
+    one neutral answer, so the answers cannot tell a closed port from an open one."""
+    return bool(error.vendor_code) and not error.vendor_code.isdigit()
 
 
 def _refusal(destination: Destination, error: StorageError) -> str:
@@ -47,25 +57,24 @@ def _refusal(destination: Destination, error: StorageError) -> str:
     return f"StorageParams: {error}"
 
 
+def _storage_policy(config: NodeConfig, target: StorageTarget) -> egress.EgressPolicy | None:
+    """The policy for a bucket reached at the caller's EndPoint; None for a vendor's
+    own host (from Region) or the operator's --storage-endpoint."""
+    return egress.policy_for_storage(egress.endpoint_policy(config.callback_deny, config.storage_endpoint_allow),
+                                     target, dict(config.storage_endpoints))
+
+
 def storage_destination(config: NodeConfig, storage: models.Storage) -> Destination:
-    """Where a task with these StorageParams writes on this node (no I/O)."""
+    """Where a task with these StorageParams writes on this node (no I/O); every
+    connection to a caller's EndPoint is made under the node's egress policy."""
     target = StorageTarget(vendor=storage.vendor, bucket=storage.bucket, region=storage.region,
                            endpoint=storage.endpoint, access_key_id=storage.access_key_id,
                            access_key_secret=storage.access_key_secret)
+    policy = _storage_policy(config, target)
     return destination_for(target, dict(config.storage_endpoints), config.storage_root, config.spool_root,
-                           config.spool_max_bytes)
+                           config.spool_max_bytes, guard=lambda: egress.enforced(policy))
 
 
 async def check_callback_url(config: NodeConfig, url: str) -> None:
     """Refuse callbacks into link-local / cloud-metadata networks (configurable)."""
-    host = urllib.parse.urlsplit(url).hostname if url else None
-    if not host or not config.callback_deny:
-        return
-    denied = [ipaddress.ip_network(n, strict=False) for n in config.callback_deny]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
-    except (OSError, ValueError):
-        return  # unresolvable now: delivery will fail and be retried, nothing is reached
-    if any(address in network for address in addresses for network in denied):
-        raise errors.InvalidParameter("RecordOutputParams.CallbackUrl points into a network this node refuses")
+    await egress.check_callback_url(url, egress.callback_policy(config.callback_deny))

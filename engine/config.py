@@ -47,6 +47,7 @@ class NodeConfig:
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
     callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
+    storage_endpoint_allow: tuple[str, ...] = ()  # networks a caller's EndPoint may reach though refused
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -127,5 +128,6 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         max_tasks=v["max_tasks"],
         cpu_cap=v["cpu_cap"],
         callback_deny=v["callback_deny"],
+        storage_endpoint_allow=v["storage_endpoint_allow"],
         test_limits=v["test_limits"],
     )

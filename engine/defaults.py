@@ -29,6 +29,11 @@ OUTPUT_FILE_RULE_DEFAULT = 1
 DESCRIBE_PAGE_SIZE_DEFAULT = 50
 DESCRIBE_PAGE_SIZE_RANGE = (1, 50)
 DESCRIBE_WINDOW_MS = 3 * 24 * 3600 * 1000
+# OutputFolder is a key prefix: each folder in it is a directory on the node's
+# disk (255 bytes a name), and its part after the last '/' begins every file's
+# name, which workers/naming.py keeps within 255 bytes by cutting identifiers.
+OUTPUT_FOLDER_SEGMENT_MAX_BYTES = 255
+OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES = 128
 
 # Node
 HTTP_HOST = "127.0.0.1"
@@ -67,6 +72,13 @@ CPU_CAP = 0.85
 # CallbackUrl may not point into these: link-local and cloud metadata services.
 # Loopback stays allowed so local receivers (and tests) work.
 CALLBACK_DENY_NETWORKS = ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128")
+# A caller's StorageParams.EndPoint may not point into these (nor into the list
+# above) unless --storage-endpoint-allow names them: everything that is not the
+# public internet (loopback and the unspecified address, private, shared and
+# link-local ranges), so StartRecord cannot make the node reach services beside
+# it. The operator's --storage-endpoint is not checked.
+STORAGE_ENDPOINT_DENY_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                  "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10")
 
 # Storage
 SPOOL_DIRNAME = "spool"

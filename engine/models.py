@@ -203,6 +203,13 @@ def parse_output_folder(value: str, name: str) -> str:
         raise InvalidParameter(f"{name} must not contain '.' or '..' segments")
     if "//" in folder:
         raise InvalidParameter(f"{name} must not contain empty segments")
+    *segments, name_prefix = folder.split("/")
+    if any(len(segment.encode()) > defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES for segment in segments):
+        raise InvalidParameter(f"{name}: a folder name is longer than "
+                               f"{defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES} bytes")
+    if len(name_prefix.encode()) > defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES:
+        raise InvalidParameter(f"{name}: the part after the last '/' (it prefixes file names) is longer than "
+                               f"{defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES} bytes")
     return folder
 
 

@@ -216,9 +216,24 @@ class TaskManager:
                           quit_reason=event.quit_reason, message=event.message)
                 task = self._active.get(event.task_id)
                 if task is not None:
-                    # Not awaited here: ending waits for this very event queue to drain.
-                    self._in_background(self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED,
-                                                  event.quit_reason))
+                    # Not awaited here: closing waits for this very event queue to drain.
+                    self._in_background(self._recording_failed(task, stream, event.quit_reason))
+
+    async def _recording_failed(self, task: ActiveTask, stream: PublishedStream, quit_reason: QuitReason) -> None:
+        """One stream's recording failed (its file cannot be opened or written). Only
+        that stream leaves the task, its file closed with what was written; the task
+        ends abnormally when the failure is the node's (the spool is full: every stream
+        would fail) or when no other stream of the task is recording."""
+        if quit_reason == QuitReason.OUT_OF_DISK_SPACE or task.streams <= {stream.stream_id}:
+            await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, quit_reason)
+            return
+        task.streams.discard(stream.stream_id)  # before any await: a second failure sees it
+        try:
+            await asyncio.wait_for(self._streams.request(stream, lambda rid: protocol.StopRecording(rid, task.task_id)),
+                                   STOP_REPLY_TIMEOUT_S)
+            await self._streams.flush(stream)
+        except Exception as error:  # the worker died meanwhile: its exit handler settles the file
+            log.warning("worker_request_failed", task_id=task.task_id, stream_id=stream.stream_id, error=str(error))
 
     def _in_background(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -15,7 +15,9 @@ spool and never speaks to a bucket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,29 +28,34 @@ from storage_adapters.multipart import ProbeResult, probe
 from storage_adapters.spool import Spool, SpoolAdapter
 from storage_adapters.vendors import LOCAL_DISK, adapter_for, require_supported
 
+# The engine's outbound-address policy for a caller's EndPoint (engine.egress), as a
+# context manager every connection to the bucket is made inside of.
+ConnectionGuard = Callable[[], AbstractContextManager[None]]
 PROBE_NAME = "probe"  # the node's disk: a key under OutputFolder that must stay inside the bucket
 
 
 def destination_for(target: StorageTarget, endpoint_overrides: Mapping[int, str] | None,
-                    storage_root: Path | str, spool_root: Path | str, spool_max_bytes: int) -> Destination:
+                    storage_root: Path | str, spool_root: Path | str, spool_max_bytes: int,
+                    guard: ConnectionGuard = contextlib.nullcontext) -> Destination:
     """The Destination of a task writing to `target`: on the node's disk under
     `storage_root`, or a bucket reached through the spool at `spool_root` (and the
-    node's endpoint override for the vendor, if any). Raises StorageError for a
-    vendor this node does not support; no I/O."""
+    node's endpoint override for the vendor, if any), its connections made inside
+    `guard`. Raises StorageError for a vendor this node does not support; no I/O."""
     require_supported(target.vendor)
     if target.vendor == LOCAL_DISK:
         return Destination(DestinationSpec(replace(target, local_root=str(storage_root)), remote=False))
     return Destination(DestinationSpec(
         replace(target, local_root=None), remote=True,
         endpoint_override=(endpoint_overrides or {}).get(target.vendor, ""),
-        spool_root=str(spool_root), spool_max_bytes=spool_max_bytes))
+        spool_root=str(spool_root), spool_max_bytes=spool_max_bytes), guard)
 
 
 class Destination:
     """A DestinationSpec with its behaviour. Picklable (as its spec); repr shows no credentials."""
 
-    def __init__(self, spec: DestinationSpec):
+    def __init__(self, spec: DestinationSpec, guard: ConnectionGuard = contextlib.nullcontext):
         self.spec = spec
+        self.guarded = guard  # every connection to where the objects end up is made inside it
         self._public: StorageAdapter | None = None  # built once: FileUrl is asked for every file
 
     def __reduce__(self):
@@ -90,7 +97,8 @@ class Destination:
 
     def stored_size(self, key: str) -> int | None:
         """Bytes stored under `key` where the objects end up (None: no such object). Blocks."""
-        return self.upload_adapter().object_size(key)
+        with self.guarded():
+            return self.upload_adapter().object_size(key)
 
     def probe(self, folder: str) -> ProbeResult | None:
         """StartRecord's check, raising StorageError. The node's disk: that objects
@@ -100,4 +108,5 @@ class Destination:
         if isinstance(adapter, LocalAdapter):
             adapter.path_of(folder + PROBE_NAME)
             return None
-        return probe(adapter, folder)
+        with self.guarded():
+            return probe(adapter, folder)

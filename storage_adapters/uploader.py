@@ -186,9 +186,14 @@ class Uploader:
     def _step(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress,
               destination: Destination | None) -> UploadResult | None:
         """Send what is new in one entry; the result once it is done for good."""
+        if destination is None:
+            return self._fail(entry, meta, progress, f"its task {meta.task_id!r} is unknown to this node")
+        with destination.guarded():
+            return self._send(entry, meta, progress, destination)
+
+    def _send(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress,
+              destination: Destination) -> UploadResult | None:
         try:
-            if destination is None:
-                return self._fail(entry, meta, progress, f"its task {meta.task_id!r} is unknown to this node")
             if progress.sink is None:
                 progress.sink = destination.upload_adapter().open_object(meta.key)
             if progress.retry_pending:

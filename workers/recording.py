@@ -190,7 +190,8 @@ class Recording:
                 media_track_type = (1 if MediaKind.AUDIO in kinds else 0) | (2 if MediaKind.VIDEO in kinds else 0)
                 stem = naming.file_stem(task_id=self.spec.task_id, room_id=self.stream.room_id,
                                         user_id=self.stream.user_id, stream_id=self.stream.stream_id,
-                                        media_track_type=media_track_type, begin_ms=begin_ms)
+                                        media_track_type=media_track_type, begin_ms=begin_ms,
+                                        folder=self.spec.output_folder)
                 objects = FileObjects(adapter, self.spec.output_folder, self._uploader)
                 writer = writer_type(objects, stem, video if MediaKind.VIDEO in kinds else None,
                                      audio if MediaKind.AUDIO in kinds else None, options)

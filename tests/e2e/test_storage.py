@@ -30,8 +30,9 @@ def bucket_node(tmp_path_factory, moto_server, s3_bucket, oss_server):
 
 
 def storage_args(moto_server, oss_server):
+    # Vendor 10 takes the caller's EndPoint: moto on loopback, which the operator allows here
     return ("--storage-endpoint", f"1={moto_server.endpoint}", "--storage-endpoint", f"3={moto_server.endpoint}",
-            "--storage-endpoint", f"2={oss_server.endpoint}")
+            "--storage-endpoint", f"2={oss_server.endpoint}", "--storage-endpoint-allow", "127.0.0.0/8")
 
 
 def s3_body(room, moto_server, bucket, fmt="mp4", stream_type=3, **storage):

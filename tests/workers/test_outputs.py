@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from storage_adapters.local import LocalAdapter
 from storage_adapters.memory import MemoryAdapter
 from testkit import bitstream, probe
 from testkit.media import make_test_media
@@ -14,7 +15,7 @@ from workers.outputs.adts import AdtsWriter
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
-from workers.outputs.params import AudioParams, VideoParams
+from workers.outputs.params import AudioParams, VideoParams, WriterOptions
 from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
 
@@ -109,3 +110,29 @@ def test_webm_holds_vp8_and_opus_exactly_and_streams_while_written(objects, tmp_
         assert container.duration is None
         head = bytes(container.streams.audio[0].codec_context.extradata)
         assert head.startswith(b"OpusHead\x01") and head[9] == 1  # version 1, mono: the OpusHead as CodecPrivate
+
+
+@pytest.mark.parametrize("short_paths", [True, False])
+def test_hls_segments_of_an_escaped_name_are_named_and_listed_as_it(tmp_path, short_paths):
+    """A name with %XX escapes (and the cut mark '+'): segments are `<stem>_<n>.ts`, not
+    FFmpeg's doubled '%%', and the playlist lists them by name (or at URL base + name)."""
+    stem = "T_a%2Fb+0123abcd_V_20240101000000000"
+    media = make_test_media(4.0)
+    adapter = LocalAdapter(tmp_path, "bucket")
+    with ThreadPoolExecutor(1) as uploader:
+        files = FileObjects(adapter, "rec/", uploader)
+        writer = HlsWriter(files, stem, VideoParams("h264", 320, 240), None,
+                           WriterOptions(fragment_seconds=2, short_segment_paths=short_paths))
+        for au in media.video:
+            writer.write_video(au.data, round(au.time_s * 90000), au.keyframe)
+        writer.close()
+        for future in files.close():
+            future.result()
+    folder = tmp_path / "bucket" / "rec"
+    segments = sorted(p.name for p in folder.glob("*.ts"))
+    assert segments == [f"{stem}_{n}.ts" for n in range(len(segments))] and len(segments) >= 2
+    base = "" if short_paths else (folder / "x").as_uri()[:-1]
+    listed = [line for line in (folder / f"{stem}.m3u8").read_text().splitlines() if not line.startswith("#")]
+    assert listed == [base + name for name in segments]
+    report = probe.decode_all(folder / f"{stem}.m3u8")
+    assert report.errors == () and report.video_frames == len(media.video)

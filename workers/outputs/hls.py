@@ -54,8 +54,9 @@ class HlsWriter(ContainerWriter):
             "max_interleave_delta": "1000000",
         }
         if not self.options.short_segment_paths:
-            url = self.objects.url(self.name)
-            options["hls_base_url"] = url[: len(url) - len(self.name)]
+            # the URL of the key prefix: a name's URL with a one-letter name, less the letter
+            # (the adapter may percent-encode a name, so the name's length cannot be cut off)
+            options["hls_base_url"] = self.objects.url("x")[:-1]
         return av.open(PLAYLIST_URL_PREFIX + self.name, "w", format="hls", options=options,
                        io_open=self._io_open)
 
@@ -64,11 +65,12 @@ class HlsWriter(ContainerWriter):
             return _PlaylistBuffer(self._playlist_written)
         if url.startswith(PLAYLIST_URL_PREFIX) or "/" in url:
             raise ValueError(f"unexpected HLS object {url!r}")
-        self.segments.append(url)
-        return self.objects.open(url, part_of=self.name)  # the spool tells the uploader whose segment it is
+        name = url.replace("%%", "%")  # FFmpeg keeps the pattern's escaped '%' doubled
+        self.segments.append(name)
+        return self.objects.open(name, part_of=self.name)  # the spool tells the uploader whose segment it is
 
     def _playlist_written(self, text: bytes) -> None:
-        self.playlist = text
+        self.playlist = text = text.replace(b"%%", b"%")  # segments listed by their names
         if self.options.realtime_playlist and not self._closing:
             self.objects.put(self.name, text)
             if self.on_playlist is not None:
