@@ -30,15 +30,16 @@ def test_the_order_is_random():
 
 def test_a_released_pair_rests_while_others_are_free():
     clock = _Clock()
-    allocator = PortAllocator(40000, 40005, clock=clock)  # pairs 40000, 40002, 40004
-    first = allocator.allocate(2)
-    allocator.release(first)
-    [third] = {40000, 40002, 40004} - set(first)
-    assert allocator.allocate(1) == (third,)  # the only pair that has not just been released
-    assert set(allocator.allocate(2)) == set(first)  # no rested pair left: the released ones
-    allocator.release(first)
+    allocator = PortAllocator(40000, 40039, clock=clock)  # 20 pairs
+    released = set(allocator.allocate(10))
+    allocator.release(tuple(released))
+    fresh = set(allocator.allocate(10))
+    assert not fresh & released  # the ten that have not just been released
+    assert set(allocator.allocate(10)) == released  # none rested is left: the released ones
+    allocator.release(tuple(released))
     clock.now += RTP_PORT_REUSE_DELAY_S
-    assert set(allocator.allocate(2)) == set(first)
+    allocator.release(tuple(fresh))
+    assert set(allocator.allocate(10)) == released  # rested again, unlike `fresh`
 
 
 def test_reserved_ports_are_not_handed_out():

@@ -122,6 +122,7 @@ def test_only_the_offered_ssrc_takes_the_stream(scene_factory):
     scene.send(publisher, _rtp(5, 9000, KEY_FRAME))
     stats = scene.settle()
     assert [f.rtp_timestamp for f in scene.frames] == [9000] and stats["foreign"] == 1
+    assert stats["source_changes"] == 0  # the stray sender was never followed
 
 
 def test_a_restarted_publisher_is_followed_once_the_old_source_is_silent(scene_factory):
