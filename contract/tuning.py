@@ -10,6 +10,10 @@ SYNC_WAIT_FOR_SR_S = 1.5  # how long a worker waits for RTCP Sender Reports befo
 FRAGMENT_DURATION_US = 1_000_000  # fMP4 fragments / WebM clusters / FLV interleave: at most this long
 PROGRESS_INTERVAL_S = 1.0  # FileProgress events
 GOP_CACHE_MAX_S = 10.0  # how much of the current GOP a worker keeps for a task that starts mid-GOP
+# A plain-RTP track follows a new source (address or SSRC) only once the one it follows has
+# sent no media for this long: a stray or hostile sender cannot take a live stream over,
+# and a publisher that restarts (new port, new SSRC) is followed within seconds.
+RTP_SOURCE_SILENCE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +23,4 @@ class MediaTuning:
     fragment_duration_us: int = FRAGMENT_DURATION_US
     progress_interval_s: float = PROGRESS_INTERVAL_S
     gop_cache_max_s: float = GOP_CACHE_MAX_S
+    rtp_source_silence_s: float = RTP_SOURCE_SILENCE_S

@@ -23,6 +23,14 @@ class TrackSpec:
     clock_rate: int
     channels: int = 1
     fmtp: tuple[tuple[str, str], ...] = ()
+    ssrc: int | None = None  # plain RTP: the offer's a=ssrc, the only SSRC accepted; None: any
+    # SRTP (SDES, RFC 4568), plain RTP only: "" when the track is not encrypted. Each key is
+    # master key || master salt; the remote one protects what the publisher sends (SRTP,
+    # SRTCP Sender Reports), the local one what the worker sends (SRTCP PLIs).
+    srtp_suite: str = ""
+    srtp_remote_key: bytes = field(default=b"", repr=False)
+    srtp_local_key: bytes = field(default=b"", repr=False)
+    source_host: str | None = None  # plain RTP: packets only from this host (--rtp-pin-source); None: any
 
     def fmtp_value(self, name: str) -> str | None:
         for key, value in self.fmtp:

@@ -42,7 +42,8 @@ class RecordingService(Protocol):
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict: ...
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
-                          sdp_text: str) -> PublishedStream: ...
+                          sdp_text: str, announcer: str = "") -> PublishedStream:
+        """`announcer`: the publisher's address (with --rtp-pin-source its only source host)."""
 
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream: ...
@@ -221,8 +222,11 @@ class Api:
                 sdp_text = (await request.read()).decode()
             except UnicodeDecodeError:
                 raise errors.IngestError(400, "the SDP offer is not UTF-8") from None
-            publish = self.node.publish_whip if kind == "whip" else self.node.publish_rtp
-            stream = await publish(room_id, stream_id, user_id, user_name, sdp_text)
+            if kind == "whip":
+                stream = await self.node.publish_whip(room_id, stream_id, user_id, user_name, sdp_text)
+            else:  # the announcer's address: with --rtp-pin-source media is taken from its host only
+                stream = await self.node.publish_rtp(room_id, stream_id, user_id, user_name, sdp_text,
+                                                     announcer=request.remote or "")
         except errors.InvalidParameter as error:
             return web.Response(status=400, text=error.message + "\n")
         except errors.IngestError as error:

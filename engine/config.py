@@ -33,6 +33,8 @@ class NodeConfig:
     jitter_max_wait_s: float = tuning.JITTER_MAX_WAIT_S
     sync_wait_for_sr_s: float = tuning.SYNC_WAIT_FOR_SR_S
     rtp_inactivity_timeout_s: float = defaults.RTP_INACTIVITY_TIMEOUT_S
+    rtp_pin_source: bool = False  # plain RTP: media only from the host that announced the stream
+    rtp_require_srtp: bool = False  # plain RTP: refuse offers that are not SRTP (SDES)
     callback_url: str = ""  # default receiver of status callbacks
     callback_secret: str = field(default="", repr=False)
     callback_retries: int = defaults.CALLBACK_RETRIES
@@ -114,6 +116,8 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         local_storage_enabled=not v["disable_local_storage"],
         log_level=v["log_level"],
         rtp_inactivity_timeout_s=v["rtp_timeout"],
+        rtp_pin_source=v["rtp_pin_source"],
+        rtp_require_srtp=v["rtp_require_srtp"],
         callback_url=v["callback_url"],
         callback_secret=v["callback_secret"] or server_secret,
         callback_retries=v["callback_retries"],

@@ -42,6 +42,9 @@ HTTP_BACKLOG = 128  # connections waiting to be served (also while the node star
 DATA_DIR = "./recnode-data"
 APP_ID = 1
 RTP_PORT_RANGE = (40000, 49999)
+# A released RTP port pair is not handed out again for this long (while others are free):
+# its old publisher may still be sending there.
+RTP_PORT_REUSE_DELAY_S = 60.0
 WORKER_READY_TIMEOUT_S = 10.0
 WORKER_STOP_TIMEOUT_S = 10.0
 WORKER_MAX_RESTARTS_PER_MINUTE = 3

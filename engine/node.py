@@ -142,8 +142,8 @@ class RecordingNode:
         return await self.tasks.describe_tasks(request)
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
-                          sdp_text: str) -> PublishedStream:
-        return await self.streams.publish_rtp(room_id, stream_id, user_id, user_name, sdp_text)
+                          sdp_text: str, announcer: str = "") -> PublishedStream:
+        return await self.streams.publish_rtp(room_id, stream_id, user_id, user_name, sdp_text, announcer)
 
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream:

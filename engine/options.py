@@ -206,6 +206,11 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--log-level", "RECNODE_LOG_LEVEL", log_level, "info", "debug, info, warning, error or critical"),
     _o("--rtp-timeout", "RECNODE_RTP_TIMEOUT", positive_seconds, defaults.RTP_INACTIVITY_TIMEOUT_S,
        "seconds without RTP after which a stream has left its room"),
+    _o("--rtp-pin-source", "RECNODE_RTP_PIN_SOURCE", switch, "",
+       "take a plain-RTP stream's media only from the host that announced it (not for SFUs that send "
+       "from other hosts)", kind="switch"),
+    _o("--rtp-require-srtp", "RECNODE_RTP_REQUIRE_SRTP", switch, "",
+       "refuse plain-RTP offers that are not SRTP (RTP/SAVP with a=crypto) with 400", kind="switch"),
     _o("--callback-url", "RECNODE_CALLBACK_URL", text, "",
        "default receiver of status callbacks (a task's CallbackUrl wins)"),
     _o("--callback-secret", "RECNODE_CALLBACK_SECRET", text, "", "signs callbacks (default: the server secret)",

@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +95,9 @@ CREATE TABLE streams (
 CREATE TABLE nonces (nonce TEXT PRIMARY KEY, seen_s REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX nonces_by_seen ON nonces (seen_s);
 """,
+    5: """
+ALTER TABLE streams ADD COLUMN source_host TEXT NOT NULL DEFAULT '';
+""",
 }
 
 
@@ -156,6 +159,7 @@ class StreamRecord:
     offer: str
     ports: tuple[int, ...]
     published_ms: int
+    source_host: str = ""  # --rtp-pin-source: the announcer, the stream's only source host
 
 
 @dataclass(frozen=True)
@@ -309,9 +313,10 @@ class Store:
 
     # published RTP streams, so a restarted node listens for them again
     def save_stream(self, stream: StreamRecord) -> None:
-        self._db.execute("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?)",
+        self._db.execute("INSERT OR REPLACE INTO streams (resource_id, room_id, stream_id, user_id, user_name, "
+                         "offer, ports_json, published_ms, source_host) VALUES (?,?,?,?,?,?,?,?,?)",
                          (stream.resource_id, stream.room_id, stream.stream_id, stream.user_id, stream.user_name,
-                          stream.offer, json.dumps(list(stream.ports)), stream.published_ms))
+                          stream.offer, json.dumps(list(stream.ports)), stream.published_ms, stream.source_host))
 
     def delete_stream(self, resource_id: str) -> None:
         self._db.execute("DELETE FROM streams WHERE resource_id=?", (resource_id,))
@@ -319,7 +324,8 @@ class Store:
     def streams(self) -> list[StreamRecord]:
         rows = self._db.execute("SELECT * FROM streams ORDER BY published_ms")
         return [StreamRecord(r["resource_id"], r["room_id"], r["stream_id"], r["user_id"], r["user_name"],
-                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"]) for r in rows]
+                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"])
+                for r in rows]
 
     def events_of_task(self, task_id: str) -> list[int]:
         return [r[0] for r in self._db.execute(

@@ -118,11 +118,11 @@ class StreamRegistry:
         return stream
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
-                          sdp_text: str) -> PublishedStream:
+                          sdp_text: str, announcer: str = "") -> PublishedStream:
         self._admit(room_id, stream_id)
         key = (room_id, stream_id)
         try:
-            offer = parse_rtp_offer(sdp_text)
+            offer = self._parse_offer(sdp_text, announcer)
         except SdpError as error:
             raise errors.IngestError(400, f"bad SDP offer: {error}") from None
         self._publishing.add(key)
@@ -144,17 +144,25 @@ class StreamRegistry:
         await self._tasks.stream_ready(stream)
         return stream
 
+    def _parse_offer(self, sdp_text: str, announcer: str) -> RtpOffer:
+        """`announcer`: the host that announced the stream, its only source with --rtp-pin-source.
+        The node's SRTP answer keys are derived from its server secret (`engine.sdes`)."""
+        return parse_rtp_offer(sdp_text, answer_key_secret=self._config.server_secret.encode(),
+                               require_srtp=self._config.rtp_require_srtp,
+                               source_host=(announcer or None) if self._config.rtp_pin_source else None)
+
     @staticmethod
     def _stream_record(stream: PublishedStream) -> StreamRecord:
         return StreamRecord(stream.resource_id, stream.room_id, stream.stream_id, stream.spec.user_id,
-                            stream.user_name, stream.offer_text, stream.ports, stream.published_ms)
+                            stream.user_name, stream.offer_text, stream.ports, stream.published_ms,
+                            next((t.source_host for t in stream.spec.tracks if t.source_host), ""))
 
     async def restore(self) -> None:
         """After a restart: listen again on the ports of every RTP stream that was
         published, so its publisher (which knows nothing of the restart) is recorded."""
         for record in await self._store.streams():
             try:
-                offer = parse_rtp_offer(record.offer)
+                offer = self._parse_offer(record.offer, record.source_host)
                 spec = StreamSpec(record.room_id, record.stream_id, record.user_id, offer.tracks)
                 stream = PublishedStream(spec, offer, record.user_name, record.offer, record.published_ms,
                                          resource_id=record.resource_id, ports=record.ports)

@@ -33,6 +33,8 @@ class _SenderReport:
 
 class TrackClock:
     def __init__(self, clock_rate: int):
+        if clock_rate <= 0:  # the engine refuses such offers; never divide by it per frame
+            raise ValueError(f"an RTP clock rate must be positive, not {clock_rate}")
         self.clock_rate = clock_rate
         self.report: _SenderReport | None = None
         # min over frames of (arrival - rtp/rate): the least-delayed frame anchors arrival time

@@ -39,14 +39,14 @@ class VideoTrack:
             data = self.codec.depayload(p.payload for p in frame.packets)
         except ValueError:
             self.stats.dropped_malformed += 1
-            self._reference_lost()
+            self.reference_lost()
             return None
         if not data:
             return None
         keyframe = self.codec.is_keyframe(data)
         intact = frame.clean_start and not frame.after_loss
         if not intact:
-            self._reference_lost()
+            self.reference_lost()
         if self._waiting_keyframe:
             if not (keyframe and intact):
                 self.stats.dropped_waiting_keyframe += 1
@@ -57,8 +57,9 @@ class VideoTrack:
         self.stats.frames += 1
         return EncodedFrame(MediaKind.VIDEO, data, frame.timestamp, frame.arrival, keyframe)
 
-    def _reference_lost(self) -> None:
-        """Frames from here on may refer to what is missing: wait for a key frame, asking once."""
+    def reference_lost(self) -> None:
+        """Frames from here on may refer to what is missing (a loss, another sender): wait
+        for a key frame, asking once."""
         if not self._waiting_keyframe:
             self._waiting_keyframe = True
             self.request_keyframe()

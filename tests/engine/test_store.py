@@ -108,3 +108,15 @@ def test_used_nonces_are_kept_until_forgotten(tmp_path):
     assert store.nonces_since(21) == [("a", 25.0), ("c", 30.0)]
     store.forget_nonces_before(30)
     assert store.nonces_since(0) == [("c", 30.0)]
+
+
+def test_a_published_stream_round_trips_with_its_pinned_source(tmp_path):
+    from engine.store import StreamRecord
+
+    store = Store(tmp_path / "s.sqlite3")
+    pinned = StreamRecord("res1", "r", "s", "u", "u", "v=0\r\n", (40000, 40002), 5, source_host="192.0.2.7")
+    store.save_stream(pinned)
+    store.save_stream(StreamRecord("res2", "r", "s2", "u", "u", "v=0\r\n", (40004,), 6))
+    store.close()
+    assert Store(tmp_path / "s.sqlite3").streams() == [pinned, StreamRecord("res2", "r", "s2", "u", "u", "v=0\r\n",
+                                                                            (40004,), 6, source_host="")]

@@ -1,3 +1,5 @@
+import pytest
+
 from contract.codes import MediaKind
 from workers.clock import NTP_EPOCH_OFFSET, Basis, StreamClock, TrackClock, ntp_to_seconds
 
@@ -60,3 +62,9 @@ def test_track_without_report_borrows_transit_from_one_with():
     clock.tracks[V].on_sender_report(ntp(100.0), 0)  # transit 10.0 - 100.0 on this clock pairing
     clock.tracks[A].on_frame(0, arrival=10.5)
     assert abs(clock.media_time(A, 0, Basis.SENDER) - 100.5) < 1e-6
+
+
+@pytest.mark.parametrize("rate", [0, -90000])
+def test_a_clock_rate_that_is_not_positive_is_refused_up_front(rate):
+    with pytest.raises(ValueError, match="must be positive"):
+        TrackClock(rate)  # rather than a ZeroDivisionError on every frame

@@ -10,6 +10,7 @@ from workers.inputs.track_pipe import (
     KEYFRAME_REQUEST_MIN_INTERVAL_S,
     KEYFRAME_REQUEST_RETRY_S,
     MAX_EARLY_REPORTS,
+    RTP_SOURCE_SILENCE_S,
     TrackPipe,
 )
 
@@ -77,6 +78,42 @@ def test_an_early_report_of_an_ssrc_never_seen_is_dropped():
     pipe.push(_slice(1, 3000, idr=True), clock.now)
     pipe.on_rtcp(_sr(MAX_EARLY_REPORTS + 1, 1 << 32, 1))
     assert reports == [] and pipe.stats_dict()["sender_reports"] == 0
+
+
+def test_a_new_ssrc_takes_over_only_after_the_followed_one_went_silent():
+    pipe, clock, frames, reports, requests = _pipe()
+    pipe.push(_slice(1, 3000, idr=True), clock.now)
+    pipe.push(_slice(2, 6000), clock.now + 1 / 30)
+    last = clock.now + 1 / 30
+    pipe.push(_slice(500, 4_000_000_000, ssrc=99, idr=True), last + RTP_SOURCE_SILENCE_S - 0.01)  # too early
+    assert pipe.remote_ssrc == SSRC and pipe.stats_dict()["foreign"] == 1
+    pipe.on_rtcp(_sr(99, 50 << 32, 3_999_999_000))  # the newcomer reports first
+    clock.now = after = last + RTP_SOURCE_SILENCE_S
+    pipe.push(_slice(700, 4_000_000_000 + 3000, ssrc=99), after)  # not a key frame: dropped
+    pipe.push(_slice(701, 4_000_000_000 + 6000, ssrc=99, idr=True), after + 1 / 30)
+    pipe.push(_slice(702, 4_000_000_000 + 9000, ssrc=99), after + 2 / 30)
+    assert pipe.remote_ssrc == 99
+    # the new sender's timeline goes on from the old one's by the time that passed
+    shift = 6000 + round(RTP_SOURCE_SILENCE_S * 90000) - (4_000_000_000 + 3000)
+    assert [f.rtp_timestamp for f in frames] == [3000, 6000, 4_000_000_000 + 6000 + shift,
+                                                4_000_000_000 + 9000 + shift]
+    assert frames[2].keyframe
+    assert reports == [(V, 50 << 32, (3_999_999_000 + shift) & 0xFFFFFFFF)]
+    assert requests and requests[-1][1] == 99  # a key frame asked of the new sender
+    stats = pipe.stats_dict()
+    assert stats["ssrc_changes"] == 1 and stats["dropped_waiting_keyframe"] == 1 and stats["jitter_packets"] == 5
+
+
+def test_only_the_offered_ssrc_is_followed():
+    spec = TrackSpec(A, "opus", 111, 48000, 2, ssrc=SSRC)
+    frames = []
+    pipe = TrackPipe(spec, 0.25, frames.append, lambda *a: None, lambda *a: None)
+    audio = RtpPacket(payload_type=111, sequence_number=1, timestamp=960, ssrc=99, payload=b"\xf8\xff\xfe")
+    pipe.push(audio, 1.0)
+    assert pipe.remote_ssrc is None and frames == [] and pipe.stats_dict()["foreign"] == 1
+    audio.ssrc = SSRC
+    pipe.push(audio, 1.02)
+    assert pipe.remote_ssrc == SSRC and len(frames) == 1
 
 
 def test_bye_from_the_tracks_ssrc_ends_it():

@@ -1,30 +1,47 @@
-"""Plain RTP over UDP: one socket pair per announced track.
+"""Plain RTP (and SRTP) over UDP: one socket pair per announced track.
 
-Each socket latches onto the first source address it hears from; datagrams from
-anyone else are counted (`foreign`) and ignored, and so is anything that does not
-parse or has another payload type (`garbage`). RTCP is accepted on port + 1 and,
-muxed, on the RTP port itself (RFC 5761). Sockets are drained on the worker's tick,
-not per datagram (`workers.inputs.udp` says why).
+Whom a track listens to: the RTP socket follows one source address. It takes the
+first datagram that is valid media of the offer (RTP with the offer's payload type,
+and SSRC where the offer named one with a=ssrc; with SRTP, authenticated with the
+publisher's key), never a stray datagram, so one `hello` to a guessed port cannot
+take a stream over. From then on other addresses are counted (`foreign`) and ignored
+until the followed one has sent no media for `MediaTuning.rtp_source_silence_s` (2 s by
+default, contract.tuning.RTP_SOURCE_SILENCE_S); then the next valid
+stream from elsewhere is followed (`source_changes`: a publisher that restarted on
+another port). With --rtp-pin-source only the announcer's host is heard at all.
+Anything that does not parse or has another payload type is `garbage`; SRTP packets
+that do not authenticate are `srtp_auth_failures`, replayed ones `srtp_replays`.
+
+RTCP is accepted on port + 1 and, muxed, on the RTP port itself (RFC 5761), from the
+host media comes from (from any host before media has come: senders often report
+first). Sockets are drained on the worker's tick, not per datagram
+(`workers.inputs.udp` says why).
 
 What follows the parse is `workers.inputs.track_pipe.TrackPipe`, shared with the
 WebRTC input: SSRC latching (other SSRCs are counted as `foreign` too), early Sender
 Reports, jitter buffer, depayloading, key-frame request policy. A key-frame request
-is an RTCP PLI sent to the publisher's RTCP address, or to its RTP address when it
-has sent no RTCP from port + 1 (it may mux RTCP on its RTP port).
+is an RTCP PLI (SRTCP with SRTP) sent from the socket the publisher's latest RTCP
+came in on back to its sender, or to its RTP address when it has sent none.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
 from dataclasses import fields
 
+import structlog
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, is_rtcp
 
 from contract.worker import TrackSpec, WorkerConfig
+from workers.clock import TrackClock
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
+from workers.inputs.srtp import SrtpError, SrtpTransform, is_auth_failure, is_replay
 from workers.inputs.track_pipe import TrackPipe
-from workers.inputs.udp import PolledUdpSocket, SocketStats
+from workers.inputs.udp import Address, PolledUdpSocket, SocketStats
+
+log = structlog.get_logger("rtp")
 
 _RTP_HEADER = struct.Struct("!BBHII")
 
@@ -68,8 +85,34 @@ class RtpDatagram:
         return cls(second >> 7, second & 0x7F, sequence_number, timestamp, ssrc, data[start:end])
 
 
+def _host(text: str) -> object:
+    """A host comparable across notations (an IPv4-mapped IPv6 address is its IPv4 one)."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _ignore(*_args: object) -> None:
+    pass
+
+
+def check_track(spec: TrackSpec) -> None:
+    """Build what a worker builds for `spec`, without sockets; ValueError if it cannot.
+    The engine calls this on every announced track, so a worker never fails to start on
+    what an offer said."""
+    TrackClock(spec.clock_rate)
+    TrackPipe(spec, 0.0, _ignore, _ignore, _ignore)
+    if spec.srtp_suite:
+        SrtpTransform(spec.srtp_suite, spec.srtp_remote_key, spec.srtp_local_key)
+
+
 class RtpTrackReceiver:
-    """One announced track: its socket pair, parsing, and the track's `TrackPipe`."""
+    """One announced track: its socket pair, source following, SRTP, parsing, and the
+    track's `TrackPipe`."""
 
     def __init__(self, spec: TrackSpec, config: WorkerConfig, port: int, on_frame: FrameHandler,
                  on_sender_report: SenderReportHandler):
@@ -77,12 +120,22 @@ class RtpTrackReceiver:
         self.port = port
         self._bind_host = config.bind_host
         self.stats = SocketStats()
+        self.source_changes = 0
+        self.srtp_auth_failures = 0
+        self.srtp_replays = 0
         self._local_ssrc = random.getrandbits(32)
         self._rtp = PolledUdpSocket(self.stats)
-        self._rtcp = PolledUdpSocket(self.stats)
-        self.pipe = TrackPipe(spec, config.tuning.jitter_max_wait_s, on_frame, on_sender_report, self._send_pli)
+        self._rtcp = PolledUdpSocket(self.stats)  # follows nobody: every datagram is checked
+        self._rtcp_reply: tuple[PolledUdpSocket, Address] | None = None  # where RTCP last came from
+        self.pipe = TrackPipe(spec, config.tuning.jitter_max_wait_s, on_frame, on_sender_report, self._send_pli,
+                              source_silence_s=config.tuning.rtp_source_silence_s)
+        self._source_silence_s = config.tuning.rtp_source_silence_s
         self._push = self.pipe.push
         self._payload_type = spec.payload_type
+        self._pinned = _host(spec.source_host) if spec.source_host else None
+        self._srtp = SrtpTransform(spec.srtp_suite, spec.srtp_remote_key, spec.srtp_local_key) \
+            if spec.srtp_suite else None
+        self._on_source = self._on_srtp if self._srtp is not None else self._on_rtp
 
     async def start(self) -> None:
         self._rtp.bind(self._bind_host, self.port)
@@ -96,11 +149,12 @@ class RtpTrackReceiver:
         self._rtp.close()
         self._rtcp.close()
 
-    def _on_rtp_socket(self, data: bytes, arrival: float) -> None:
+    # the followed source: the hot path (~300 datagrams a second per video track)
+    def _on_rtp(self, data: bytes, arrival: float) -> None:
         if is_rtcp(data):
-            self._on_rtcp(data, arrival)
+            self._take_rtcp(data, self._rtp, self._rtp.source)
             return
-        try:
+        try:  # `_media_packet`, inlined: the call cost ~25 ns a datagram
             packet = RtpDatagram.parse(data)
         except ValueError:
             self.stats.garbage += 1
@@ -110,30 +164,129 @@ class RtpTrackReceiver:
             return
         self._push(packet, arrival)
 
-    def _on_rtcp(self, data: bytes, arrival: float) -> None:  # noqa: ARG002 (a DatagramHandler)
+    def _on_srtp(self, data: bytes, arrival: float) -> None:
+        if is_rtcp(data):
+            self._take_rtcp(data, self._rtp, self._rtp.source)
+            return
+        clear = self._unprotect(data)
+        if clear is not None:
+            self._on_rtp(clear, arrival)
+
+    def _media_packet(self, data: bytes) -> RtpDatagram | None:
+        try:
+            packet = RtpDatagram.parse(data)
+        except ValueError:
+            self.stats.garbage += 1
+            return None
+        if packet.payload_type != self._payload_type:
+            self.stats.garbage += 1
+            return None
+        return packet
+
+    def _unprotect(self, data: bytes, rtcp: bool = False) -> bytes | None:
+        assert self._srtp is not None
+        try:
+            return self._srtp.unprotect_rtcp(data) if rtcp else self._srtp.unprotect(data)
+        except SrtpError as error:
+            if is_auth_failure(error):
+                self.srtp_auth_failures += 1
+            elif is_replay(error):
+                self.srtp_replays += 1
+            else:  # too short to be SRTP
+                self.stats.garbage += 1
+        except ValueError:  # longer than libsrtp's buffer: not a packet of ours
+            self.stats.garbage += 1
+        return None
+
+    # everybody else
+    def _on_rtp_stranger(self, data: bytes, source: Address, arrival: float) -> bool:
+        """A datagram on the RTP port from another address than the followed one: taken,
+        and its sender followed from now on, only if it is valid media of the offer and
+        the followed source (if any) has gone silent."""
+        if not self._host_allowed(source):
+            return False
+        followed = self._rtp.source
+        if is_rtcp(data):
+            if followed is None:  # muxed RTCP before any media (an early Sender Report)
+                return self._take_rtcp(data, self._rtp, source)
+            self.stats.foreign += 1
+            return False
+        last = self.pipe.last_packet
+        if followed is not None and last is not None and arrival - last < self._source_silence_s:
+            self.stats.foreign += 1
+            return False
+        clear = self._unprotect(data) if self._srtp is not None else data
+        if clear is None:
+            return False
+        packet = self._media_packet(clear)
+        if packet is None:
+            return False
+        if self.spec.ssrc is not None and packet.ssrc != self.spec.ssrc:
+            self.stats.foreign += 1
+            return False
+        self._rtp.source = source
+        if followed is not None:
+            self.source_changes += 1
+        log.info("rtp_source_followed", kind=self.spec.kind.value, port=self.port,
+                 source=f"{source[0]}:{source[1]}", previous=f"{followed[0]}:{followed[1]}" if followed else None)
+        self._push(packet, arrival)
+        return True
+
+    def _on_rtcp_datagram(self, data: bytes, source: Address, arrival: float) -> bool:  # noqa: ARG002
+        followed = self._rtp.source
+        if not self._host_allowed(source):
+            return False
+        if followed is not None and source[0] != followed[0]:
+            self.stats.foreign += 1
+            return False
+        return self._take_rtcp(data, self._rtcp, source)
+
+    def _host_allowed(self, source: Address) -> bool:
+        if self._pinned is None or _host(source[0]) == self._pinned:
+            return True
+        self.stats.foreign += 1
+        return False
+
+    def _take_rtcp(self, data: bytes, sock: PolledUdpSocket, source: Address) -> bool:
+        if self._srtp is not None:
+            clear = self._unprotect(data, rtcp=True)
+            if clear is None:
+                return False
+            data = clear
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
             self.stats.garbage += 1
-            return
+            return False
         self.stats.rtcp += 1
+        self._rtcp_reply = (sock, source)
         for packet in packets:
             self.pipe.on_rtcp(packet)
+        return True
 
     def drain_rtcp(self) -> None:
-        self._rtcp.drain(self._on_rtcp)
+        self._rtcp.drain(_ignore, self._on_rtcp_datagram)
 
     def tick(self, now: float) -> None:
         """Take in the waiting RTP (and muxed RTCP), release what is due by `now`."""
-        self._rtp.drain(self._on_rtp_socket)
+        self._rtp.drain(self._on_source, self._on_rtp_stranger)
         self.pipe.tick(now)
 
     def _send_pli(self, ssrc: int, method: str) -> None:  # noqa: ARG002 (always "pli")
+        source = self._rtp.source
+        if source is None:
+            return
         pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._local_ssrc, media_ssrc=ssrc))
-        if self._rtcp.source is not None:
-            self._rtcp.send(pli, self._rtcp.source)
-        elif self._rtp.source is not None:
-            self._rtp.send(pli, self._rtp.source)  # the publisher may mux RTCP on its RTP port
+        if self._srtp is not None:
+            try:
+                pli = self._srtp.protect_rtcp(pli)
+            except SrtpError:
+                return
+        reply = self._rtcp_reply
+        if reply is not None and reply[1][0] == source[0]:
+            reply[0].send(pli, reply[1])
+        else:
+            self._rtp.send(pli, source)  # no RTCP from the publisher's host yet
 
     @property
     def last_packet(self) -> float | None:
@@ -141,6 +294,8 @@ class RtpTrackReceiver:
 
     def stats_dict(self) -> dict[str, float]:
         result: dict[str, float] = {f.name: getattr(self.stats, f.name) for f in fields(self.stats)}
+        result.update(source_changes=self.source_changes, srtp_auth_failures=self.srtp_auth_failures,
+                      srtp_replays=self.srtp_replays)
         pipe = self.pipe.stats_dict()
         result["foreign"] += pipe.pop("foreign")  # other source addresses + other SSRCs
         result.update(pipe)

@@ -6,10 +6,16 @@ RTX unwrapped: anything with `ssrc`, `sequence_number`, `timestamp`, `marker` an
 `payload`) and RTCP packets (as parsed by aiortc), calls `tick()` on the worker's
 timer, and gives it a way to send a key-frame request. The pipe does the rest:
 
-- SSRC: the first RTP packet's SSRC is the track's; packets with another are counted
-  (`foreign`) and dropped. Sender Reports that come before that first packet (senders
-  often report first) are kept (the latest per SSRC, at most MAX_EARLY_REPORTS SSRCs), and the one
-  for the latched SSRC is delivered when it is known. RTCP BYE from that SSRC sets `ended`.
+- SSRC: the first RTP packet's SSRC is the track's (only the offer's, when it named one
+  with a=ssrc); packets with another are counted (`foreign`) and dropped, until the
+  latched SSRC has sent nothing for `source_silence_s` (contract.tuning.RTP_SOURCE_SILENCE_S,
+  2 s): then the next one is followed
+  (`ssrc_changes`; a publisher that restarted). Its timestamps are shifted to go on from
+  the old ones by the time between them, so the worker's clock and open files go on as
+  if one sender had paused; video then waits for a key frame. Sender Reports of SSRCs not
+  (yet) followed (senders often report first) are kept (the latest per SSRC, at most
+  MAX_EARLY_REPORTS SSRCs), and the one for the SSRC followed is delivered when it is
+  followed. RTCP BYE from that SSRC sets `ended`.
 - `workers.jitter.JitterBuffer` (reordering, duplicates, a hole waited for at most
   `max_wait`, then the broken frame dropped; where a video frame starts is the codec's
   call) and `workers.tracks.VideoTrack` / `AudioTrack` (depayloading per codec; after a
@@ -35,7 +41,9 @@ from typing import Any
 from aiortc.rtp import RtcpByePacket, RtcpSrPacket
 
 from contract.codes import MediaKind
+from contract.tuning import RTP_SOURCE_SILENCE_S
 from contract.worker import TrackSpec
+from workers.frames import EncodedFrame
 from workers.inputs.base import FrameHandler, SenderReportHandler
 from workers.jitter import AssembledFrame, JitterBuffer
 from workers.tracks import AudioTrack, VideoTrack
@@ -52,14 +60,15 @@ class TrackPipe:
 
     def __init__(self, spec: TrackSpec, max_wait: float, on_frame: FrameHandler,
                  on_sender_report: SenderReportHandler, send_keyframe_request: KeyframeRequestSender,
-                 keyframe_method: str = "pli", clock: Callable[[], float] = time.monotonic):
+                 keyframe_method: str = "pli", clock: Callable[[], float] = time.monotonic,
+                 source_silence_s: float = RTP_SOURCE_SILENCE_S):
         self.spec = spec
         self.kind = spec.kind
         video = spec.kind is MediaKind.VIDEO
         self.track: VideoTrack | AudioTrack = VideoTrack(spec, self.request_keyframe) if video else AudioTrack(spec)
-        self.jitter = JitterBuffer(frame_per_packet=not video, max_wait=max_wait,
-                                   starts_frame=self.track.codec.payload_starts_frame
-                                   if isinstance(self.track, VideoTrack) else None)
+        self._max_wait = max_wait
+        self._source_silence_s = source_silence_s
+        self.jitter = self._new_jitter_buffer()
         self._on_frame = on_frame
         self._on_sender_report = on_sender_report
         self._send_request = send_keyframe_request
@@ -74,6 +83,9 @@ class TrackPipe:
         self.last_packet: float | None = None  # arrival of the latest packet of the track's SSRC
         self.max_release_delay_s = 0.0
         self.foreign = 0
+        self.ssrc_changes = 0
+        self._ts_offset = 0  # added to the followed SSRC's timestamps (after an SSRC change)
+        self._last_frame: EncodedFrame | None = None
         self.sender_reports = 0
         self.requests_sent = {"pli": 0, "fir": 0}
 
@@ -81,10 +93,10 @@ class TrackPipe:
         """One RTP packet of this track (payload type checked) that arrived at `arrival`
         (time.monotonic()). The hot path: ~300 calls a second per video track."""
         if packet.ssrc != self.remote_ssrc:
-            if self.remote_ssrc is not None:
+            if not self._may_follow(packet.ssrc, arrival):
                 self.foreign += 1
                 return
-            self._latch(packet.ssrc)
+            self._latch(packet.ssrc, packet.timestamp, arrival)
         self.last_packet = arrival
         frames = self.jitter.push(packet, arrival)
         if frames:
@@ -102,8 +114,7 @@ class TrackPipe:
             info = packet.sender_info
             if packet.ssrc == self.remote_ssrc:
                 self._report(info.ntp_timestamp, info.rtp_timestamp)
-            elif self.remote_ssrc is None and (packet.ssrc in self._early_reports
-                                               or len(self._early_reports) < MAX_EARLY_REPORTS):
+            elif packet.ssrc in self._early_reports or len(self._early_reports) < MAX_EARLY_REPORTS:
                 self._early_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)  # the latest
         elif isinstance(packet, RtcpByePacket) and self.remote_ssrc in packet.sources:
             self.ended = True
@@ -124,16 +135,42 @@ class TrackPipe:
         self._want_keyframe = True
         self._flush_request(self._clock())
 
-    def _latch(self, ssrc: int) -> None:
-        self.remote_ssrc = ssrc
+    def _new_jitter_buffer(self) -> JitterBuffer:
+        video = isinstance(self.track, VideoTrack)
+        return JitterBuffer(frame_per_packet=not video, max_wait=self._max_wait,
+                            starts_frame=self.track.codec.payload_starts_frame if video else None)
+
+    def _may_follow(self, ssrc: int, arrival: float) -> bool:
+        if self.spec.ssrc is not None and ssrc != self.spec.ssrc:
+            return False
+        return self.last_packet is None or arrival - self.last_packet >= self._source_silence_s
+
+    def _latch(self, ssrc: int, timestamp: int, arrival: float) -> None:
+        previous, self.remote_ssrc = self.remote_ssrc, ssrc
+        if previous is not None:
+            self._change_sender(timestamp, arrival)
         early = self._early_reports.pop(ssrc, None)
         self._early_reports.clear()
         if early is not None:
             self._report(*early)
 
+    def _change_sender(self, timestamp: int, arrival: float) -> None:
+        """Another SSRC takes the track over (see the module docstring); `timestamp` and
+        `arrival` are its first packet's."""
+        self.ssrc_changes += 1
+        self._release(self.jitter.flush(), arrival)  # what the old sender left complete
+        stats = self.jitter.stats
+        self.jitter = self._new_jitter_buffer()  # a new sequence number space
+        self.jitter.stats = stats
+        last = self._last_frame
+        if last is not None:  # the jitter buffer starts unwrapping at `timestamp` itself
+            self._ts_offset = last.rtp_timestamp + round((arrival - last.arrival) * self.spec.clock_rate) - timestamp
+        if isinstance(self.track, VideoTrack):
+            self.track.reference_lost()
+
     def _report(self, ntp: int, rtp: int) -> None:
         self.sender_reports += 1
-        self._on_sender_report(self.kind, ntp, rtp)
+        self._on_sender_report(self.kind, ntp, (rtp + self._ts_offset) & 0xFFFFFFFF)
 
     def _release(self, frames: Iterable[AssembledFrame], now: float) -> None:
         for assembled in frames:
@@ -143,6 +180,10 @@ class TrackPipe:
             frame = self.track.accept(assembled)
             if frame is None:
                 continue
+            if self._ts_offset:
+                frame = EncodedFrame(frame.kind, frame.data, frame.rtp_timestamp + self._ts_offset, frame.arrival,
+                                     frame.keyframe)
+            self._last_frame = frame
             if frame.keyframe:
                 self._want_keyframe = self._asked = False
             self._on_frame(frame)
@@ -159,10 +200,10 @@ class TrackPipe:
         self._send_request(self.remote_ssrc, self._method)
 
     def stats_dict(self) -> dict[str, float]:
-        """What every input reports per track: `foreign`, `sender_reports`, key-frame
+        """What every input reports per track: `foreign`, `ssrc_changes`, `sender_reports`, key-frame
         requests sent (`pli`, `fir`), `jitter_*`, the gate's counters, `max_release_delay_s`."""
-        result: dict[str, float] = {"foreign": self.foreign, "sender_reports": self.sender_reports,
-                                    **self.requests_sent}
+        result: dict[str, float] = {"foreign": self.foreign, "ssrc_changes": self.ssrc_changes,
+                                    "sender_reports": self.sender_reports, **self.requests_sent}
         jitter = self.jitter.stats
         result.update({f"jitter_{f.name}": getattr(jitter, f.name) for f in fields(jitter)})
         gate = self.track.stats

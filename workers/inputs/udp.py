@@ -39,8 +39,11 @@ SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if SO_TIMESTAMPNS is not None else 0
 
-Address = tuple[str, int]
+Address = tuple  # as recvmsg gives it: (host, port), or (host, port, flowinfo, scope_id) for IPv6
 DatagramHandler = Callable[[bytes, float], None]  # (datagram, arrival on time.monotonic())
+# (datagram, source, arrival) -> whether it was taken (then it has been handled, and the
+# handler may have set the socket's `source` to follow that address from now on)
+StrangerHandler = Callable[[bytes, Address, float], bool]
 
 
 @dataclass
@@ -65,7 +68,13 @@ def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER_BYTES
 
 
 class PolledUdpSocket:
-    """One non-blocking UDP socket that latches onto its first source address."""
+    """One non-blocking UDP socket that follows one source address, `source`.
+
+    Datagrams from `source` go to the drain's `handler`, the hot path. Those from any
+    other address go to its `on_stranger`, which decides: it may take and handle the
+    datagram, and may make its sender the new `source` (the RTP input does so only for
+    valid RTP of the announced stream, `workers.inputs.rtp`). It counts what it refuses.
+    """
 
     def __init__(self, stats: SocketStats):
         self.stats = stats
@@ -95,14 +104,16 @@ class PolledUdpSocket:
             raise
         self._sock = sock
 
-    def drain(self, handler: DatagramHandler) -> None:
-        """Hand every datagram waiting in the kernel to `handler`, oldest first."""
+    def drain(self, handler: DatagramHandler, on_stranger: StrangerHandler) -> None:
+        """Hand every datagram waiting in the kernel, oldest first, to `handler` if it comes
+        from `source`, else to `on_stranger`."""
         sock = self._sock
         if sock is None:
             return
         now = time.monotonic()
         realtime_to_monotonic = now - time.time()
         stats = self.stats
+        source = self.source
         while True:
             try:
                 data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM_BYTES, _ANCILLARY_BYTES)
@@ -116,15 +127,14 @@ class PolledUdpSocket:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
                     seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
                     arrival = min(now, seconds + nanoseconds * 1e-9 + realtime_to_monotonic)
-            source = (addr[0], addr[1])
-            if self.source is None:
-                self.source = source
-            elif source != self.source:
-                stats.foreign += 1
-                continue
-            stats.datagrams += 1
-            stats.bytes += len(data)
-            handler(data, arrival)
+            if addr == source:
+                stats.datagrams += 1
+                stats.bytes += len(data)
+                handler(data, arrival)
+            elif on_stranger(data, addr, arrival):
+                stats.datagrams += 1
+                stats.bytes += len(data)
+                source = self.source
 
     def send(self, data: bytes, addr: Address) -> None:
         """Best effort (RTCP feedback): a full send buffer drops the datagram."""
