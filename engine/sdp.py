@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from contract.codes import MediaKind
 from contract.worker import TrackSpec
 from engine import sdes
-from workers.codecs.h264 import NAL_PPS, NAL_SPS, nal_type, parse_sprop_parameter_sets, parse_sps
+from workers.codecs.h264 import NAL_PPS, nal_type
+from workers.codecs.h264_sps import NAL_SPS, parse_sprop_parameter_sets, parse_sps
 from workers.inputs.rtp import check_track
 
 SUPPORTED = {(MediaKind.VIDEO, "h264"): "H264", (MediaKind.AUDIO, "opus"): "opus"}

@@ -23,6 +23,9 @@ from typing import NamedTuple
 
 from aiortc.rtp import RtpPacket
 
+from workers.frames import AssembledFrame
+from workers.unwrap import Unwrapper
+
 DEFAULT_MAX_WAIT = 0.25
 """Seconds a hole is waited for, counted from the first packet that arrived after it."""
 
@@ -41,73 +44,6 @@ a row with consecutive sequence numbers mean the sender restarted its sequence, 
 buffer resynchronises instead of calling every further packet "late" forever. (A
 smaller backward jump costs at most this many packets, counted late, until the new
 numbers pass the old ones.)"""
-
-
-class Unwrapper:
-    """Extends a wrapping counter (RTP sequence number, RTP timestamp) to a Python int.
-
-    The first value maps to itself. Each later value is placed at the distance from the
-    highest value seen so far that is shortest modulo 2**bits, so both forward wraps and
-    reordered values from just before a wrap come out right. Values earlier than the
-    first one come out negative. Only the highest value moves the reference, so a
-    reordered old value never drags it back. A jump of half the range or more is
-    ambiguous and is read as going backwards.
-    """
-
-    def __init__(self, bits: int) -> None:
-        if bits < 2:
-            raise ValueError("an unwrapper needs at least 2 bits")
-        self._modulus = 1 << bits
-        self._half = self._modulus >> 1
-        self._highest: int | None = None
-
-    def unwrap(self, value: int) -> int:
-        if not 0 <= value < self._modulus:
-            raise ValueError(f"{value} does not fit in {self._modulus.bit_length() - 1} bits")
-        if self._highest is None:
-            self._highest = value
-            return value
-        delta = (value - self._highest) % self._modulus
-        if delta >= self._half:
-            delta -= self._modulus
-        extended = self._highest + delta
-        if delta > 0:
-            self._highest = extended
-        return extended
-
-
-@dataclass(frozen=True, slots=True)
-class AssembledFrame:
-    """One complete frame as its RTP packets, ready to depayload.
-
-    `timestamp` is the unwrapped RTP timestamp. `arrival` is the local time at which the
-    first of its packets to arrive did so (with reordering that need not be the first
-    packet in sequence order); it is the best local estimate of when the frame was sent.
-
-    `clean_start` says the frame is known to begin right after the previous frame's
-    last packet: the packet with the sequence number just before the frame's first one
-    was received and ended a frame (marker bit, or the next packet has another
-    timestamp). Without that knowledge the frame's first packets might be lost, so the
-    codec layer must check the payload (see the `starts_frame` argument of
-    `JitterBuffer`). The very first frame of the stream counts as clean by convention:
-    there is nothing before it to be missing from the stream we were given.
-
-    `after_loss` says something between the previous emitted frame and this one was
-    lost: sequence numbers given up on, or frames dropped. A decoder's reference chain
-    is broken there; a video consumer should request a key frame. Both flags are
-    independent: a frame right after a dropped frame can be clean (its start is known)
-    and still come after a loss.
-    """
-
-    timestamp: int
-    packets: tuple[RtpPacket, ...]
-    arrival: float
-    clean_start: bool
-    after_loss: bool
-
-    @property
-    def payloads(self) -> tuple[bytes, ...]:
-        return tuple(packet.payload for packet in self.packets)
 
 
 @dataclass(slots=True)

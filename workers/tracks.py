@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from contract.codes import MediaKind
 from contract.worker import TrackSpec
 from workers.codecs import video_codec
-from workers.frames import EncodedFrame
-from workers.jitter import AssembledFrame
+from workers.frames import AssembledFrame, EncodedFrame
 
 
 @dataclass

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 import pytest
 from aiortc.rtp import RtpPacket
 
-from workers.jitter import (
-    DEFAULT_MAX_WAIT,
-    RESTART_DISTANCE,
-    AssembledFrame,
-    JitterBuffer,
-    Unwrapper,
-)
+from workers.frames import AssembledFrame
+from workers.jitter import DEFAULT_MAX_WAIT, RESTART_DISTANCE, JitterBuffer
+from workers.unwrap import Unwrapper
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32

@@ -43,9 +43,9 @@ from aiortc.rtp import RtcpByePacket, RtcpSrPacket
 from contract.codes import MediaKind
 from contract.tuning import RTP_SOURCE_SILENCE_S
 from contract.worker import TrackSpec
-from workers.frames import EncodedFrame
+from workers.frames import AssembledFrame, EncodedFrame
 from workers.inputs.base import FrameHandler, SenderReportHandler
-from workers.jitter import AssembledFrame, JitterBuffer
+from workers.jitter import JitterBuffer
 from workers.tracks import AudioTrack, VideoTrack
 
 KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5  # between two requests, whoever asks

@@ -4,7 +4,7 @@ Why polling: on these machines one event-loop wakeup costs ~150-200 us of CPU
 (kernel timer + asyncio's loop iteration), several times what parsing and
 muxing one packet costs. A 2.5 Mb/s stream is ~310 datagrams/s, so waking per
 datagram made the wakeups most of a worker's CPU (benchmarks/results). The
-worker already ticks every `POLL_INTERVAL_S` for its jitter buffers; draining
+worker already ticks every `TICK_S` (workers.main) for its jitter buffers; draining
 every socket then costs one wakeup per tick whatever the packet rate, and the
 kernel's receive buffer (`RECEIVE_BUFFER_BYTES`, seconds of video) holds what
 arrives in between.

@@ -36,8 +36,8 @@ the publishers this input serves do not send B-frames:
 - OBS's WHIP service forces `bf=0` on the encoder (plugins/obs-webrtc
   whip-service.cpp, `ApplyEncoderSettings`); read in the source, not tested here.
 - Browsers: libwebrtc encodes H.264 with OpenH264 (Constrained Baseline: no B slices)
-  or with hardware encoders set up for real time without frame reordering; not tested
-  here (the planned headless-Chromium test will show it).
+  or with hardware encoders set up for real time without frame reordering; headless
+  Chromium's frames are recorded exactly (tests/e2e/test_chromium_whip.py).
 Frames are emitted in arrival (= decode) order; a video frame whose RTP timestamp is
 below the highest one seen is counted (`reordered_timestamps` in stats) and logged
 once, so a B-frame publisher would be visible rather than silently mis-timed.
