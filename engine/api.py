@@ -16,6 +16,7 @@ from engine import errors, models
 from engine.auth import Authenticator
 from engine.metrics import render_metrics
 from engine.node import RecordingNode
+from engine.pull_api import pull_routes
 
 log = structlog.get_logger("api")
 
@@ -56,6 +57,7 @@ class Api:
             web.get("/whip/resource/{resource_id}", self.stream_stats),
             web.patch("/whip/resource/{resource_id}", self.no_trickle),
             web.options("/whip/{tail:.*}", self.whip_options),
+            *pull_routes(self.node.pulls, self._check_token, self._ingest_error),
         ])
         app.middlewares.append(self._cors)
         return app

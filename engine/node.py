@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -17,13 +18,14 @@ import structlog
 from contract import protocol
 from contract.codes import InputKind, OfferRefusal
 from contract.tuning import MediaTuning
-from contract.worker import StreamSpec, WorkerConfig
+from contract.worker import PullSpec, StreamSpec, WorkerConfig
 from engine import defaults, errors
 from engine.callbacks import CallbackSender
 from engine.capacity import Capacity, default_max_streams
 from engine.config import NodeConfig
 from engine.files import FileBook
 from engine.ports import PortAllocator, PortsExhausted
+from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
 from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
 from engine.store import AsyncStore, Store, StreamRecord
@@ -69,6 +71,7 @@ class RecordingNode:
         self.capacity = Capacity(config.max_streams or default_max_streams(), config.max_tasks, config.cpu_cap)
         self._queues: dict[int, asyncio.Queue] = {}
         self._consumers: set[asyncio.Task] = set()
+        self.pulls = PullSources(self)  # streams the node subscribes to (POST /pull/...)
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +120,7 @@ class RecordingNode:
         self.ready = False
         if self._ticker is not None:
             self._ticker.cancel()
+        await self.pulls.close()
         await asyncio.gather(*(self.unpublish(s.resource_id) for s in self.rooms.all()), return_exceptions=True)
         await self.supervisor.stop_all()
         for consumer in list(self._consumers):  # the workers' last events reach the store
@@ -144,7 +148,7 @@ class RecordingNode:
         return await worker.request(make)
 
     # publishing
-    def _admit(self, room_id: str, stream_id: str) -> None:
+    def _admit(self, room_id: str, stream_id: str, pull: bool = False) -> None:
         if self.draining or not self.ready:
             busy = "node is draining or starting"
         else:
@@ -155,6 +159,8 @@ class RecordingNode:
             raise errors.IngestError(503, busy, retry_after=RETRY_AFTER_S)
         if (room_id, stream_id) in self._publishing or self.rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
+        if not pull and self.pulls.holds(room_id, stream_id):
+            raise errors.IngestError(409, f"stream {stream_id!r} is pulled into room {room_id!r}")
 
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream:
@@ -316,6 +322,14 @@ class RecordingNode:
                 self.ports.release(tuple(p for p in stream.ports if p not in error.ports_in_use))
         raise errors.IngestError(503, f"could not start a worker: {last_error}", retry_after=RETRY_AFTER_S)
 
+    # pulled streams (engine.pulls): their worker is started here, they connect when asked
+    async def spawn_pull_worker(self, stream: PublishedStream, pull: PullSpec) -> None:
+        try:
+            stream.worker = await self.supervisor.spawn(replace(self._worker_config(stream), pull=pull),
+                                                        self._event_handler(stream), self._exit_handler(stream))
+        except WorkerStartError as error:
+            raise errors.IngestError(503, f"could not start a worker: {error}") from None
+
     async def unpublish(self, resource_id: str, reason: str = "deleted") -> None:
         stream = self.rooms.by_resource(resource_id)
         if stream is None:
@@ -338,6 +352,7 @@ class RecordingNode:
         self.ports.release(stream.ports)
         log.info("stream_unpublished", room_id=stream.room_id, stream_id=stream.stream_id, reason=reason,
                  kept_open_for=keep)
+        self.pulls.stream_left(stream, reason)
 
     async def stream_stats(self, resource_id: str) -> dict[str, Any]:
         stream = self.rooms.by_resource(resource_id)
@@ -398,7 +413,7 @@ class RecordingNode:
                 if isinstance(item, protocol.StreamInactive):
                     if not stream.unpublished:
                         # Not awaited: unpublishing waits for this queue (the worker's last events).
-                        self._background(self.unpublish(stream.resource_id, reason="inactive"))
+                        self._background(self.unpublish(stream.resource_id, reason=f"inactive: {item.reason}"))
                     continue
                 await self.tasks.on_event(stream, item)
             except Exception:
@@ -427,7 +442,7 @@ class RecordingNode:
         self.rooms.take_lingering(stream.room_id, stream.stream_id)
         if stream.unpublished or self.draining:
             return
-        if stream.kind is InputKind.WHIP:  # the peer connection died with it: the publisher must reconnect
+        if stream.kind is not InputKind.RTP:  # the connection died with it: the publisher (or pull) reconnects
             await self.unpublish(stream.resource_id, reason="worker died")
             return
         now = time.monotonic()
