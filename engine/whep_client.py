@@ -11,6 +11,7 @@ to a target the policy accepts. Error messages name the status or the failure, n
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ def _failure(error: BaseException) -> str:
     """What went wrong, without the host or URL aiohttp puts in its messages."""
     if isinstance(error, TimeoutError | asyncio.TimeoutError):
         return f"no answer within {defaults.WHEP_HTTP_TIMEOUT_S:g} s"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"cannot connect: {error.os_error.strerror or type(error.os_error).__name__}"
+    if isinstance(error, aiohttp.ClientConnectorError):  # its strerror names the address: keep the errno's text
+        errno = error.os_error.errno
+        return f"cannot connect: {os.strerror(errno) if errno else type(error.os_error).__name__}"
     return type(error).__name__
 
 

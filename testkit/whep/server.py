@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -30,7 +32,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from testkit.media import TestMedia, make_test_media
-from testkit.process import PACKAGE_ROOT, child_env
+from testkit.process import start_module
 from testkit.whip.aiortc_publisher import _Pacer
 
 GARBAGE_ANSWER = "this is not an SDP answer\r\n"
@@ -76,7 +78,8 @@ class _ClipTrack(MediaStreamTrack):
             self._items = [(au.time_s, au.data) for au in media.video]
             self._rate = 90000
         else:
-            self._items = [(p.time_s, p.data) for p in media.audio if p.time_s < media.duration_s]
+            # One loop is exactly the clip's length (the encoder's last, flushing packet is left out).
+            self._items = [(p.time_s, p.data) for p in media.audio[:round(media.duration_s * 48000) // 960]]
             self._rate = 48000
         self._period = media.duration_s
         self._index = 0
@@ -170,15 +173,15 @@ async def _serve(spec: ServerSpec) -> None:
     await runner.cleanup()
 
 
-async def start_server(spec: ServerSpec) -> asyncio.subprocess.Process:
+def start_server(spec: ServerSpec, timeout_s: float = 60) -> subprocess.Popen:
     """``python -m testkit.whep <spec-json>``, returned once it listens."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "testkit.whep", json.dumps(asdict(spec)), cwd=str(PACKAGE_ROOT), env=child_env(),
-        stdout=asyncio.subprocess.PIPE)
+    process = start_module("testkit.whep", json.dumps(asdict(spec)), stdout=subprocess.PIPE)
     assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else b""
     if line.strip() != b"ready":
         process.kill()
+        process.wait()
         raise RuntimeError(f"the WHEP server did not start: {line!r}")
     return process
 

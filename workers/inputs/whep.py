@@ -68,10 +68,12 @@ class WhepInput(WebRtcInput):
                 answered = SessionDescription.parse(sdp).media
             except Exception as error:  # aiortc's parser raises assorted errors on bad input
                 raise InvalidOffer(f"cannot parse the SDP answer: {error}") from error
+            if not answered:
+                raise InvalidOffer("the SDP answer has no media section (is it SDP at all?)")
             try:
                 await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as error:
-                raise InvalidOffer(f"answer rejected: {error}") from error
+                raise InvalidOffer(f"SDP answer rejected: {error}") from error
             # aiortc starts connecting once this coroutine yields: hook every receiver first.
             plans = []
             for index, transceiver in enumerate(self._transceivers):
