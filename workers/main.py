@@ -235,9 +235,11 @@ class StreamWorker:
         try:
             await source.start()
             tracks, ignored = await source.open()
-        except (SourceError, OSError) as error:
+        except Exception as error:  # SourceError says why; anything else must not go unanswered
+            if not isinstance(error, SourceError | OSError):
+                log.exception("rtsp_open_failed")
             await source.aclose()
-            self._send(protocol.Reply(request_id, False, error=str(error)))
+            self._send(protocol.Reply(request_id, False, error=str(error) or type(error).__name__))
             return
         self._replace_input(source, replace(self.config.stream, tracks=tracks))
         log.info("rtsp_connected", tracks=[f"{t.kind}:{t.codec}" for t in tracks], ignored=ignored)
