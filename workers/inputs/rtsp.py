@@ -37,7 +37,7 @@ import structlog
 
 from contract.codes import MediaKind
 from contract.worker import PullSpec, TrackSpec
-from workers.codecs import aac, video_codec
+from workers.codecs import aac, h265, video_codec
 from workers.codecs.base import VideoCodec
 from workers.codecs.h264 import split_annexb, to_annexb
 from workers.frames import EncodedFrame
@@ -93,12 +93,23 @@ class _Track:
 def _video_track(stream, index: int) -> _Track:
     codec_name = VIDEO_CODECS[stream.codec_context.name]
     extradata = bytes(stream.codec_context.extradata or b"")
-    fmtp: tuple[tuple[str, str], ...] = ()
-    if extradata.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):  # Annex B, from the SDP's sprop-*
-        sets = ",".join(base64.b64encode(n).decode() for n in split_annexb(extradata))
-        fmtp = (("sprop-parameter-sets", sets),)
-    spec = TrackSpec(MediaKind.VIDEO, codec_name, 0, 90000, 1, fmtp)
+    sets = split_annexb(extradata) if extradata.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")) else []
+    spec = TrackSpec(MediaKind.VIDEO, codec_name, 0, 90000, 1, _sprop(codec_name, sets))
     return _Track(spec, index, _scale(stream.time_base, 90000), codec=video_codec(codec_name)(spec))
+
+
+def _sprop(codec_name: str, sets: list[bytes]) -> tuple[tuple[str, str], ...]:
+    """The parameter sets FFmpeg took from the SDP (Annex B extradata), as the SDP had them:
+    the codec seeds its key-frame preparation with them."""
+    def b64(nal: bytes) -> str:
+        return base64.b64encode(nal).decode()
+
+    if not sets:
+        return ()
+    if codec_name == "H264":
+        return (("sprop-parameter-sets", ",".join(b64(n) for n in sets)),)
+    return tuple((key, ",".join(b64(n) for n in sets if len(n) >= 2 and h265.nal_type(n) == kind))
+                 for key, kind in zip(h265.SPROP_KEYS, h265.PARAMETER_SET_TYPES))
 
 
 def _audio_track(stream, index: int) -> _Track:

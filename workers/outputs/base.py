@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class ContainerWriter(abc.ABC):
     extension: str
     output_format: str  # as reported in RecordFiles
-    video_codecs: tuple[str, ...] = ("h264",)
+    video_codecs: tuple[str, ...] = ("h264", "hevc")  # H.265 in FLV: the enhanced FLV of FFmpeg >= 6.1
     audio_codecs: tuple[str, ...] = ("opus", "aac")
     keeps_opus: bool = False  # False: Opus becomes AAC
 
