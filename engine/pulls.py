@@ -323,10 +323,16 @@ class PullSources:
         pull = PullSpec(url=request.url if request.kind is InputKind.RTSP else "", transport=request.transport,
                         open_timeout_s=defaults.PULL_OPEN_TIMEOUT_S,
                         stall_timeout_s=node.config.rtp_inactivity_timeout_s)
+        spawning = asyncio.ensure_future(node.spawn_pull_worker(stream, pull))
         try:
-            await node.spawn_pull_worker(stream, pull)
+            await asyncio.shield(spawning)
         except errors.IngestError as error:
             raise PullFailed(error.reason) from None
+        except asyncio.CancelledError:  # deleted while its worker starts: that worker must not outlive it
+            await asyncio.gather(spawning, return_exceptions=True)
+            if isinstance(stream.worker, WorkerHandle):
+                await stream.worker.stop()
+            raise
         source.stream = stream
         return stream, True
 

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import json
-import select
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from testkit.ports import free_port
+from testkit.process import wait_ready
 
 GST_SERVER = Path(__file__).with_name("gst_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # has python3-gi; the project's venv has no GObject bindings
@@ -44,21 +44,11 @@ def file_launch(path: Path, video: str = "h264", audio: bool = True) -> str:
     return launch + " )"
 
 
-def _wait_ready(process: subprocess.Popen, what: str, timeout_s: float = 30) -> None:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    line = process.stdout.readline() if ready else b""
-    if line.strip() != b"ready":
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"{what} did not start: {line!r}")
-
-
 def start_gst_server(port: int, launch: str, path: str = "/cam", protocols: str = "both") -> subprocess.Popen:
     spec = {"port": port, "path": path, "launch": launch, "protocols": protocols}
     process = subprocess.Popen([SYSTEM_PYTHON, str(GST_SERVER), json.dumps(spec)], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
-    _wait_ready(process, "GStreamer's RTSP server")
+    wait_ready(process, "GStreamer's RTSP server", 30)
     return process
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from testkit.media import TestMedia, make_test_media
-from testkit.process import start_module
+from testkit.process import start_module, wait_ready
 from testkit.whip.aiortc_publisher import _Pacer
 
 GARBAGE_ANSWER = "this is not an SDP answer\r\n"
@@ -176,13 +175,7 @@ async def _serve(spec: ServerSpec) -> None:
 def start_server(spec: ServerSpec, timeout_s: float = 60) -> subprocess.Popen:
     """``python -m testkit.whep <spec-json>``, returned once it listens."""
     process = start_module("testkit.whep", json.dumps(asdict(spec)), stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    line = process.stdout.readline() if ready else b""
-    if line.strip() != b"ready":
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"the WHEP server did not start: {line!r}")
+    wait_ready(process, "the WHEP server", timeout_s)
     return process
 
 

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from contract.codes import InputKind
@@ -30,6 +30,8 @@ def test_a_valid_body_and_its_defaults():
                        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
                                  st.sampled_from(["whep", "rtsp", "tcp", "udp", "http://127.0.0.1:1/w",
                                                   "rtsp://127.0.0.1/c", "rtsp://[::1", "http://h:99999/"]))))
+@example({"Url": "rtsp://127.0.0.1/c", "Kind": "rtsp", "Transport": "whep"})
+@example({"Url": "http://127.0.0.1:1/w", "Kind": "whep", "Transport": "tcp"})
 def test_any_body_is_a_request_or_an_error_naming_a_field(body):
     try:
         request = parse_pull("r", "s", "u", body)
