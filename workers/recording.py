@@ -25,19 +25,20 @@ from contract import protocol
 from contract.codes import MediaKind, QuitReason
 from contract.storage import StorageTarget
 from contract.tuning import FRAGMENT_DURATION_US
-from contract.worker import RecordingSpec, StreamSpec, TrackSpec
+from contract.worker import RecordingSpec, StreamSpec
 from storage_adapters.base import StorageAdapter, StorageError, StorageFull
 from storage_adapters.spool import Spool, SpoolAdapter
 from storage_adapters.vendors import LOCAL_DISK, adapter_for
 from workers import naming
 from workers.clock import Basis, StreamClock
-from workers.codecs import aac, opus, video_codec
+from workers.codecs import video_codec
 from workers.frames import EncodedFrame
 from workers.outputs.adts import AdtsWriter
 from workers.outputs.base import ContainerWriter
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
+from workers.outputs.audio import audio_params, packet_samples, silence
 from workers.outputs.params import AudioParams, VideoParams, WriterOptions
 from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
@@ -77,28 +78,6 @@ class Rebase(enum.Enum):
     KEEP_GAP = "keep_gap"  # FillBlank: the time the stream was away stays in the file, as silence
 
 
-# A 20 ms Opus packet (CELT, fullband, mono) that decodes to silence.
-OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
-OPUS_SILENCE_SAMPLES = 960
-
-
-def audio_params(spec: TrackSpec) -> AudioParams:
-    """How a stream's audio track is written: AAC-LC as it comes (its AudioSpecificConfig
-    from the track's `config`), else Opus (with an OpusHead: pre-skip 0, RTP carries none)."""
-    if spec.codec.lower() == "aac":
-        return AudioParams("aac", spec.clock_rate, spec.channels, bytes.fromhex(spec.fmtp_value("config") or ""))
-    return AudioParams("opus", opus.SAMPLE_RATE, spec.channels, opus.opus_head(spec.channels))
-
-
-def _packet_samples(audio: AudioParams, packet: bytes) -> int:
-    return aac.FRAME_SAMPLES if audio.codec == "aac" else opus.packet_samples(packet)
-
-
-def _silence(audio: AudioParams) -> tuple[bytes, int]:
-    """One packet that decodes to silence and how many samples it lasts."""
-    if audio.codec == "aac":
-        return aac.silent_frame(audio.sample_rate, audio.channels), aac.FRAME_SAMPLES
-    return OPUS_SILENCE, OPUS_SILENCE_SAMPLES
 
 
 @dataclass
@@ -344,7 +323,7 @@ class Recording:
         """FillBlank: the audio track covers the time the stream was away with silence."""
         assert self._audio is not None
         pts = floor.last_pts + max(floor.last_duration, 1)
-        data, samples = _silence(self._audio)
+        data, samples = silence(self._audio)
         silence = EncodedFrame(MediaKind.AUDIO, data, 0, 0.0)
         while pts + samples <= until:
             self._mux(silence, floor, pts)
@@ -354,7 +333,7 @@ class Recording:
         if frame.kind is MediaKind.VIDEO:
             duration = pts - timeline.last_pts if timeline.last_pts >= timeline.first_pts else 0
         else:
-            duration = _packet_samples(self._audio, frame.data)  # type: ignore[arg-type]
+            duration = packet_samples(self._audio, frame.data)  # type: ignore[arg-type]
         for output in self._outputs:
             if frame.kind not in output.kinds:
                 continue
