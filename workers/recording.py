@@ -38,7 +38,7 @@ from workers.outputs.base import ContainerWriter
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
-from workers.outputs.audio import audio_params, packet_samples, silence
+from workers.outputs.audio import audio_params, packet_samples, silence_packet
 from workers.outputs.params import AudioParams, VideoParams, WriterOptions
 from workers.outputs.webm import WebmWriter
 from workers.sink import FileObjects
@@ -323,7 +323,7 @@ class Recording:
         """FillBlank: the audio track covers the time the stream was away with silence."""
         assert self._audio is not None
         pts = floor.last_pts + max(floor.last_duration, 1)
-        data, samples = silence(self._audio)
+        data, samples = silence_packet(self._audio)
         silence = EncodedFrame(MediaKind.AUDIO, data, 0, 0.0)
         while pts + samples <= until:
             self._mux(silence, floor, pts)

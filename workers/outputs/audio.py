@@ -24,7 +24,7 @@ def packet_samples(audio: AudioParams, packet: bytes) -> int:
     return aac.FRAME_SAMPLES if audio.codec == "aac" else opus.packet_samples(packet)
 
 
-def silence(audio: AudioParams) -> tuple[bytes, int]:
+def silence_packet(audio: AudioParams) -> tuple[bytes, int]:
     """One packet that decodes to silence and how many samples it lasts."""
     if audio.codec == "aac":
         return aac.silent_frame(audio.sample_rate, audio.channels), aac.FRAME_SAMPLES
