@@ -13,6 +13,13 @@ class MediaKind(enum.StrEnum):
 class InputKind(enum.StrEnum):
     RTP = "rtp"  # plain RTP: the worker binds its UDP ports at start
     WHIP = "whip"  # WebRTC: a peer connection per SDP offer
+    WHEP = "whep"  # pulled: the worker offers, a WHEP server answers and sends
+    RTSP = "rtsp"  # pulled: the worker is an RTSP client (FFmpeg's, through PyAV)
+
+    @property
+    def pulled(self) -> bool:
+        """The node subscribes to the stream rather than being sent it."""
+        return self in (InputKind.WHEP, InputKind.RTSP)
 
 
 class QuitReason(enum.IntEnum):

@@ -63,6 +63,31 @@ class AcceptOffer:
 
 
 @dataclass(frozen=True)
+class MakeOffer:
+    """WHEP: make a receive-only offer (ICE gathered) for the engine to send to the server,
+    replacing any offer not answered yet. The Reply's payload is an OfferMade."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class AcceptAnswer:
+    """WHEP: the server's answer to the last offer. Replied (PullConnected) once ICE and
+    DTLS are up and the peer connection replaced any input; refused with the reason."""
+
+    request_id: int
+    sdp: str
+
+
+@dataclass(frozen=True)
+class OpenSource:
+    """RTSP: connect to `WorkerConfig.pull` and receive it, replacing any input.
+    Replied (PullConnected) once the source's tracks are known; refused with the reason."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
 class StopStream:
     """Finalize every recording and exit."""
 
@@ -75,7 +100,7 @@ class GetStats:
 
 
 Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | StopInput | StartInput | AcceptOffer
-           | StopStream | GetStats)
+           | MakeOffer | AcceptAnswer | OpenSource | StopStream | GetStats)
 
 
 # worker -> supervisor
@@ -91,6 +116,20 @@ class OfferRefused:
 
 
 @dataclass(frozen=True)
+class OfferMade:
+    offer: str  # SDP
+
+
+@dataclass(frozen=True)
+class PullConnected:
+    """A pulled source is connected: the tracks it sends that are recorded, and what it
+    offered that is not (e.g. an audio codec we cannot take beside a recordable video)."""
+
+    tracks: tuple[TrackSpec, ...]
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class InputBound:
     """StartInput's answer: the ports the new input listens on (or tried to)."""
 
@@ -103,7 +142,7 @@ class StreamStats:
     recordings: tuple[str, ...] = ()
 
 
-ReplyPayload = OfferAnswer | OfferRefused | InputBound | StreamStats
+ReplyPayload = OfferAnswer | OfferRefused | OfferMade | PullConnected | InputBound | StreamStats
 
 
 @dataclass(frozen=True)

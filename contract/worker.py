@@ -66,6 +66,18 @@ class RecordingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PullSpec:
+    """A source the worker subscribes to. RTSP: the worker connects to `url` itself. WHEP:
+    the engine talks to the server (the URL stays there), the worker makes the offer and
+    connects to what the answer says. The URL may hold credentials: never logged."""
+
+    url: str = field(default="", repr=False)
+    transport: str = "tcp"  # RTSP lower transport: "tcp" (interleaved) or "udp"
+    open_timeout_s: float = 10.0  # RTSP: connect, DESCRIBE / SETUP / PLAY, the first packets; WHEP: ICE + DTLS
+    stall_timeout_s: float = 10.0  # no packet this long: the source is gone
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
     stream: StreamSpec
     bind_host: str
@@ -78,3 +90,4 @@ class WorkerConfig:
     webrtc_advertised: str | None = None
     webrtc_ports: tuple[int, int] | None = None
     fast_consent: bool = False  # tests: notice a vanished WebRTC peer in ~3 s instead of ~30 s
+    pull: PullSpec | None = None  # InputKind.WHEP / RTSP: what to subscribe to

@@ -15,6 +15,8 @@ from engine import defaults, errors, models
 from engine.admission import NodeState
 from engine.auth import Authenticator, NonceCache, NonceStore
 from engine.config import NodeConfig
+from engine.pull_api import pull_routes
+from engine.pulls import PullSources
 from engine.rooms import PublishedStream
 
 log = structlog.get_logger("api")
@@ -25,6 +27,7 @@ class RecordingService(Protocol):
 
     config: NodeConfig
     store: NonceStore  # used signature nonces outlive a restart
+    pulls: PullSources  # streams the node subscribes to
 
     @property
     def state(self) -> NodeState: ...
@@ -91,6 +94,7 @@ class Api:
             web.get("/whip/resource/{resource_id}", self.stream_stats),
             web.patch("/whip/resource/{resource_id}", self.no_trickle),
             web.options("/whip/{tail:.*}", self.whip_options),
+            *pull_routes(self.node.pulls, self._check_token, self._ingest_error),
         ])
         app.middlewares.append(self._cors)
         return app

@@ -88,3 +88,11 @@ SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3
 
 # Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)
+
+# Pulled streams (engine.pulls): the node subscribes to a WHEP server or an RTSP camera
+PULL_RETRY_FIRST_S = 1.0  # a source that failed or dropped is tried again after this,
+PULL_RETRY_MAX_S = 30.0  # doubling each time up to this (reset once it is live again)
+PULL_OPEN_TIMEOUT_S = 10.0  # RTSP session set up / WHEP ICE + DTLS connected
+PULL_STOPPED_KEEP_S = 600.0  # a deleted source still answers GET (state stopped) this long
+WHEP_HTTP_TIMEOUT_S = 10.0
+WHEP_MAX_REDIRECTS = 3

@@ -24,6 +24,7 @@ from engine.events import WorkerEvents
 from engine.files import FileBook, TaskDestinations
 from engine.metrics import render_metrics
 from engine.ports import PortAllocator
+from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ENDED_TASK_STATUSES
 from engine.store import AsyncStore, Store
@@ -31,7 +32,7 @@ from engine.streams import Spawner, StreamRegistry
 from engine.supervisor import Supervisor
 from engine.tasks import TaskManager
 from storage_adapters.spool import Spool
-from storage_adapters.uploader import UploadResult, Uploader
+from storage_adapters.uploader import Uploader, UploadResult
 
 log = structlog.get_logger("node")
 
@@ -40,7 +41,8 @@ UPLOAD_DRAIN_POLL_S = 0.2
 
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
-                 admission: Admission, tasks: TaskManager, streams: StreamRegistry, events: WorkerEvents,
+                 admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
+                 events: WorkerEvents,
                  supervisor: Spawner):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
@@ -50,6 +52,7 @@ class RecordingNode:
         self.admission = admission
         self.tasks = tasks
         self.streams = streams
+        self.pulls = pulls  # streams the node subscribes to (POST /pull/...)
         self.events = events
         self.supervisor = supervisor
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -81,9 +84,10 @@ class RecordingNode:
         uploader.start()
         await tasks.load()
         await supervisor.warm_up()
+        pulls = streams.pulls = PullSources(config, streams)
         await streams.restore()
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
-                   tasks=tasks, streams=streams, events=events, supervisor=supervisor)
+                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor)
         admission.open()
         log.info("node_ready", data_dir=str(config.data_dir))
         return node
@@ -104,6 +108,7 @@ class RecordingNode:
         deadline = time.monotonic() + deadline_s
         self.admission.drain()
         self._ticker.cancel()
+        await self.pulls.close()
         await self.streams.unpublish_all()
         await self.supervisor.stop_all()
         await self.events.wait_idle(deadline)

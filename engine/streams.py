@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
@@ -17,7 +18,7 @@ import structlog
 from contract import protocol
 from contract.codes import InputKind, OfferRefusal
 from contract.tuning import MediaTuning
-from contract.worker import StreamSpec, WorkerConfig
+from contract.worker import PullSpec, StreamSpec, WorkerConfig
 from engine import defaults, errors
 from engine.admission import RETRY_AFTER_S, Admission
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -52,6 +53,23 @@ class Spawner(Protocol):
     def kill_all(self) -> None: ...
 
 
+class PullHooks(Protocol):
+    """What the registry asks of the node's pull sources (engine.pulls.PullSources)."""
+
+    def holds(self, room_id: str, stream_id: str) -> bool:
+        """Whether a pull source owns this stream id: nobody may push it."""
+
+    def stream_left(self, stream: PublishedStream, reason: str) -> None: ...
+
+
+class _NoPulls:
+    def holds(self, room_id: str, stream_id: str) -> bool:
+        return False
+
+    def stream_left(self, stream: PublishedStream, reason: str) -> None:
+        pass
+
+
 class StreamRegistry:
     def __init__(self, config: NodeConfig, store: AsyncStore, rooms: Rooms, ports: PortAllocator,
                  spawner: Spawner, admission: Admission, events: WorkerEvents, tasks: TaskManager,
@@ -66,21 +84,29 @@ class StreamRegistry:
         self._tasks = tasks
         self._clock = clock
         self._publishing: set[tuple[str, str]] = set()  # admitted, not yet in a room
+        self.pulls: PullHooks = _NoPulls()  # the node's pull sources, once built
+
+    @property
+    def rooms(self) -> Rooms:
+        return self._rooms
 
     @property
     def count(self) -> int:
         return len(self._rooms.all())
 
     # publishing
-    def _admit(self, room_id: str, stream_id: str) -> None:
+    def admit(self, room_id: str, stream_id: str, pull: bool = False) -> None:
+        """Whether this stream may be published now (a pull source's own stream: `pull`)."""
         self._admission.admit_stream(self.count + len(self._publishing), room_id, stream_id)
         if (room_id, stream_id) in self._publishing or self._rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
+        if not pull and self.pulls.holds(room_id, stream_id):
+            raise errors.IngestError(409, f"stream {stream_id!r} is pulled into room {room_id!r}")
 
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream:
         """WHIP: the stream's worker answers the offer with its own peer connection."""
-        self._admit(room_id, stream_id)
+        self.admit(room_id, stream_id)
         key = (room_id, stream_id)
         self._publishing.add(key)
         try:
@@ -119,7 +145,7 @@ class StreamRegistry:
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                           sdp_text: str, announcer: str = "") -> PublishedStream:
-        self._admit(room_id, stream_id)
+        self.admit(room_id, stream_id)
         key = (room_id, stream_id)
         try:
             offer = self._parse_offer(sdp_text, announcer)
@@ -236,6 +262,22 @@ class StreamRegistry:
             return worker
         raise errors.IngestError(503, f"could not start a worker: {last_error}", retry_after=RETRY_AFTER_S)
 
+    # pulled streams (engine.pulls): their worker is started here; they connect when asked
+    async def spawn_pull_worker(self, stream: PublishedStream, pull: PullSpec) -> None:
+        on_event, on_exit = self._events.listen(stream, self._route)
+        try:
+            stream.worker = await self._spawner.spawn(replace(self._worker_config(stream), pull=pull),
+                                                      on_event, on_exit)
+        except WorkerStartError as error:
+            raise errors.IngestError(503, f"could not start a worker: {error}") from None
+
+    async def request(self, stream: PublishedStream, make) -> protocol.Reply:
+        return await self._events.request(stream, make)
+
+    async def stream_ready(self, stream: PublishedStream) -> None:
+        """A stream joined its room: the tasks recording the room start on it."""
+        await self._tasks.stream_ready(stream)
+
     # unpublishing
     async def unpublish(self, resource_id: str, reason: str = "deleted") -> None:
         stream = self._rooms.by_resource(resource_id)
@@ -259,6 +301,7 @@ class StreamRegistry:
         self._ports.release(stream.ports)
         log.info("stream_unpublished", room_id=stream.room_id, stream_id=stream.stream_id, reason=reason,
                  kept_open_for=keep)
+        self.pulls.stream_left(stream, reason)
 
     async def unpublish_all(self) -> None:
         await asyncio.gather(*(self.unpublish(s.resource_id) for s in self._rooms.all()), return_exceptions=True)
@@ -292,7 +335,7 @@ class StreamRegistry:
             case protocol.StreamInactive():
                 if not stream.unpublished:
                     # Not awaited: unpublishing waits for this queue (the worker's last events).
-                    self._events.background(self.unpublish(stream.resource_id, reason="inactive"))
+                    self._events.background(self.unpublish(stream.resource_id, reason=f"inactive: {message.reason}"))
             case _:
                 await self._tasks.on_event(stream, message)
 
@@ -308,7 +351,7 @@ class StreamRegistry:
         self._rooms.take_lingering(stream.room_id, stream.stream_id)
         if stream.unpublished or self._admission.draining:
             return
-        if stream.kind is InputKind.WHIP:  # the peer connection died with it: the publisher must reconnect
+        if stream.kind is not InputKind.RTP:  # the connection died with it: the publisher (or pull) reconnects
             await self.unpublish(stream.resource_id, reason="worker died")
             return
         now = self._clock.monotonic()

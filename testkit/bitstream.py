@@ -1,6 +1,6 @@
-"""What is inside encoded media, compared without decoding: H.264 NAL units (Annex-B
-and length-prefixed), Opus packets and VP8 frames, from encoders' output or from
-recorded files (demuxed with PyAV, not decoded)."""
+"""What is inside encoded media, compared without decoding: H.264 and H.265 NAL units
+(Annex-B and length-prefixed), Opus packets, AAC frames and VP8 frames, from encoders'
+output or from recorded files (demuxed with PyAV, not decoded)."""
 
 from __future__ import annotations
 
@@ -92,18 +92,43 @@ def _stream_packets(path: str | os.PathLike, kind: str) -> tuple[bytes | None, l
     return (bytes(extradata) if extradata else None), payloads
 
 
+def _hvcc_length_size(extradata: bytes | None) -> int | None:
+    """NAL length-prefix size from an hvcC record, None if not hvcC (Annex-B)."""
+    if extradata and len(extradata) >= 23 and extradata[0] == 1:
+        return (extradata[21] & 0x03) + 1
+    return None
+
+
+def hevc_nal_type(nal: bytes) -> int:
+    return (nal[0] >> 1) & 0x3F
+
+
+def hevc_slice_nals(nals: Iterable[bytes]) -> list[bytes]:
+    """H.265 slice segments (VCL NAL unit types 0-31)."""
+    return [n for n in nals if n and hevc_nal_type(n) < 32]
+
+
+def hevc_slice_nals_from_file(path: str | os.PathLike) -> list[bytes]:
+    """H.265 slice NAL units of the file's first video stream, in file order."""
+    return hevc_slice_nals(_video_nals(path, _hvcc_length_size))
+
+
 def h264_slice_nals_from_file(path: str | os.PathLike) -> list[bytes]:
     """Slice NAL units (types 1 and 5), without start codes or length prefixes,
     of the file's first video stream, in file order."""
+    return _slice_nals(_video_nals(path, _avcc_length_size))
+
+
+def _video_nals(path: str | os.PathLike, length_size_of) -> list[bytes]:
     extradata, payloads = _stream_packets(path, "video")
-    length_size = _avcc_length_size(extradata)
+    length_size = length_size_of(extradata)
     nals: list[bytes] = []
     for payload in payloads:
         if length_size is None:
             nals.extend(split_annexb(payload))
         else:
             nals.extend(split_length_prefixed(payload, length_size))
-    return _slice_nals(nals)
+    return nals
 
 
 def h264_slice_nals_from_aus(aus: Iterable[bytes]) -> list[bytes]:
@@ -114,6 +139,17 @@ def h264_slice_nals_from_aus(aus: Iterable[bytes]) -> list[bytes]:
 def opus_packets_from_file(path: str | os.PathLike) -> list[bytes]:
     """Payloads of the first audio stream's packets, in file order."""
     return _stream_packets(path, "audio")[1]
+
+
+def aac_frames_from_file(path: str | os.PathLike) -> list[bytes]:
+    """Raw AAC frames of the first audio stream (an ADTS header, as .aac and MPEG-TS
+    carry, taken off), in file order."""
+    frames = []
+    for payload in _stream_packets(path, "audio")[1]:
+        if len(payload) > 7 and payload[0] == 0xFF and payload[1] & 0xF0 == 0xF0:
+            payload = payload[7 if payload[1] & 0x01 else 9:]
+        frames.append(payload)
+    return frames
 
 
 def vp8_frames_from_file(path: str | os.PathLike) -> list[bytes]:

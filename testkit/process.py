@@ -4,6 +4,7 @@ working directory, whether testkit runs from a checkout or is installed."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,15 @@ def start_module(module: str, *args: str, **popen_kwargs) -> subprocess.Popen:
     """``python -m module args...`` in a child process."""
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(PACKAGE_ROOT), env=child_env(),
                             **popen_kwargs)
+
+
+def wait_ready(process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+    """Until a server process started with ``stdout=PIPE`` prints "ready"; killed (and a
+    RuntimeError naming `what`) when it prints anything else, exits or takes too long."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else b""
+    if line.strip() != b"ready":
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"{what} did not start: {line!r}")

@@ -23,11 +23,13 @@ import structlog
 
 from contract import protocol
 from contract.codes import InputKind, MediaKind, OfferRefusal
-from contract.worker import StreamSpec, WorkerConfig
+from contract.worker import PullSpec, StreamSpec, WorkerConfig
 from workers.frames import EncodedFrame
 from workers.inputs.base import StreamInput
 from workers.inputs.factory import InputHandlers, build_input
+from workers.inputs.rtsp import RtspInput, SourceError
 from workers.inputs.webrtc import OfferError, WebRtcInput
+from workers.inputs.whep import WhepInput
 from workers.logs import configure_logging
 from workers.recordings import StreamRecordings
 
@@ -53,8 +55,8 @@ class StreamWorker:
         self._conn = conn
         self._handlers = InputHandlers(self._on_frame, self._on_sender_report, self._on_peer_closed)
         self.recordings = StreamRecordings(config.stream, config.tuning, self._send, self._request_keyframe)
-        self.input: StreamInput | None = build_input(config, self._handlers) \
-            if config.input_kind is InputKind.RTP else None
+        self.input: StreamInput | None = self._build_input(config) if config.input_kind is InputKind.RTP else None
+        self._offer: WhepInput | None = None  # WHEP: made, waiting for the server's answer
         self._mark_input_started()
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
@@ -110,6 +112,12 @@ class StreamWorker:
                 self._in_background(self._restart_input(request_id, stream, ports))
             case protocol.AcceptOffer(request_id, sdp):
                 self._in_background(self._accept_offer(request_id, sdp))
+            case protocol.MakeOffer(request_id):
+                self._in_background(self._make_offer(request_id))
+            case protocol.AcceptAnswer(request_id, sdp):
+                self._in_background(self._accept_answer(request_id, sdp))
+            case protocol.OpenSource(request_id):
+                self._in_background(self._open_source(request_id))
             case protocol.StopStream(request_id):
                 self._send(protocol.Reply(request_id, True))
                 self._stopping.set()
@@ -127,6 +135,18 @@ class StreamWorker:
         self._send(protocol.Reply(request_id, True))
 
     # the input's life cycle
+    def _build_input(self, config: WorkerConfig) -> StreamInput:
+        """An input whose end (`on_closed`) counts only while it is this worker's input:
+        one being negotiated, or already replaced, ends unreported."""
+        built: list[StreamInput] = []
+
+        def on_closed(reason: str) -> None:
+            if built and built[0] is self.input:
+                self._on_peer_closed(reason)
+
+        built.append(build_input(config, replace(self._handlers, on_closed=on_closed)))
+        return built[0]
+
     def _replace_input(self, new: StreamInput | None, stream: StreamSpec | None = None) -> None:
         """Close the current input; with a new one, the stream starts a new session
         (fresh clock and GOP; kept recordings continue)."""
@@ -142,7 +162,7 @@ class StreamWorker:
     async def _restart_input(self, request_id: int, stream: StreamSpec, ports: tuple[int, ...]) -> None:
         """A FillBlank stream is published again (plain RTP): receive it on new ports."""
         config = replace(self.config, stream=stream, rtp_ports=ports)
-        new = build_input(config, self._handlers)
+        new = self._build_input(config)
         self._replace_input(None)
         try:
             await new.start()
@@ -156,7 +176,7 @@ class StreamWorker:
 
     async def _accept_offer(self, request_id: int, sdp: str) -> None:
         """WHIP: a new peer connection answers the offer and replaces any input."""
-        peer = build_input(replace(self.config, input_kind=InputKind.WHIP), self._handlers)
+        peer = self._build_input(replace(self.config, input_kind=InputKind.WHIP))
         assert isinstance(peer, WebRtcInput)
         try:
             await peer.start()
@@ -169,6 +189,61 @@ class StreamWorker:
         self._replace_input(peer, replace(self.config.stream, tracks=peer.tracks))
         log.info("peer_connected", tracks=[f"{t.kind}:{t.codec}" for t in peer.tracks])
         self._send(protocol.Reply(request_id, True, protocol.OfferAnswer(answer, peer.tracks)))
+
+    # pulled sources: the worker connects, the engine decides when to try again
+    async def _make_offer(self, request_id: int) -> None:
+        """WHEP: a new receive-only offer; one made before and never answered is dropped."""
+        if self._offer is not None:
+            await self._offer.aclose()
+        peer = self._build_input(replace(self.config, input_kind=InputKind.WHEP))
+        assert isinstance(peer, WhepInput)
+        try:
+            await peer.start()
+            offer = await peer.make_offer()
+        except OSError as error:
+            await peer.aclose()
+            self._send(protocol.Reply(request_id, False, error=f"cannot make an offer: {error}"))
+            return
+        self._offer = peer
+        self._send(protocol.Reply(request_id, True, protocol.OfferMade(offer)))
+
+    async def _accept_answer(self, request_id: int, sdp: str) -> None:
+        """WHEP: the server's answer; the peer connection becomes the input (a FillBlank
+        recording continues on it) and the reply waits until it is connected."""
+        peer, self._offer = self._offer, None
+        if peer is None:
+            self._send(protocol.Reply(request_id, False, error="no offer waits for an answer"))
+            return
+        pull = self.config.pull or PullSpec()
+        try:
+            tracks = await peer.apply_answer(sdp)
+            self._replace_input(peer, replace(self.config.stream, tracks=tracks))
+            await peer.wait_connected(pull.open_timeout_s)
+        except (OfferError, OSError) as error:
+            if self.input is peer:
+                self._replace_input(None)
+            await peer.aclose()
+            self._send(protocol.Reply(request_id, False, error=str(error)))
+            return
+        log.info("whep_connected", tracks=[f"{t.kind}:{t.codec}" for t in tracks])
+        self._send(protocol.Reply(request_id, True, protocol.PullConnected(tracks)))
+
+    async def _open_source(self, request_id: int) -> None:
+        """RTSP: connect to the camera; once its tracks are known it becomes the input."""
+        source = self._build_input(replace(self.config, input_kind=InputKind.RTSP))
+        assert isinstance(source, RtspInput)
+        try:
+            await source.start()
+            tracks, ignored = await source.open()
+        except Exception as error:  # SourceError says why; anything else must not go unanswered
+            if not isinstance(error, SourceError | OSError):
+                log.exception("rtsp_open_failed")
+            await source.aclose()
+            self._send(protocol.Reply(request_id, False, error=str(error) or type(error).__name__))
+            return
+        self._replace_input(source, replace(self.config.stream, tracks=tracks))
+        log.info("rtsp_connected", tracks=[f"{t.kind}:{t.codec}" for t in tracks], ignored=ignored)
+        self._send(protocol.Reply(request_id, True, protocol.PullConnected(tracks, ignored)))
 
     def _on_peer_closed(self, reason: str) -> None:
         log.info("peer_closed", reason=reason)
@@ -234,8 +309,9 @@ class StreamWorker:
         if self._ticker is not None:
             self._ticker.cancel()
         self._catch_up()
-        if self.input is not None:
-            await self.input.aclose()
+        for source in (self.input, self._offer):
+            if source is not None:
+                await source.aclose()
         await self.recordings.close_all()
         if self._background:  # replies to StopRecording still on their way
             await asyncio.wait(self._background, timeout=EXIT_GRACE_S)

@@ -6,6 +6,7 @@ frame (on the clock basis the stream had then). From there each track advances
 by its own RTP timestamps, so a file's timeline never jumps. StreamType 4 fans
 the same timeline out to two files (video; audio as .aac or audio-only HLS).
 VP8 video goes into WebM whatever container was asked for: none of them can hold it.
+Audio is Opus (WebRTC, RTP, RTSP) or AAC-LC (RTSP); its timestamps count samples.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from storage_adapters.base import StorageAdapter, StorageError, StorageFull
 from storage_adapters.destination import Destination
 from workers import naming
 from workers.clock import Basis, StreamClock
-from workers.codecs import opus, video_codec
+from workers.codecs import video_codec
 from workers.frames import EncodedFrame
 from workers.outputs.adts import AdtsWriter
+from workers.outputs.audio import audio_params, packet_samples, silence_packet
 from workers.outputs.base import ContainerWriter
 from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
@@ -47,7 +49,7 @@ WRITERS: dict[str, type[ContainerWriter]] = {"mp4": FragmentedMp4Writer, "flv": 
 SEPARATE_AUDIO_WRITERS: dict[str, type[ContainerWriter]] = {"mp4": AdtsWriter, "flv": AdtsWriter, "hls": HlsWriter}
 STREAM_KINDS = {1: ({MediaKind.AUDIO},), 2: ({MediaKind.VIDEO},), 3: ({MediaKind.VIDEO, MediaKind.AUDIO},),
                 4: ({MediaKind.VIDEO}, {MediaKind.AUDIO})}
-OUT_RATES = {MediaKind.VIDEO: 90000, MediaKind.AUDIO: 48000}
+VIDEO_OUT_RATE = 90000
 MAX_CONSECUTIVE_MUX_ERRORS = 50
 
 
@@ -73,9 +75,6 @@ class Rebase(enum.Enum):
     KEEP_GAP = "keep_gap"  # FillBlank: the time the stream was away stays in the file, as silence
 
 
-# A 20 ms Opus packet (CELT, fullband, mono) that decodes to silence.
-OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
-OPUS_SILENCE_SAMPLES = 960
 
 
 @dataclass
@@ -124,6 +123,7 @@ class Recording:
         wanted = set().union(*self._file_kinds) if self._file_kinds else set()
         self.video_spec = stream.track(MediaKind.VIDEO) if MediaKind.VIDEO in wanted else None
         self.audio_spec = stream.track(MediaKind.AUDIO) if MediaKind.AUDIO in wanted else None
+        self._audio = audio_params(self.audio_spec) if self.audio_spec is not None else None
         self.state = State.PENDING
         self._outputs: list[_Output] = []
         self._basis = Basis.ARRIVAL
@@ -167,14 +167,11 @@ class Recording:
         return next((f for f in frames if f.kind is MediaKind.AUDIO), None)
 
     def _params(self, first: EncodedFrame) -> tuple[VideoParams | None, AudioParams | None]:
-        video = audio = None
+        video = None
         if self.video_spec is not None:
             codec = video_codec(self.video_spec.codec)
             video = VideoParams(codec.container_codec, *codec.keyframe_size(first.data))
-        if self.audio_spec is not None:
-            channels = self.audio_spec.channels
-            audio = AudioParams("opus", opus.SAMPLE_RATE, channels, opus.opus_head(channels))
-        return video, audio
+        return video, self._audio
 
     def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
         try:
@@ -241,11 +238,12 @@ class Recording:
             self.state = State.RESUMING
 
     def codec_changed(self, stream: StreamSpec) -> bool:
-        """Whether the stream, published again as `stream`, sends video in another codec."""
-        video = stream.track(MediaKind.VIDEO)
-        if self.video_spec is None or video is None:
-            return False
-        return video.codec.upper() != self.video_spec.codec.upper()
+        """Whether the stream, published (or pulled) again as `stream`, sends video in another
+        codec, or audio a file cannot continue (another codec, rate or channel count)."""
+        video, audio = stream.track(MediaKind.VIDEO), stream.track(MediaKind.AUDIO)
+        if self.video_spec is not None and video is not None and video.codec.upper() != self.video_spec.codec.upper():
+            return True
+        return self._audio is not None and audio is not None and audio_params(audio) != self._audio
 
     def resolution_changed(self, frame: EncodedFrame) -> bool:
         """A key frame of another picture size than the open file's: it needs a new file."""
@@ -297,7 +295,7 @@ class Recording:
 
     def _start_timeline(self, frame: EncodedFrame, clock_rate: int) -> _Timeline | None:
         media_time = self._clock.media_time(frame.kind, frame.rtp_timestamp, self._basis)
-        out_rate = OUT_RATES[frame.kind]
+        out_rate = VIDEO_OUT_RATE if frame.kind is MediaKind.VIDEO else self._audio.sample_rate  # type: ignore[union-attr]
         first_pts = round((media_time - self._origin) * out_rate)
         if first_pts < 0:
             return None  # from before the recording's first key frame
@@ -313,17 +311,19 @@ class Recording:
 
     def _fill_silence(self, floor: _Timeline, until: int) -> None:
         """FillBlank: the audio track covers the time the stream was away with silence."""
+        assert self._audio is not None
         pts = floor.last_pts + max(floor.last_duration, 1)
-        silence = EncodedFrame(MediaKind.AUDIO, OPUS_SILENCE, 0, 0.0)
-        while pts + OPUS_SILENCE_SAMPLES <= until:
+        data, samples = silence_packet(self._audio)
+        silence = EncodedFrame(MediaKind.AUDIO, data, 0, 0.0)
+        while pts + samples <= until:
             self._mux(silence, floor, pts)
-            pts += OPUS_SILENCE_SAMPLES
+            pts += samples
 
     def _mux(self, frame: EncodedFrame, timeline: _Timeline, pts: int) -> None:
         if frame.kind is MediaKind.VIDEO:
             duration = pts - timeline.last_pts if timeline.last_pts >= timeline.first_pts else 0
         else:
-            duration = opus.packet_samples(frame.data)
+            duration = packet_samples(self._audio, frame.data)  # type: ignore[arg-type]
         for output in self._outputs:
             if frame.kind not in output.kinds:
                 continue

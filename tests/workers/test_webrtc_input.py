@@ -465,14 +465,19 @@ def test_fir_when_the_publisher_only_offers_fir():
 def _track(kind: str = "video", offer_edit=lambda sdp: sdp):
     offer = offer_edit(run(_offer(audio=kind == "audio", video=kind == "video")))
     [plan] = plan_offer(offer)
+    assert plan.codec.payloadType == SLICE_PAYLOAD_TYPE
     frames, requests = [], []
     track = _WebRtcTrack(plan, 0.25, frames.append, lambda *a: None,
                          lambda ssrc, method: requests.append((ssrc, method)))
     return track, frames, requests
 
 
-def _slice(seq: int, timestamp: int, ssrc: int = 77, idr: bool = False) -> RtpPacket:
-    packet = RtpPacket(payload_type=102, sequence_number=seq, timestamp=timestamp, ssrc=ssrc, marker=1)
+SLICE_PAYLOAD_TYPE = 99  # the payload type of the H.264 aiortc offers first
+
+
+def _slice(seq: int, timestamp: int, ssrc: int = 77, idr: bool = False,
+           payload_type: int = SLICE_PAYLOAD_TYPE) -> RtpPacket:
+    packet = RtpPacket(payload_type=payload_type, sequence_number=seq, timestamp=timestamp, ssrc=ssrc, marker=1)
     packet.payload = (b"\x65" if idr else b"\x41") + b"\x88\x80\x10"  # first_mb_in_slice = 0
     return packet
 
@@ -495,6 +500,8 @@ def test_track_stats_and_the_negotiated_request_method():
     assert requests == [(77, "fir")] and len(frames) == 1
     stats = track.stats_dict()
     assert list(stats)[:7] == ["packets", "frames", "lost", "nack", "pli", "dropped_frames", "max_release_delay_s"]
+    track.on_rtp(_slice(4, 12000, idr=True, payload_type=SLICE_PAYLOAD_TYPE + 1))  # a codec not chosen
+    assert track.stats_dict()["other_payload_types"] == 1 and len(frames) == 1
     assert {k: stats[k] for k in ("packets", "frames", "lost", "nack", "nack_sequence_numbers", "pli", "fir")} == \
         {"packets": 2, "frames": 1, "lost": 1, "nack": 1, "nack_sequence_numbers": 1, "pli": 0, "fir": 1}
     assert {"foreign", "sender_reports", "reordered_timestamps", "jitter_late", "dropped_waiting_keyframe",

@@ -22,8 +22,8 @@ def unescape_rbsp(data: bytes) -> bytes:
     return data.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-class _BitReader:
-    """MSB-first bit reader with Exp-Golomb codes, for RBSP (already unescaped)."""
+class BitReader:
+    """MSB-first bit reader with Exp-Golomb codes, for RBSP (already unescaped); H.265 uses it too."""
 
     def __init__(self, data: bytes) -> None:
         self._value = int.from_bytes(data, "big")
@@ -82,7 +82,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
     """
     if not nal or nal[0] & 0x1F != NAL_SPS:
         raise ValueError("not an SPS NAL unit")
-    reader = _BitReader(unescape_rbsp(nal[1:]))
+    reader = BitReader(unescape_rbsp(nal[1:]))
     profile_idc = reader.u(8)
     constraint_flags = reader.u(8)
     level_idc = reader.u(8)
@@ -145,7 +145,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
     return SpsInfo(profile_idc, constraint_flags, level_idc, width, height)
 
 
-def _skip_scaling_list(reader: _BitReader, size: int) -> None:
+def _skip_scaling_list(reader: BitReader, size: int) -> None:
     last_scale = next_scale = 8
     for _ in range(size):
         if next_scale:

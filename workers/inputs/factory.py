@@ -9,7 +9,9 @@ from contract.codes import InputKind
 from contract.worker import WorkerConfig
 from workers.inputs.base import FrameHandler, SenderReportHandler, StreamInput
 from workers.inputs.rtp import RtpInput
+from workers.inputs.rtsp import RtspInput
 from workers.inputs.webrtc import WebRtcInput, WebRtcSettings
+from workers.inputs.whep import WhepInput
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,14 @@ class InputHandlers:
 
 def build_input(config: WorkerConfig, handlers: InputHandlers) -> StreamInput:
     """Not started: `await start()` binds plain RTP's ports; a WebRTC input then
-    waits for `accept_offer`."""
-    if config.input_kind is InputKind.WHIP:
+    waits for `accept_offer` (WHIP) or makes an offer (WHEP); RTSP connects on `open()`."""
+    if config.input_kind is InputKind.RTSP:
+        if config.pull is None:
+            raise ValueError("an RTSP input needs WorkerConfig.pull")
+        return RtspInput(config.pull, handlers.on_frame, handlers.on_sender_report, handlers.on_closed)
+    if config.input_kind in (InputKind.WHIP, InputKind.WHEP):
         settings = WebRtcSettings(host_addresses=config.webrtc_hosts, advertised_address=config.webrtc_advertised,
                                   port_range=config.webrtc_ports, jitter_max_wait_s=config.tuning.jitter_max_wait_s)
-        return WebRtcInput(settings, handlers.on_frame, handlers.on_sender_report, handlers.on_closed)
+        peer_type = WhepInput if config.input_kind is InputKind.WHEP else WebRtcInput
+        return peer_type(settings, handlers.on_frame, handlers.on_sender_report, handlers.on_closed)
     return RtpInput(config, handlers.on_frame, handlers.on_sender_report)

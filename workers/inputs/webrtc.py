@@ -98,8 +98,18 @@ class _WebRtcTrack:
         self.nack = self.nack_sequence_numbers = self.reordered_timestamps = 0
         self.pipe = TrackPipe(plan.track, max_wait, self._in_decode_order if plan.kind is MediaKind.VIDEO
                               else on_frame, on_sender_report, send_keyframe_request, plan.keyframe_request, clock)
-        self.on_rtp = self.pipe.on_rtp  # PacketSink: packets go straight to the pipe
         self.on_rtcp = self.pipe.on_rtcp
+        self._payload_type = plan.codec.payloadType
+        self.other_payload_types = 0
+
+    def on_rtp(self, packet) -> None:
+        """PacketSink: packets of the chosen codec go to the pipe (RTX comes unwrapped, with
+        its original payload type). An answer may list more than one codec (WHEP servers'
+        answers do); a sender switching to another one is counted, not recorded."""
+        if packet.payload_type != self._payload_type:
+            self.other_payload_types += 1
+            return
+        self.pipe.on_rtp(packet)
 
     def on_nack(self, lost: list[int]) -> None:
         self.nack += 1
@@ -127,6 +137,7 @@ class _WebRtcTrack:
             "max_release_delay_s": pipe["max_release_delay_s"],
             "nack_sequence_numbers": self.nack_sequence_numbers,
             "reordered_timestamps": self.reordered_timestamps,
+            "other_payload_types": self.other_payload_types,
         }
         result.update({k: v for k, v in pipe.items() if k not in result})
         return result
@@ -147,6 +158,7 @@ class WebRtcInput(StreamInput):
         self._closed_reported = False
         self._local_close = False
         self._fir_sequence = 0
+        self._connection_settled = asyncio.Event()  # connected, failed or closed
 
     async def start(self) -> None:
         """Nothing binds before an offer: ICE sockets are opened by `accept_offer`."""
@@ -163,8 +175,7 @@ class WebRtcInput(StreamInput):
         if self._pc is not None:
             raise RuntimeError("this input already accepted an offer")
         plans = plan_offer(sdp)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._pc = pc
+        pc = self._new_peer()
         try:
             transceivers = []
             for plan in plans:
@@ -180,32 +191,51 @@ class WebRtcInput(StreamInput):
             for plan, transceiver in zip(plans, transceivers, strict=True):
                 self._tracks.append(self._attach(plan, transceiver))
             self._plans = plans
-            pc.on("connectionstatechange", self._on_connection_state)
-            for transport in {t.receiver.transport for t in transceivers}:
-                transport.on("statechange", lambda transport=transport: self._on_dtls_state(transport))
-            answer = await pc.createAnswer()
-            token = aiortc_patches.ICE_BINDING.set(
-                aiortc_patches.IceBinding(tuple(self.settings.host_addresses), self.settings.port_range))
-            try:
-                await pc.setLocalDescription(answer)
-            finally:
-                aiortc_patches.ICE_BINDING.reset(token)
-            answer_sdp = pc.localDescription.sdp
-            if "a=candidate:" not in answer_sdp:
-                raise OSError(f"no ICE candidate could be bound on {self.settings.host_addresses}")
+            self._watch(transceivers)
+            answer_sdp = await self._describe_locally(await pc.createAnswer())
         except BaseException:
-            self._tracks.clear()
-            self._plans = []
-            self._pc = None
-            self._local_close = True
-            await pc.close()
-            self._local_close = False
+            await self._abandon()
             raise
-        if self.settings.advertised_address:
-            answer_sdp = _advertise(answer_sdp, self.settings.advertised_address)
         log.info("webrtc_offer_accepted", tracks=[f"{p.track.kind}:{p.track.codec}/{p.track.payload_type}"
                                                   for p in plans])
         return answer_sdp
+
+    # what answering an offer and making one (workers.inputs.whep) share
+    def _new_peer(self) -> RTCPeerConnection:
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
+        return self._pc
+
+    def _watch(self, transceivers: list[RTCRtpTransceiver]) -> None:
+        """Notice the peer going away (connection failed or closed, DTLS closed)."""
+        assert self._pc is not None
+        self._pc.on("connectionstatechange", self._on_connection_state)
+        for transport in {t.receiver.transport for t in transceivers}:
+            transport.on("statechange", lambda transport=transport: self._on_dtls_state(transport))
+
+    async def _describe_locally(self, description: RTCSessionDescription) -> str:
+        """Set our offer or answer, gathering ICE host candidates on the configured
+        addresses (and port range); the complete SDP, with the advertised address."""
+        assert self._pc is not None
+        token = aiortc_patches.ICE_BINDING.set(
+            aiortc_patches.IceBinding(tuple(self.settings.host_addresses), self.settings.port_range))
+        try:
+            await self._pc.setLocalDescription(description)
+        finally:
+            aiortc_patches.ICE_BINDING.reset(token)
+        sdp = self._pc.localDescription.sdp
+        if "a=candidate:" not in sdp:
+            raise OSError(f"no ICE candidate could be bound on {self.settings.host_addresses}")
+        return _advertise(sdp, self.settings.advertised_address) if self.settings.advertised_address else sdp
+
+    async def _abandon(self) -> None:
+        """Undo a negotiation that failed half way: the peer connection is closed, unreported."""
+        pc, self._pc = self._pc, None
+        self._tracks.clear()
+        self._plans = []
+        if pc is not None:
+            self._local_close = True
+            await pc.close()
+            self._local_close = False
 
     def _attach(self, plan: SectionPlan, transceiver: RTCRtpTransceiver) -> _WebRtcTrack:
         negotiated = [c for c in aiortc_patches.negotiated_codecs(transceiver) if c.name.lower() != "rtx"]
@@ -215,6 +245,11 @@ class WebRtcInput(StreamInput):
         if plan.kind is MediaKind.VIDEO and "profile-level-id" in plan.codec.parameters:
             # Answer with the publisher's own profile-level-id: its level is then never lowered.
             negotiated[0].parameters["profile-level-id"] = plan.codec.parameters["profile-level-id"]
+
+        return self._hook(plan, transceiver)
+
+    def _hook(self, plan: SectionPlan, transceiver: RTCRtpTransceiver) -> _WebRtcTrack:
+        """The track's pipe takes the receiver's packets (before any can arrive)."""
 
         def send_request(ssrc: int, method: str, transceiver=transceiver) -> None:
             if method == "fir":
@@ -247,7 +282,9 @@ class WebRtcInput(StreamInput):
             return
         if self._pc.connectionState == "connected":
             self._ice_poller.start(self._pc)
+            self._connection_settled.set()
         elif self._pc.connectionState in ("failed", "closed"):
+            self._connection_settled.set()
             self._ice_poller.close()
             self._report_closed(f"connection {self._pc.connectionState}")
 

@@ -36,6 +36,7 @@ ACCEPTED_H264_PROFILES = frozenset({
 })
 DEFAULT_PROFILE_LEVEL_ID = "42e01f"  # what aiortc assumes when profile-level-id is absent (WebRTC practice)
 SENDING_DIRECTIONS = frozenset({"sendonly", "sendrecv"})
+NOT_MEDIA = ("rtx", "red", "ulpfec", "flexfec-03")  # payload formats that carry no codec of their own
 
 
 class OfferError(ValueError):
@@ -105,7 +106,7 @@ def _capability(kind: str, match) -> RTCRtpCodecCapability | None:
 
 
 def _plan_video(index: int, codecs: list[RTCRtpCodecParameters]) -> SectionPlan:
-    media = [c for c in codecs if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03")]
+    media = [c for c in codecs if c.name.lower() not in NOT_MEDIA]
     chosen = next((c for c in media if c.name.upper() == "H264" and _packetization_mode(c) == 1
                    and h264_profile(c) in ACCEPTED_H264_PROFILES and c.clockRate == 90000), None)
     if chosen is not None:
@@ -165,3 +166,38 @@ def plan_offer(sdp: str) -> list[SectionPlan]:
         plan = (_plan_video if kind is MediaKind.VIDEO else _plan_audio)(index, media.rtp.codecs)
         plans.append(plan)
     return plans
+
+
+# -- the other way round: our offer to a WHEP server, and its answer ---------------------
+
+
+def offer_preferences(kind: MediaKind) -> list[RTCRtpCodecCapability]:
+    """What a WHEP offer lists, in order of preference: every recordable H.264 (then VP8)
+    for video, Opus for audio, with RTX (for `RTCRtpTransceiver.setCodecPreferences`)."""
+    capabilities = RTCRtpReceiver.getCapabilities(kind.value).codecs
+    if kind is MediaKind.AUDIO:
+        return [c for c in capabilities if c.name.lower() == "opus"]
+    h264 = [c for c in capabilities if c.name.upper() == "H264" and _packetization_mode(c) == 1
+            and h264_profile(c) in ACCEPTED_H264_PROFILES]
+    return h264 + [c for c in capabilities if c.name.upper() == "VP8"] + \
+        [c for c in capabilities if c.name.lower() == "rtx"]
+
+
+def plan_answer(index: int, kind: MediaKind, negotiated: list[RTCRtpCodecParameters],
+                answered: list[RTCRtpCodecParameters]) -> SectionPlan:
+    """How to receive one section of a WHEP server's answer. `negotiated`: the codecs
+    aiortc matched with our offer, in the answer's order; `answered`: the section's codecs as
+    the server wrote them (their fmtp, e.g. sprop-parameter-sets, is the stream's). A
+    sender sends the first codec of the answer, so that one is recorded."""
+    media = [c for c in negotiated if c.name.lower() not in NOT_MEDIA]
+    if not media:
+        offered = ", ".join(_describe(c) for c in answered if c.name.lower() not in NOT_MEDIA) or "none"
+        raise UnsupportedOffer(f"the answer's {kind.value} section has no codec we offered; answered: {offered}")
+    chosen = media[0]
+    written = next((c for c in answered if c.payloadType == chosen.payloadType), chosen)
+    fmtp = _fmtp(written)
+    if kind is MediaKind.AUDIO:
+        track = TrackSpec(MediaKind.AUDIO, "opus", chosen.payloadType, 48000, written.channels or 2, fmtp)
+    else:
+        track = TrackSpec(MediaKind.VIDEO, chosen.name.upper(), chosen.payloadType, 90000, 1, fmtp)
+    return SectionPlan(index, kind, chosen, (), track)

@@ -1,9 +1,9 @@
 """One small base class for every container writer.
 
 A writer receives already-encoded frames with output timestamps (video in
-1/90000, audio in 1/48000) and writes them into objects of its FileObjects. It
-never decodes video; Opus is transcoded to AAC only by writers whose container
-cannot hold Opus. Codecs a container cannot take are refused here with a
+1/90000, audio in samples: 1/48000 for Opus) and writes them into objects of its
+FileObjects. It never decodes video; AAC is written as it comes; Opus is transcoded
+to AAC only by writers whose container cannot hold Opus. Codecs a container cannot take are refused here with a
 ValueError, before FFmpeg could abort the process on them.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import av
 
 from workers.outputs.aac import AacTranscoder
-from workers.outputs.params import AUDIO_TIME_BASE, VIDEO_TIME_BASE, AudioParams, VideoParams, WriterOptions
+from workers.outputs.params import VIDEO_TIME_BASE, AudioParams, VideoParams, WriterOptions
 
 if TYPE_CHECKING:
     from workers.sink import FileObjects
@@ -24,15 +24,16 @@ if TYPE_CHECKING:
 class ContainerWriter(abc.ABC):
     extension: str
     output_format: str  # as reported in RecordFiles
-    video_codecs: tuple[str, ...] = ("h264",)
+    video_codecs: tuple[str, ...] = ("h264", "hevc")  # H.265 in FLV: the enhanced FLV of FFmpeg >= 6.1
+    audio_codecs: tuple[str, ...] = ("opus", "aac")
     keeps_opus: bool = False  # False: Opus becomes AAC
 
     def __init__(self, objects: FileObjects, stem: str, video: VideoParams | None, audio: AudioParams | None,
                  options: WriterOptions = WriterOptions()):
         if video is not None and video.codec not in self.video_codecs:
             raise ValueError(f"{self.output_format} cannot hold {video.codec} video")
-        if audio is not None and audio.codec != "opus":
-            raise ValueError(f"unsupported audio codec {audio.codec}")
+        if audio is not None and audio.codec not in self.audio_codecs:
+            raise ValueError(f"{self.output_format} cannot hold {audio.codec} audio")
         self.objects = objects
         self.options = options
         self.stem = stem
@@ -47,11 +48,13 @@ class ContainerWriter(abc.ABC):
             self._video_stream = self.container.add_mux_stream(video.codec, width=video.width, height=video.height)
             self._video_stream.time_base = VIDEO_TIME_BASE
         if audio is not None:
-            if self.keeps_opus:
-                stream = self.container.add_stream("opus", rate=audio.sample_rate)
+            if audio.codec == "aac" or self.keeps_opus:
+                # Written as it comes: an encoder's stream is the one PyAV muxes correctly
+                # (with the codec's extradata); its encoder is never fed.
+                stream = self.container.add_stream(audio.codec, rate=audio.sample_rate)
                 stream.codec_context.layout = "stereo" if audio.channels == 2 else "mono"
                 stream.codec_context.extradata = audio.extradata
-                stream.time_base = AUDIO_TIME_BASE
+                stream.time_base = audio.time_base
                 self._audio_stream = stream
             else:
                 self._aac = AacTranscoder(self.container, audio)
@@ -82,11 +85,12 @@ class ContainerWriter(abc.ABC):
         self._mux(self._video_stream, data, pts, VIDEO_TIME_BASE, keyframe, None)
 
     def write_audio(self, data: bytes, pts: int, duration: int) -> None:
-        """One Opus packet, pts and duration in AUDIO_TIME_BASE."""
+        """One Opus packet or AAC frame, pts and duration in samples (`AudioParams.time_base`)."""
         if self._aac is not None:
             self._aac.write(data, pts)
         else:
-            self._mux(self._audio_stream, data, pts, AUDIO_TIME_BASE, True, duration)
+            assert self.audio is not None
+            self._mux(self._audio_stream, data, pts, self.audio.time_base, True, duration)
 
     def close(self) -> None:
         """Write what is buffered and the trailer; objects are closed by their FileObjects."""

@@ -20,10 +20,15 @@ class VideoParams:
 
 @dataclass(frozen=True)
 class AudioParams:
-    codec: str  # "opus"
+    codec: str  # "opus" or "aac" (AAC-LC)
     sample_rate: int
     channels: int
-    extradata: bytes  # OpusHead for Opus
+    extradata: bytes  # OpusHead for Opus, AudioSpecificConfig for AAC
+
+    @property
+    def time_base(self) -> Fraction:
+        """Audio timestamps count samples: AUDIO_TIME_BASE for Opus."""
+        return Fraction(1, self.sample_rate)
 
 
 @dataclass(frozen=True)

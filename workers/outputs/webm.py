@@ -18,6 +18,7 @@ class WebmWriter(SingleObjectWriter):
     extension = "webm"
     output_format = "webm"  # an extension of ours to OutputFileFormat
     video_codecs = ("vp8",)
+    audio_codecs = ("opus",)
     keeps_opus = True
     container_format = "webm"
 
