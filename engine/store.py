@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +95,10 @@ CREATE TABLE streams (
 CREATE TABLE nonces (nonce TEXT PRIMARY KEY, seen_s REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX nonces_by_seen ON nonces (seen_s);
 """,
+    5: """
+ALTER TABLE files ADD COLUMN writer_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN unsettled INTEGER NOT NULL DEFAULT 0;
+""",
 }
 
 
@@ -128,6 +132,8 @@ class FileRecord:
     width: int = 0
     height: int = 0
     sha256: str = ""  # of all the bytes the worker wrote (for HLS: of the playlist)
+    writer_pid: int = 0  # the worker process that wrote it
+    unsettled: bool = False  # its worker never said it closed: its size and duration are to be read from storage
 
 
 def _request_to_json(request: models.StartRecordRequest) -> str:
@@ -279,11 +285,11 @@ class Store:
             seq = seq_row[0]
         self._db.execute(
             "INSERT OR REPLACE INTO files (file_id, task_id, stream_id, user_id, user_name, output_format, "
-            "file_url, size, duration_ms, width, height, media_track_type, begin_ms, status, seq, sha256) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "file_url, size, duration_ms, width, height, media_track_type, begin_ms, status, seq, sha256, writer_pid, "
+            "unsettled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (file.file_id, file.task_id, file.stream_id, file.user_id, file.user_name, file.output_format,
              file.file_url, file.size, file.duration_ms, file.width, file.height, file.media_track_type,
-             file.begin_ms, int(file.status), seq, file.sha256),
+             file.begin_ms, int(file.status), seq, file.sha256, file.writer_pid, int(file.unsettled)),
         )
 
     def files_of_task(self, task_id: str) -> list[FileRecord]:
@@ -302,7 +308,7 @@ class Store:
                 user_name=r["user_name"], output_format=r["output_format"], file_url=r["file_url"],
                 media_track_type=r["media_track_type"], begin_ms=r["begin_ms"], status=FileStatus(r["status"]),
                 size=r["size"], duration_ms=r["duration_ms"], width=r["width"], height=r["height"],
-                sha256=r["sha256"],
+                sha256=r["sha256"], writer_pid=r["writer_pid"], unsettled=bool(r["unsettled"]),
             )
             for r in rows
         ]

@@ -171,7 +171,8 @@ class TaskManager:
 
     def _register_files(self, task: ActiveTask) -> None:
         self.files.register(task.task_id, task.record.request.storage, task.record.room_id,
-                            task.record.request.output.callback_url)
+                            task.record.request.output.callback_url,
+                            full_segment_urls=not task.record.request.output.short_fragment_path)
 
     def _recording_spec(self, record: TaskRecord) -> RecordingSpec:
         r = record.request
@@ -232,7 +233,8 @@ class TaskManager:
     async def on_event(self, stream: PublishedStream, event: object) -> None:
         match event:
             case protocol.FileOpened():
-                await self.files.opened(event, stream.stream_id, stream.spec.user_id, stream.user_name)
+                writer = stream.worker.pid if stream.worker is not None else None
+                await self.files.opened(event, stream.stream_id, stream.spec.user_id, stream.user_name, writer or 0)
             case protocol.FileProgress():
                 await self.files.progress(event)
             case protocol.FileClosed():
