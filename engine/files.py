@@ -86,8 +86,10 @@ class TaskDestinations:
         except StorageError:
             return None
 
-    def forget(self, task_id: str) -> None:
+    async def forget(self, task_id: str) -> None:
+        """The task has ended and nothing more goes to its bucket: its credentials go."""
         self._by_task.pop(task_id, None)
+        await self._store.forget_credentials(task_id)
 
 
 class FileBook:
@@ -119,11 +121,11 @@ class FileBook:
         if full_segment_urls:
             self._full_segment_urls.add(task_id)
 
-    def forget(self, task_id: str) -> None:
+    async def forget(self, task_id: str) -> None:
         """The task ended and every file of it is settled: nothing more comes for it."""
         self._tasks.pop(task_id, None)
         self._full_segment_urls.discard(task_id)
-        self._destinations.forget(task_id)
+        await self._destinations.forget(task_id)
 
     def _remote(self, task_id: str) -> bool:
         destination = self._destinations.known(task_id)
@@ -256,12 +258,14 @@ class FileBook:
     async def reconcile(self, files: list[FileRecord]) -> None:
         """After a restart: a file left recording was finished by its worker when the
         node died (on disk it holds what was written; in the spool it is uploading);
-        it is read back in the background once that worker has exited."""
+        it is read back in the background once that worker has exited. Tasks that
+        ended with every file settled keep no credentials."""
         for file in files:
             if file.status is FileStatus.RECORDING:
                 await self._finish_unclosed(file, in_background=True)
         await self._uploads.refresh()
         await self.settle()
+        await self._store.forget_credentials()
 
     # uploads
     async def object_uploaded(self, result: UploadResult) -> None:

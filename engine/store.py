@@ -189,6 +189,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # what is overwritten (credentials) leaves no trace in free pages
         self._migrate()
 
     def _migrate(self) -> None:
@@ -274,6 +275,27 @@ class Store:
             created_ms=row["created_ms"], begin_ms=row["begin_ms"], end_ms=row["end_ms"],
             end_reason=row["end_reason"],
         )
+
+    # A task's storage credentials are kept only while something may still go to its bucket.
+    def forget_credentials(self, task_id: str | None = None) -> int:
+        """Blank the credentials in the stored request of `task_id` (None: of every task
+        that has ended with no file still recording or uploading), leaving no copy in the
+        database's files; returns how many tasks lost theirs."""
+        where = "status IN (?, ?) AND NOT EXISTS (SELECT 1 FROM files f WHERE f.task_id = tasks.task_id " \
+                "AND f.status IN (?, ?))"
+        params: tuple = (int(TaskStatus.ENDED), int(TaskStatus.ENDED_ABNORMALLY), int(FileStatus.RECORDING),
+                         int(FileStatus.UPLOADING))
+        if task_id is not None:
+            where, params = "task_id = ?", (task_id,)
+        changed = self._db.execute(
+            "UPDATE tasks SET request_json = json_set(request_json, '$.storage.access_key_id', '', "
+            f"'$.storage.access_key_secret', '') WHERE {where} AND "
+            "(json_extract(request_json, '$.storage.access_key_id') != '' OR "
+            "json_extract(request_json, '$.storage.access_key_secret') != '')", params).rowcount
+        if changed:
+            # the page images written before (the WAL's frames) held them too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed
 
     # files
     def upsert_file(self, file: FileRecord) -> None:

@@ -378,7 +378,7 @@ class TaskManager:
                          {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
-        self.files.forget(task.task_id)
+        await self.files.forget(task.task_id)
 
     # Describe*
     async def describe(self, task_id: str) -> dict:

@@ -237,3 +237,19 @@ def test_a_file_left_recording_is_read_back_once_its_writer_has_exited(tmp_path)
         old_worker.kill()
         old_worker.wait()
 
+
+def test_ended_tasks_keep_no_credentials_once_their_files_are_settled(tmp_path):
+    async def scenario(node, writer):
+        await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
+        write(writer, "rec/v.mp4", b"the recording")
+        await node.files.closed(closed("rec/v.mp4", 13))
+        await node.store.update_task(TASK, status=TaskStatus.ENDED)
+        await node.files.reconcile([])  # a restart: its upload is still pending, the credentials stay
+        assert (await node.store.get_task(TASK)).request.storage.access_key_secret == SECRET
+        await node.poll()
+        await node.files.wait_settled(TASK)
+        await node.files.reconcile([])  # the next start: ended, every file settled, nothing needs them
+        storage = (await node.store.get_task(TASK)).request.storage
+        assert (storage.access_key_id, storage.access_key_secret) == ("", "")
+
+    on_node(tmp_path, scenario, request(fmt="mp4"))
