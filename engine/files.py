@@ -201,26 +201,7 @@ class FileBook:
             await self._uploads.refresh()  # what the worker spooled on its way out
             if file.file_id in self._uploads.pending_files() | self._uploads.failed_files():
                 return  # `settle` comes back once the uploader is done with it
-        failures = 0
-        while True:
-            try:
-                destination = await self._readback(file.task_id)
-                if destination is None:
-                    stored = None
-                else:
-                    async with self._measure_slots:
-                        stored = await asyncio.to_thread(
-                            settle.measure, destination, file.file_id, file.output_format,
-                            full_segment_urls=file.task_id in self._full_segment_urls,
-                            budget_bytes=defaults.SETTLE_READ_MAX_BYTES)
-                break
-            except StorageError as error:
-                if not error.retryable:
-                    log.warning("file_not_measured", file_id=file.file_id, error=str(error))
-                    stored = settle.Stored(file.size, None)  # as last reported
-                    break
-                failures += 1
-                await asyncio.sleep(backoff_s(failures))
+        stored = await self._read_back(file)
         if stored is None:
             await self._save(replace(file, status=FileStatus.UPLOAD_FAILED, unsettled=False))
             log.warning("file_not_stored", file_id=file.file_id, task_id=file.task_id)
@@ -229,6 +210,29 @@ class FileBook:
                                  sha256=stored.sha256 or file.sha256, status=FileStatus.UPLOADED, unsettled=False))
         log.info("file_settled", file_id=file.file_id, task_id=file.task_id, size=stored.size,
                  duration_ms=stored.duration_ms, reported_size=file.size, reported_duration_ms=file.duration_ms)
+
+    async def _read_back(self, file: FileRecord) -> settle.Stored | None:
+        """settle.measure, asked again (with the uploader's backoff) while the bucket
+        does not answer; what the worker last reported when it cannot be read back."""
+        failures = 0
+        while True:
+            try:
+                destination = await self._readback(file.task_id)
+                if destination is None:
+                    return None
+                async with self._measure_slots:
+                    return await asyncio.to_thread(settle.measure, destination, file.file_id, file.output_format,
+                                                   full_segment_urls=file.task_id in self._full_segment_urls,
+                                                   budget_bytes=defaults.SETTLE_READ_MAX_BYTES)
+            except StorageError as error:
+                if not error.retryable:
+                    log.warning("file_not_read_back", file_id=file.file_id, error=str(error))
+                    return settle.Stored(file.size, None)
+                failures += 1
+                await asyncio.sleep(backoff_s(failures))
+            except Exception:  # a bug here must not leave the file unsettled for good
+                log.exception("file_not_read_back", file_id=file.file_id)
+                return settle.Stored(file.size, None)
 
     async def _finish(self, file: FileRecord, size: int, duration_ms: int, ok: bool) -> None:
         if not ok:
@@ -261,8 +265,8 @@ class FileBook:
         it is read back in the background once that worker has exited. Tasks that
         ended with every file settled keep no credentials."""
         for file in files:
-            if file.status is FileStatus.RECORDING:
-                await self._finish_unclosed(file, in_background=True)
+            if file.status is FileStatus.RECORDING:  # in the background while its writer still runs
+                await self._finish_unclosed(file, in_background=_running(file.writer_pid))
         await self._uploads.refresh()
         await self.settle()
         await self._store.forget_credentials()

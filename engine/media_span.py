@@ -5,9 +5,8 @@
   bytes are all stored count (a file cut short ends at its last whole sample).
   Box headers are walked from the start; a finished file's mfra index lets the
   walk jump to its last fragments.
-* MPEG-TS (HLS segments): the PTS in PES headers; the last video frame of a
-  segment lasts as long as the one before it, the last AAC PES as long as its
-  ADTS frames.
+* MPEG-TS (HLS segments): the PTS in PES headers; a segment's last PES lasts as
+  long as the one before it (a video frame; our muxer writes one AAC frame per PES).
 * Anything else FFmpeg reads (FLV, WebM, ADTS): PyAV demuxes packets (no
   decoding); each track ends at its last packet's pts + duration.
 
@@ -54,8 +53,9 @@ class _Track:
     end: int | None = None  # after its last whole sample
 
 
-def _children(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, box end) of the boxes in data[start:end]."""
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of the ISO BMFF boxes in data[start:end] (a
+    box running past `end` ends the list)."""
     end = len(data) if end is None else end
     while start + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, start)
@@ -70,15 +70,15 @@ def _children(data: bytes, start: int = 0, end: int | None = None) -> Iterator[t
         start += size
 
 
-def _child(data: bytes, kind: bytes, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
-    return next(((s, e) for k, s, e in _children(data, start, end) if k == kind), None)
+def child(data: bytes, kind: bytes, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
+    return next(((s, e) for k, s, e in boxes(data, start, end) if k == kind), None)
 
 
 def _parse_moov(moov: bytes, tracks: dict[int, _Track]) -> None:
-    for kind, start, end in _children(moov):
+    for kind, start, end in boxes(moov):
         if kind == b"trak":
-            tkhd, mdia = _child(moov, b"tkhd", start, end), _child(moov, b"mdia", start, end)
-            mdhd = mdia and _child(moov, b"mdhd", *mdia)
+            tkhd, mdia = child(moov, b"tkhd", start, end), child(moov, b"mdia", start, end)
+            mdhd = mdia and child(moov, b"mdhd", *mdia)
             if tkhd is None or mdhd is None:
                 continue
             wide = moov[tkhd[0]] == 1  # version 1: 64-bit times before the track id
@@ -87,7 +87,7 @@ def _parse_moov(moov: bytes, tracks: dict[int, _Track]) -> None:
             tracks.setdefault(track_id, _Track()).timescale = \
                 struct.unpack_from(">I", moov, mdhd[0] + (20 if wide else 12))[0]
         elif kind == b"mvex":
-            for sub, s, _ in _children(moov, start, end):
+            for sub, s, _ in boxes(moov, start, end):
                 if sub == b"trex":
                     track_id, _, duration, size = struct.unpack_from(">IIII", moov, s + 4)
                     track = tracks.setdefault(track_id, _Track())
@@ -96,10 +96,10 @@ def _parse_moov(moov: bytes, tracks: dict[int, _Track]) -> None:
 
 def _parse_moof(moof: bytes, moof_at: int, stored: int, tracks: dict[int, _Track]) -> None:
     """Each traf's samples: a track's end moves past every sample whose bytes are stored."""
-    for kind, start, end in _children(moof):
+    for kind, start, end in boxes(moof):
         if kind != b"traf":
             continue
-        tfhd = _child(moof, b"tfhd", start, end)
+        tfhd = child(moof, b"tfhd", start, end)
         if tfhd is None:
             continue
         flags = struct.unpack_from(">I", moof, tfhd[0])[0] & 0xFFFFFF
@@ -117,13 +117,13 @@ def _parse_moof(moof: bytes, moof_at: int, stored: int, tracks: dict[int, _Track
             at += 4
         if flags & 0x10:
             size = struct.unpack_from(">I", moof, at)[0]
-        tfdt = _child(moof, b"tfdt", start, end)
+        tfdt = child(moof, b"tfdt", start, end)
         if tfdt is None:
             continue
         time = struct.unpack_from(">Q" if moof[tfdt[0]] == 1 else ">I", moof, tfdt[0] + 4)[0]
         if track.start is None:
             track.start = time
-        for sub, s, _ in _children(moof, start, end):
+        for sub, s, _ in boxes(moof, start, end):
             if sub == b"trun":
                 time = _run(moof, s, base, time, duration, size, stored, track)
 
@@ -167,7 +167,7 @@ def _last_fragments_at(obj: Readable) -> int | None:
         return None
     mfra = obj.read(obj.size - mfra_size, mfra_size)
     last: list[int] = []
-    for kind, start, _ in _children(mfra, 8):
+    for kind, start, _ in boxes(mfra, 8):
         if kind != b"tfra":
             continue
         wide = mfra[start] == 1
@@ -220,8 +220,6 @@ def fmp4_span(obj: Readable) -> Span | None:
 # MPEG-TS ------------------------------------------------------------------------
 TS_PACKET = 188
 PTS_HZ = 90000
-AAC_FRAME_SAMPLES = 1024
-ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 TS_HEAD_SCAN = 512 * 1024  # how far into a segment its first video PES is looked for
 TS_SCAN_STEP = 43 * TS_PACKET  # within readback.FIRST_FETCH: the segment's first read serves it
 
@@ -246,16 +244,12 @@ def _ts_payloads(data: bytes) -> Iterator[tuple[int, bool, bytes]]:
             yield pid, bool(data[at + 1] & 0x40), data[start:at + TS_PACKET]
 
 
-def _pes_pts(payload: bytes) -> tuple[int, int | None, int]:
-    """(stream id, PTS in 1/90000 s or None, where the PES's own payload starts)."""
-    if len(payload) < 9 or payload[:3] != b"\x00\x00\x01":
-        return -1, None, 0
-    body = 9 + payload[8]
-    if not payload[7] & 0x80 or len(payload) < 14:
-        return payload[3], None, body
+def _pes_pts(payload: bytes) -> tuple[int, int | None]:
+    """(stream id, PTS in 1/90000 s or None) of a PES header."""
+    if len(payload) < 14 or payload[:3] != b"\x00\x00\x01" or not payload[7] & 0x80:
+        return -1, None
     p = payload[9:14]
-    pts = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
-    return payload[3], pts, body
+    return payload[3], ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
 
 
 def ts_start_s(obj: Readable) -> float | None:
@@ -268,7 +262,7 @@ def ts_start_s(obj: Readable) -> float | None:
         if not data:
             break
         for _, starts, payload in _ts_payloads(data):
-            stream_id, pts, _ = _pes_pts(payload) if starts else (-1, None, 0)
+            stream_id, pts = _pes_pts(payload) if starts else (-1, None)
             if pts is not None and _is_video(stream_id):
                 return pts / PTS_HZ
             if pts is not None and _is_audio(stream_id) and first_audio is None:
@@ -277,47 +271,24 @@ def ts_start_s(obj: Readable) -> float | None:
     return first_audio
 
 
-def _adts_seconds(payload: bytes) -> float | None:
-    seconds, at = 0.0, 0
-    while at + 7 <= len(payload) and payload[at] == 0xFF and payload[at + 1] & 0xF0 == 0xF0:
-        index = (payload[at + 2] >> 2) & 0xF
-        length = (payload[at + 3] & 3) << 11 | payload[at + 4] << 3 | payload[at + 5] >> 5
-        if index >= len(ADTS_RATES) or length < 7:
-            break
-        seconds += AAC_FRAME_SAMPLES * ((payload[at + 6] & 3) + 1) / ADTS_RATES[index]
-        at += length
-    return seconds or None
-
-
 @dataclass
 class _Pes:
+    audio: bool
     times: list[int] = field(default_factory=list)
-    last_payload: bytearray = field(default_factory=bytearray)
-    audio: bool = False
 
     def end_s(self) -> float:
-        last = self.times[-1] / PTS_HZ
-        if self.audio and (adts := _adts_seconds(bytes(self.last_payload))) is not None:
-            return last + adts
-        return last + ((self.times[-1] - self.times[-2]) / PTS_HZ if len(self.times) > 1 else 0.0)
+        last = self.times[-1]
+        return (last + (last - self.times[-2] if len(self.times) > 1 else 0)) / PTS_HZ
 
 
 def ts_span(obj: Readable) -> Span | None:
     """A whole segment's span: from ts_start_s to the end of its last video frame
     (of its audio without video)."""
-    data = obj.read(0, obj.size)
     streams: dict[int, _Pes] = {}
-    for pid, starts, payload in _ts_payloads(data):
-        stream = streams.get(pid)
-        if starts:
-            stream_id, pts, body = _pes_pts(payload)
-            if pts is None or not (_is_video(stream_id) or _is_audio(stream_id)):
-                continue
-            stream = streams.setdefault(pid, _Pes(audio=_is_audio(stream_id)))
-            stream.times.append(pts)
-            stream.last_payload = bytearray(payload[body:])
-        elif stream is not None:
-            stream.last_payload += payload
+    for pid, starts, payload in _ts_payloads(obj.read(0, obj.size)):
+        stream_id, pts = _pes_pts(payload) if starts else (-1, None)
+        if pts is not None and (_is_video(stream_id) or _is_audio(stream_id)):
+            streams.setdefault(pid, _Pes(audio=_is_audio(stream_id))).times.append(pts)
     start = ts_start_s(obj)
     if start is None or not streams:
         return None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -23,7 +25,7 @@ import structlog
 from engine import media_span
 from engine.media_span import Span
 from storage_adapters.destination import Destination
-from storage_adapters.readback import ReadBudget, StoredObject
+from storage_adapters.readback import ReadBudget, ReadBudgetExceeded, StoredObject
 
 log = structlog.get_logger("settle")
 
@@ -42,7 +44,9 @@ class Stored:
 def measure(destination: Destination, file_id: str, output_format: str, *, full_segment_urls: bool,
             budget_bytes: int) -> Stored | None:
     """The file as stored, None when nothing of it is. Raises StorageError (a bucket
-    that does not answer, or more to read than `budget_bytes`)."""
+    that does not answer; an HLS file with more segments than `budget_bytes` lets
+    open). Media too long to read within the budget, or not understood, has no
+    Duration."""
     adapter = destination.upload_adapter()
     budget = ReadBudget(budget_bytes)
     with destination.guarded():
@@ -51,12 +55,20 @@ def measure(destination: Destination, file_id: str, output_format: str, *, full_
         stored = StoredObject.open(adapter, file_id, budget)
         if stored is None:
             return None
-        span = media_span.fmp4_span(stored) if output_format == "mp4" else media_span.demuxed_span(stored)
-        return Stored(stored.size, _ms(span))
+        span = _parsed(media_span.fmp4_span if output_format == "mp4" else media_span.demuxed_span, stored)
+        return Stored(stored.size, None if span is None else round(span.duration_s * 1000))
 
 
-def _ms(span: Span | None) -> int | None:
-    return None if span is None else round(span.duration_s * 1000)
+def _parsed[T](parse: Callable[[StoredObject], T | None], stored: StoredObject) -> T | None:
+    """What `parse` reads from a stored object; None when it would read past the budget
+    or finds what our muxers do not write."""
+    try:
+        return parse(stored)
+    except ReadBudgetExceeded:
+        log.warning("media_too_long_to_read_back", key=stored.key)
+    except (struct.error, IndexError, ValueError) as error:
+        log.warning("media_not_understood", key=stored.key, error=str(error))
+    return None
 
 
 def _measure_hls(destination: Destination, playlist_key: str, budget: ReadBudget,
@@ -89,13 +101,13 @@ def _measure_hls(destination: Destination, playlist_key: str, budget: ReadBudget
 def _timeline(segments: list[StoredObject]) -> tuple[list[StoredObject], list[float]]:
     """The segments that hold media, each lasting until the next one starts (the
     last one: until its last frame ends)."""
-    starts = [(s, media_span.ts_start_s(s)) for s in segments]
+    starts = [(s, _parsed(media_span.ts_start_s, s)) for s in segments]
     timed = [(s, start) for s, start in starts if start is not None]
     if len(timed) < len(segments):
         log.warning("segments_without_media", keys=[s.key for s, start in starts if start is None])
     if not timed:
         return [], []
-    last = media_span.ts_span(timed[-1][0])
+    last = _parsed(media_span.ts_span, timed[-1][0])
     ends = [start for _, start in timed[1:]] + [last.end_s if last is not None else timed[-1][1]]
     return [s for s, _ in timed], [max(0.0, end - start) for (_, start), end in zip(timed, ends)]
 

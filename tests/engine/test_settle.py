@@ -5,7 +5,6 @@ them, checked against what FFmpeg demuxes from the same bytes."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import av
 import pytest
@@ -18,6 +17,8 @@ from storage_adapters.memory import MemoryStore
 from storage_adapters.readback import ReadBudget, ReadBudgetExceeded, StoredObject
 from tests.helpers.recorded import FPS, record_clip
 from tests.storage.twins import PART, twin_destination
+from workers.outputs.adts import AdtsWriter
+from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
 from workers.outputs.mp4 import FragmentedMp4Writer
 
@@ -149,11 +150,34 @@ def test_a_bucket_is_read_back_and_its_playlist_put_again(hls, tmp_path):
     assert "read" in {op for op, _, _ in bucket.calls}
 
 
-def test_reading_back_stops_at_the_budget(mp4, tmp_path):
-    shutil.copy(mp4, tmp_path / "s.mp4")
-    with pytest.raises(ReadBudgetExceeded):
-        settle.measure(local_destination(mp4.parent.parent.parent), "f/s.mp4", "mp4", full_segment_urls=False,
-                       budget_bytes=10_000)
+def test_an_audio_only_playlist_is_rebuilt_from_its_aac(tmp_path):
+    playlist = record_clip(HlsWriter, tmp_path, 5.0, video=False)
+    written = extinf(playlist.read_text())
+    playlist.unlink()
+    result = settle.measure(local_destination(tmp_path), "f/s.m3u8", "hls", full_segment_urls=False, budget_bytes=BIG)
+    rebuilt = extinf(playlist.read_text())
+    assert len(rebuilt) == len(written) >= 2
+    assert all(abs(a - b) <= 1024 / 48000 for a, b in zip(rebuilt, written)), (rebuilt, written)  # + AAC padding
+    assert abs(result.duration_ms / 1000 - sum(written)) <= 1024 / 48000
+
+
+@pytest.mark.parametrize("writer", [FlvWriter, AdtsWriter])
+def test_other_containers_last_until_their_last_packet_ends(tmp_path, writer):
+    path = record_clip(writer, tmp_path, 4.5, video=writer is FlvWriter)
+    full = media_span.demuxed_span(stored(path))
+    assert abs(full.duration_s - 4.5) <= 1 / FPS
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # a killed worker's half
+    half = media_span.demuxed_span(stored(path))
+    assert 1.0 < half.duration_s < full.duration_s
+
+
+def test_reading_back_stops_at_the_budget(mp4, hls, tmp_path):
+    root = mp4.parent.parent.parent
+    result = settle.measure(local_destination(root), "f/s.mp4", "mp4", full_segment_urls=False, budget_bytes=10_000)
+    assert result == settle.Stored(mp4.stat().st_size, None)  # its size, but no reading through it
+    with pytest.raises(ReadBudgetExceeded):  # not even every segment could be opened
+        settle.measure(local_destination(tmp_path), "f/s.m3u8", "hls", full_segment_urls=False, budget_bytes=10_000)
 
 
 def test_nothing_stored_is_none(tmp_path):

@@ -18,14 +18,15 @@ OPUS = AudioParams("opus", 48000, 2, opus.opus_head(2))
 
 
 def record_clip(writer_type: type[ContainerWriter], root: Path, duration_s: float, *, audio: bool = True,
-                options: WriterOptions = WriterOptions(fragment_seconds=2)) -> Path:
+                video: bool = True, options: WriterOptions = WriterOptions(fragment_seconds=2)) -> Path:
     """`duration_s` of the clip (H.264 + Opus from its first key frame) written to
     <root>/b/f/ by `writer_type`; returns the file's path."""
     media = make_test_media(duration_s, fps=FPS)
     with ThreadPoolExecutor(1) as uploader:
         files = FileObjects(LocalAdapter(root, "b"), "f/", uploader)
-        writer = writer_type(files, "s", VideoParams("h264", 320, 240), OPUS if audio else None, options)
-        events = [(v.time_s, 0, v) for v in media.video]
+        writer = writer_type(files, "s", VideoParams("h264", 320, 240) if video else None,
+                             OPUS if audio else None, options)
+        events = [(v.time_s, 0, v) for v in media.video if video]
         events += [(a.time_s, 1, a) for a in media.audio if audio and a.time_s >= 0]
         for time_s, kind, item in sorted(events, key=lambda e: e[:2]):
             if kind == 0:
