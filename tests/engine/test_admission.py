@@ -89,7 +89,9 @@ async def test_a_refused_creation_is_the_answer_of_its_repeats_too(twins):
 async def test_max_streams_holds_when_publishes_race(tmp_path):
     twins = await start_twins(tmp_path / "data", max_streams=5)
     try:
-        results = await asyncio.gather(*(twins.node.publish_rtp("race-room", f"s{i}", "u", "u", OFFER)
+        rtp, whip = twins.node.publish_rtp, twins.node.publish_whip
+        results = await asyncio.gather(*((rtp if i % 2 else whip)("race-room", f"s{i}", "u", "u",
+                                                                  OFFER if i % 2 else "v=0\r\n")
                                          for i in range(20)), return_exceptions=True)
         refused = [r for r in results if isinstance(r, errors.IngestError)]
         assert len(refused) == 15 and {r.status for r in refused} == {503}
