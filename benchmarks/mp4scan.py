@@ -12,37 +12,17 @@ import os
 import struct
 import time
 
-
-def _boxes(data: bytes, start: int = 0, end: int | None = None):
-    """(type, payload start, payload end) of the boxes inside data[start:end]."""
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1:
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield kind, pos + header, pos + size
-        pos += size
-
-
-def _child(data: bytes, start: int, end: int, kind: bytes):
-    return next(((s, e) for k, s, e in _boxes(data, start, end) if k == kind), None)
+from engine.media_span import boxes, child
 
 
 def video_track_id(moov: bytes) -> int | None:
     """track_ID of the first trak whose handler is 'vide'."""
-    for kind, start, end in _boxes(moov):
+    for kind, start, end in boxes(moov):
         if kind != b"trak":
             continue
-        tkhd = _child(moov, start, end, b"tkhd")
-        mdia = _child(moov, start, end, b"mdia")
-        hdlr = mdia and _child(moov, mdia[0], mdia[1], b"hdlr")
+        tkhd = child(moov, b"tkhd", start, end)
+        mdia = child(moov, b"mdia", start, end)
+        hdlr = mdia and child(moov, b"hdlr", mdia[0], mdia[1])
         if not tkhd or not hdlr:
             continue
         version = moov[tkhd[0]]
@@ -55,13 +35,13 @@ def video_track_id(moov: bytes) -> int | None:
 def moof_samples(moof: bytes, track_id: int) -> int:
     """Samples of track_id in one moof (sum of its truns)."""
     count = 0
-    for kind, start, end in _boxes(moof):
+    for kind, start, end in boxes(moof):
         if kind != b"traf":
             continue
-        tfhd = _child(moof, start, end, b"tfhd")
+        tfhd = child(moof, b"tfhd", start, end)
         if not tfhd or struct.unpack_from(">I", moof, tfhd[0] + 4)[0] != track_id:
             continue
-        for k, s, _e in _boxes(moof, start, end):
+        for k, s, _e in boxes(moof, start, end):
             if k == b"trun":
                 count += struct.unpack_from(">I", moof, s + 4)[0]
     return count

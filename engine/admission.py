@@ -53,14 +53,14 @@ class Admission:
             log.warning("publish_refused", room_id=room_id, stream_id=stream_id, reason=busy)
             raise errors.IngestError(503, busy, retry_after=RETRY_AFTER_S)
 
-    def admit_task(self, active_tasks: int, request: models.StartRecordRequest) -> None:
-        """StartRecord. One with a ClientTaskId may be a repeat that only answers the
-        task it already made, so capacity does not refuse it."""
-        busy: str | None = None
+    def admit_task(self, tasks: int, request: models.StartRecordRequest) -> None:
+        """StartRecord of a new task, with `tasks` active or being created now (a repeat
+        of a known ClientTaskId only answers its task and is not asked about)."""
+        busy: str | None
         if self.draining:
             busy = "node is draining"
-        elif request.client_task_id is None:
-            limit = self.capacity.task_refusal(active_tasks)
+        else:
+            limit = self.capacity.task_refusal(tasks)
             busy = limit and f"node at capacity: {limit}"
         if busy:
             log.warning("start_record_refused", room_id=request.room_id, reason=busy)

@@ -86,6 +86,11 @@ STORAGE_ENDPOINT_DENY_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.1
 # Storage
 SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3
+# Settling a file whose worker never said it closed (engine.settle): how many are
+# read back at once, and how much of one may be read (an hour of 2 Mb/s fMP4 or
+# HLS needs ~30 MB: box headers, moofs, segment heads; FLV/WebM are demuxed whole).
+SETTLE_PARALLEL_FILES = 2
+SETTLE_READ_MAX_BYTES = 256 * 1024**2
 
 # Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)
 

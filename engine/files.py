@@ -1,28 +1,56 @@
 """Recorded files and their storage states: 1 recording -> 2 uploading -> 3 uploaded
 (or 5 failed). Fed by worker events and by the uploader's results; the store holds
-them. Each task's Destination says where its files go."""
+them. Each task's Destination says where its files go.
+
+A file whose worker never said it closed (the worker was killed, or the node under
+it) is `unsettled`: its last FileProgress is stale. Once its worker has exited and
+every object of it is where it ends up, engine.settle reads what is stored (off the
+event loop, a few files at a time, within a byte budget) for its FileSize and
+Duration, and rewrites an HLS playlist its worker could not finish."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent
-from engine import checks, models
+from engine import checks, defaults, models, settle
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
 from storage_adapters.base import StorageError
 from storage_adapters.destination import Destination
-from storage_adapters.uploader import Uploader, UploadResult
+from storage_adapters.uploader import Uploader, UploadResult, backoff_s
 
 log = structlog.get_logger("files")
 
 SETTLE_POLL_S = 0.1
+WRITER_POLL_S = 0.1
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie has finished writing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+async def writer_exited(pid: int, timeout_s: float) -> bool:
+    """Wait (at most `timeout_s`) until the worker `pid` of a previous run has finished
+    its files: a node killed under its workers leaves them writing their last bytes."""
+    deadline = time.monotonic() + timeout_s
+    while pid > 0 and _running(pid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(WRITER_POLL_S)
+    return True
 
 
 class TaskDestinations:
@@ -58,33 +86,46 @@ class TaskDestinations:
         except StorageError:
             return None
 
-    def forget(self, task_id: str) -> None:
+    async def forget(self, task_id: str) -> None:
+        """The task has ended and nothing more goes to its bucket: its credentials go."""
         self._by_task.pop(task_id, None)
+        await self._store.forget_credentials(task_id)
 
 
 class FileBook:
     def __init__(self, store: AsyncStore, destinations: TaskDestinations, uploads: Uploader,
-                 emit: Callable[..., Awaitable[None]]):
+                 emit: Callable[..., Awaitable[None]],
+                 readback: Callable[[str], Awaitable[Destination | None]] | None = None):
+        """`readback(task_id)`: where an unsettled file's objects are read back from
+        (the uploader's view of the task's Destination; by default `destinations`)."""
         self._emit = emit
         self._tasks: dict[str, tuple[str, str]] = {}  # task id -> (room id, callback url)
+        self._full_segment_urls: set[str] = set()  # tasks whose HLS playlists name segments by URL
         self._store = store
         self._destinations = destinations
+        self._readback = readback or destinations.resolve
         self._uploads = uploads
         self._recording: dict[str, FileRecord] = {}  # by file id
         self._changed = asyncio.Event()
+        self._measuring: dict[str, asyncio.Task] = {}  # unsettled files being read back, by file id
+        self._measure_slots = asyncio.Semaphore(defaults.SETTLE_PARALLEL_FILES)
 
     def destination(self, task_id: str, storage: models.Storage) -> Destination:
         """Where the task's files go (built on first use)."""
         return self._destinations.of(task_id, storage)
 
-    def register(self, task_id: str, storage: models.Storage, room_id: str, callback_url: str) -> None:
+    def register(self, task_id: str, storage: models.Storage, room_id: str, callback_url: str,
+                 full_segment_urls: bool = False) -> None:
         self._destinations.of(task_id, storage)
         self._tasks[task_id] = (room_id, callback_url)
+        if full_segment_urls:
+            self._full_segment_urls.add(task_id)
 
-    def forget(self, task_id: str) -> None:
+    async def forget(self, task_id: str) -> None:
         """The task ended and every file of it is settled: nothing more comes for it."""
         self._tasks.pop(task_id, None)
-        self._destinations.forget(task_id)
+        self._full_segment_urls.discard(task_id)
+        await self._destinations.forget(task_id)
 
     def _remote(self, task_id: str) -> bool:
         destination = self._destinations.known(task_id)
@@ -101,12 +142,13 @@ class FileBook:
         self._changed.set()
 
     # worker events
-    async def opened(self, event: protocol.FileOpened, stream_id: str, user_id: str, user_name: str) -> None:
+    async def opened(self, event: protocol.FileOpened, stream_id: str, user_id: str, user_name: str,
+                     writer_pid: int = 0) -> None:
         file = FileRecord(
             file_id=event.file_id, task_id=event.task_id, stream_id=stream_id, user_id=user_id, user_name=user_name,
             output_format=event.output_format, file_url=await self._url(event.task_id, event.file_id, event.file_url),
             media_track_type=event.media_track_type, begin_ms=event.begin_ms, status=FileStatus.RECORDING,
-            width=event.width, height=event.height)
+            width=event.width, height=event.height, writer_pid=writer_pid)
         self._recording[file.file_id] = file
         await self._save(file)
 
@@ -126,22 +168,71 @@ class FileBook:
         holds; in the spool: what the uploader will send)."""
         for file in [f for f in self._recording.values() if room_streams(f)]:
             del self._recording[file.file_id]
-            await self._finish_unclosed(file)
+            await self._finish_unclosed(replace(file, writer_pid=0))  # it has exited: nothing to wait for
 
-    async def _finish_unclosed(self, file: FileRecord) -> None:
-        """A file whose worker never said it closed: on disk it is what the file holds;
-        spooled, the uploader sends what was written."""
-        size: int | None = file.size
-        if not self._remote(file.task_id):
-            size = await asyncio.to_thread(self._stored_size, file)
-        await self._finish(file, size if size is not None else file.size, file.duration_ms, ok=size is not None)
+    async def _finish_unclosed(self, file: FileRecord, in_background: bool = False) -> None:
+        """A file whose worker never said it closed. On the node's disk it is read back
+        once its worker has exited; in a bucket once the uploader has sent every object
+        the worker spooled (`settle`)."""
+        file = replace(file, unsettled=True)
+        if self._remote(file.task_id):
+            await self._save(replace(file, status=FileStatus.UPLOADING))
+            await self._uploads.refresh()  # the worker spooled the file's last objects before it died
+            await self.settle()
+        else:
+            await self._save(file)
+            task = self._measure_later(file)
+            if not in_background:
+                await task
 
-    def _stored_size(self, file: FileRecord) -> int | None:
-        destination = self._destinations.known(file.task_id)
-        try:
-            return destination.stored_size(file.file_id) if destination is not None else None
-        except StorageError:
-            return None
+    def _measure_later(self, file: FileRecord) -> asyncio.Task:
+        task = self._measuring.get(file.file_id)
+        if task is None:
+            task = self._measuring[file.file_id] = asyncio.get_running_loop().create_task(self._measure(file))
+            task.add_done_callback(lambda _: self._measuring.pop(file.file_id, None))
+        return task
+
+    async def _measure(self, file: FileRecord) -> None:
+        """Read an unsettled file back and settle it: uploaded with what is stored,
+        failed when nothing is. A bucket that does not answer is asked again later."""
+        if not await writer_exited(file.writer_pid, defaults.WORKER_STOP_TIMEOUT_S):
+            log.warning("writer_still_running", file_id=file.file_id, pid=file.writer_pid)
+        if self._remote(file.task_id):
+            await self._uploads.refresh()  # what the worker spooled on its way out
+            if file.file_id in self._uploads.pending_files() | self._uploads.failed_files():
+                return  # `settle` comes back once the uploader is done with it
+        stored = await self._read_back(file)
+        if stored is None:
+            await self._save(replace(file, status=FileStatus.UPLOAD_FAILED, unsettled=False))
+            log.warning("file_not_stored", file_id=file.file_id, task_id=file.task_id)
+            return
+        await self._save(replace(file, size=stored.size, duration_ms=stored.duration_ms or file.duration_ms,
+                                 sha256=stored.sha256 or file.sha256, status=FileStatus.UPLOADED, unsettled=False))
+        log.info("file_settled", file_id=file.file_id, task_id=file.task_id, size=stored.size,
+                 duration_ms=stored.duration_ms, reported_size=file.size, reported_duration_ms=file.duration_ms)
+
+    async def _read_back(self, file: FileRecord) -> settle.Stored | None:
+        """settle.measure, asked again (with the uploader's backoff) while the bucket
+        does not answer; what the worker last reported when it cannot be read back."""
+        failures = 0
+        while True:
+            try:
+                destination = await self._readback(file.task_id)
+                if destination is None:
+                    return None
+                async with self._measure_slots:
+                    return await asyncio.to_thread(settle.measure, destination, file.file_id, file.output_format,
+                                                   full_segment_urls=file.task_id in self._full_segment_urls,
+                                                   budget_bytes=defaults.SETTLE_READ_MAX_BYTES)
+            except StorageError as error:
+                if not error.retryable:
+                    log.warning("file_not_read_back", file_id=file.file_id, error=str(error))
+                    return settle.Stored(file.size, None)
+                failures += 1
+                await asyncio.sleep(backoff_s(failures))
+            except Exception:  # a bug here must not leave the file unsettled for good
+                log.exception("file_not_read_back", file_id=file.file_id)
+                return settle.Stored(file.size, None)
 
     async def _finish(self, file: FileRecord, size: int, duration_ms: int, ok: bool) -> None:
         if not ok:
@@ -170,13 +261,15 @@ class FileBook:
 
     async def reconcile(self, files: list[FileRecord]) -> None:
         """After a restart: a file left recording was finished by its worker when the
-        node died (on disk it holds what was written; in the spool it is uploading)."""
+        node died (on disk it holds what was written; in the spool it is uploading);
+        it is read back in the background once that worker has exited. Tasks that
+        ended with every file settled keep no credentials."""
         for file in files:
-            if file.status is not FileStatus.RECORDING:
-                continue
-            await self._finish_unclosed(file)
+            if file.status is FileStatus.RECORDING:  # in the background while its writer still runs
+                await self._finish_unclosed(file, in_background=_running(file.writer_pid))
         await self._uploads.refresh()
         await self.settle()
+        await self._store.forget_credentials()
 
     # uploads
     async def object_uploaded(self, result: UploadResult) -> None:
@@ -190,9 +283,13 @@ class FileBook:
         pending, failed = self._uploads.pending_files(), self._uploads.failed_files()
         for file in await self._store.files_with_status((FileStatus.UPLOADING,)):
             if file.file_id in failed:
-                await self._save(replace(file, status=FileStatus.UPLOAD_FAILED))
+                await self._save(replace(file, status=FileStatus.UPLOAD_FAILED, unsettled=False))
                 log.warning("file_upload_failed", file_id=file.file_id, task_id=file.task_id)
-            elif file.file_id not in pending:
+            elif file.file_id in pending:
+                continue
+            elif file.unsettled:
+                self._measure_later(file)
+            else:
                 await self._save(replace(file, status=FileStatus.UPLOADED))
                 log.info("file_uploaded", file_id=file.file_id, task_id=file.task_id)
 

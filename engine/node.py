@@ -128,8 +128,7 @@ class RecordingNode:
         return self.admission.state
 
     async def start_record(self, request: models.StartRecordRequest) -> str:
-        self.admission.admit_task(self.tasks.active_count, request)
-        return await self.tasks.start_record(request)
+        return await self.tasks.start_record(request, lambda tasks: self.admission.admit_task(tasks, request))
 
     async def stop_record(self, task_id: str) -> None:
         await self.tasks.stop_record(task_id)

@@ -21,7 +21,7 @@ from typing import Any
 from engine import models
 from engine.status import FileStatus, TaskStatus
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,6 +98,10 @@ CREATE INDEX nonces_by_seen ON nonces (seen_s);
     5: """
 ALTER TABLE streams ADD COLUMN source_host TEXT NOT NULL DEFAULT '';
 """,
+    6: """
+ALTER TABLE files ADD COLUMN writer_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN unsettled INTEGER NOT NULL DEFAULT 0;
+""",
 }
 
 
@@ -131,6 +135,8 @@ class FileRecord:
     width: int = 0
     height: int = 0
     sha256: str = ""  # of all the bytes the worker wrote (for HLS: of the playlist)
+    writer_pid: int = 0  # the worker process that wrote it
+    unsettled: bool = False  # its worker never said it closed: its size and duration are to be read from storage
 
 
 def _request_to_json(request: models.StartRecordRequest) -> str:
@@ -187,6 +193,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # what is overwritten (credentials) leaves no trace in free pages
         self._migrate()
 
     def _migrate(self) -> None:
@@ -273,6 +280,27 @@ class Store:
             end_reason=row["end_reason"],
         )
 
+    # A task's storage credentials are kept only while something may still go to its bucket.
+    def forget_credentials(self, task_id: str | None = None) -> int:
+        """Blank the credentials in the stored request of `task_id` (None: of every task
+        that has ended with no file still recording or uploading), leaving no copy in the
+        database's files; returns how many tasks lost theirs."""
+        where = "status IN (?, ?) AND NOT EXISTS (SELECT 1 FROM files f WHERE f.task_id = tasks.task_id " \
+                "AND f.status IN (?, ?))"
+        params: tuple = (int(TaskStatus.ENDED), int(TaskStatus.ENDED_ABNORMALLY), int(FileStatus.RECORDING),
+                         int(FileStatus.UPLOADING))
+        if task_id is not None:
+            where, params = "task_id = ?", (task_id,)
+        changed = self._db.execute(
+            "UPDATE tasks SET request_json = json_set(request_json, '$.storage.access_key_id', '', "
+            f"'$.storage.access_key_secret', '') WHERE {where} AND "
+            "(json_extract(request_json, '$.storage.access_key_id') != '' OR "
+            "json_extract(request_json, '$.storage.access_key_secret') != '')", params).rowcount
+        if changed:
+            # the page images written before (the WAL's frames) held them too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed
+
     # files
     def upsert_file(self, file: FileRecord) -> None:
         seq_row = self._db.execute("SELECT seq FROM files WHERE file_id=?", (file.file_id,)).fetchone()
@@ -283,11 +311,11 @@ class Store:
             seq = seq_row[0]
         self._db.execute(
             "INSERT OR REPLACE INTO files (file_id, task_id, stream_id, user_id, user_name, output_format, "
-            "file_url, size, duration_ms, width, height, media_track_type, begin_ms, status, seq, sha256) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "file_url, size, duration_ms, width, height, media_track_type, begin_ms, status, seq, sha256, writer_pid, "
+            "unsettled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (file.file_id, file.task_id, file.stream_id, file.user_id, file.user_name, file.output_format,
              file.file_url, file.size, file.duration_ms, file.width, file.height, file.media_track_type,
-             file.begin_ms, int(file.status), seq, file.sha256),
+             file.begin_ms, int(file.status), seq, file.sha256, file.writer_pid, int(file.unsettled)),
         )
 
     def files_of_task(self, task_id: str) -> list[FileRecord]:
@@ -306,7 +334,7 @@ class Store:
                 user_name=r["user_name"], output_format=r["output_format"], file_url=r["file_url"],
                 media_track_type=r["media_track_type"], begin_ms=r["begin_ms"], status=FileStatus(r["status"]),
                 size=r["size"], duration_ms=r["duration_ms"], width=r["width"], height=r["height"],
-                sha256=r["sha256"],
+                sha256=r["sha256"], writer_pid=r["writer_pid"], unsettled=bool(r["unsettled"]),
             )
             for r in rows
         ]

@@ -136,6 +136,7 @@ class StreamRegistry:
             if not fresh:
                 stream.resource_id = secrets.token_urlsafe(12)
             self._rooms.add(stream)
+            self._publishing.discard(key)  # counted once: it is in its room now
         finally:
             self._publishing.discard(key)
         log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, kind=InputKind.WHIP,
@@ -162,6 +163,7 @@ class StreamRegistry:
                 worker = await self._spawn_worker(stream, offer)
             stream.answer = rtp_answer(offer, self._config.advertised_address, stream.ports)
             self._rooms.add(stream)
+            self._publishing.discard(key)  # counted once: it is in its room now
             await self._store.save_stream(self._stream_record(stream))
         finally:
             self._publishing.discard(key)

@@ -83,6 +83,8 @@ class TaskManager:
         self._background: set[asyncio.Task] = set()
         self._active: dict[str, ActiveTask] = {}
         self._start_lock = asyncio.Lock()
+        self._being_created = 0  # admitted, not yet active
+        self._creating: dict[str, asyncio.Future[str]] = {}  # the ClientTaskIds of those, and their answers
 
     async def load(self) -> None:
         now, wall = self._clock.monotonic(), self._clock.wall_ms()
@@ -107,10 +109,6 @@ class TaskManager:
                 self._in_background(self._after_uploads(task, record.end_reason or ""))
         await self.files.reconcile(unsettled)
 
-    @property
-    def active_count(self) -> int:
-        return len(self._active)
-
     def status_counts(self) -> dict[TaskStatus, int]:
         counts = {status: 0 for status in ACTIVE_TASK_STATUSES}
         for task in self._active.values():
@@ -118,32 +116,63 @@ class TaskManager:
         return counts
 
     # StartRecord
-    async def start_record(self, request: models.StartRecordRequest) -> str:
-        await checks.check_storage(self._config, request)
-        await checks.check_callback_url(self._config, request.output.callback_url)
-        async with self._start_lock:
-            if request.client_task_id is not None:
-                existing = await self._store.get_task_by_client_id(request.client_task_id)
-                if existing is not None:
-                    return existing.task_id
-            created = self._clock.wall_ms()
-            record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
-                                request, created, begin_ms=created)
-            await self._store.insert_task(record)
+    async def start_record(self, request: models.StartRecordRequest, admit: Callable[[int], None]) -> str:
+        """A new task, once `admit(tasks active or being created)` lets it in (it raises
+        otherwise). A ClientTaskId already known, or being created right now, answers
+        that task without asking `admit`: a repeat is never refused for capacity."""
+        client_id = request.client_task_id
+        existing: TaskRecord | None = None
+        async with self._start_lock:  # looking up a ClientTaskId, admitting and counting in are one step
+            creating = self._creating.get(client_id) if client_id is not None else None
+            if client_id is not None and creating is None:
+                existing = await self._store.get_task_by_client_id(client_id)
+            repeat = creating is not None or existing is not None
+            if not repeat:
+                admit(len(self._active) + self._being_created)
+                self._being_created += 1
+                creating = asyncio.get_running_loop().create_future()
+                if client_id is not None:
+                    self._creating[client_id] = creating
+        if existing is not None:
+            return existing.task_id
+        assert creating is not None
+        if repeat:
+            return await asyncio.shield(creating)  # the same ClientTaskId, still being created: its answer
+        try:
+            await checks.check_storage(self._config, request)
+            await checks.check_callback_url(self._config, request.output.callback_url)
+            task = await self._insert(request)
+        except BaseException as error:
+            creating.set_exception(error)
+            creating.exception()  # a refusal no repeat waits for is not an unretrieved exception
+            raise
+        finally:
+            self._being_created -= 1  # `_insert` made it active first: the count never dips
+            if client_id is not None:
+                self._creating.pop(client_id, None)
+        creating.set_result(task.task_id)
+        for stream in self._rooms.streams(task.record.room_id):
+            if task.wants(stream):
+                await self._start_on_stream(task, stream)
+        return task.task_id
+
+    async def _insert(self, request: models.StartRecordRequest) -> ActiveTask:
+        created = self._clock.wall_ms()
+        record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
+                            request, created, begin_ms=created)
+        await self._store.insert_task(record)
         task = ActiveTask(record, self._recording_spec(record), self._clock.monotonic())
         self._active[record.task_id] = task
         self._register_files(task)
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
                  storage=request.storage.public_view(), stream_type=request.input.stream_type,
                  output_format=request.output.output_format)
-        for stream in self._rooms.streams(record.room_id):
-            if task.wants(stream):
-                await self._start_on_stream(task, stream)
-        return record.task_id
+        return task
 
     def _register_files(self, task: ActiveTask) -> None:
         self.files.register(task.task_id, task.record.request.storage, task.record.room_id,
-                            task.record.request.output.callback_url)
+                            task.record.request.output.callback_url,
+                            full_segment_urls=not task.record.request.output.short_fragment_path)
 
     def _recording_spec(self, record: TaskRecord) -> RecordingSpec:
         r = record.request
@@ -204,7 +233,8 @@ class TaskManager:
     async def on_event(self, stream: PublishedStream, event: object) -> None:
         match event:
             case protocol.FileOpened():
-                await self.files.opened(event, stream.stream_id, stream.spec.user_id, stream.user_name)
+                writer = stream.worker.pid if stream.worker is not None else None
+                await self.files.opened(event, stream.stream_id, stream.spec.user_id, stream.user_name, writer or 0)
             case protocol.FileProgress():
                 await self.files.progress(event)
             case protocol.FileClosed():
@@ -348,7 +378,7 @@ class TaskManager:
                          {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
-        self.files.forget(task.task_id)
+        await self.files.forget(task.task_id)
 
     # Describe*
     async def describe(self, task_id: str) -> dict:

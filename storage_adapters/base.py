@@ -92,6 +92,11 @@ class StorageAdapter(abc.ABC):
         """Bytes stored under `key` so far, or None when there is no such object."""
         return None
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        """Up to `length` bytes of `key` from byte `start` (fewer at its end), and
+        the object's size; None when there is no such object."""
+        raise StorageError(f"{type(self).__name__} cannot read objects back")
+
 
 class ObjectStore(abc.ABC):
     """One bucket, spoken to at the level of a multipart upload.
@@ -129,6 +134,11 @@ class ObjectStore(abc.ABC):
     def head(self, key: str) -> int | None:
         """The object's size, or None when there is no such object.
         A missing bucket raises StorageNotFound."""
+
+    @abc.abstractmethod
+    def read(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        """Up to `length` bytes of the object from byte `start` (one ranged GET),
+        and the object's size; None when there is no such object."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

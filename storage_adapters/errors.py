@@ -76,9 +76,31 @@ class VendorStore(ObjectStore):
         translated.args = (redact(str(translated), *self._credentials),)
         raise translated from None  # the vendor's exception (and its request) is not kept
 
+    def read(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        last = start + max(length, 1) - 1
+        try:
+            data, content_range = self._call("read", key, lambda: self._get_range(key, start, last))
+        except StorageNotFound as missing:
+            if missing.vendor_code == "NoSuchBucket":
+                raise
+            return None
+        except StorageError as beyond:
+            if beyond.http_status != 416:  # InvalidRange: `start` is at or past the object's end
+                raise
+            size = self.head(key)
+            return None if size is None else (b"", size)
+        # a ranged answer names the size ("bytes 0-99/1234"); a whole-object one is the object
+        total = (content_range or "").rpartition("/")[2]
+        return data[:length], int(total) if total.isdigit() else len(data)
+
     def _unusable(self, problem: object) -> StorageError:
         """The SDK refused to make a client (a malformed endpoint, say)."""
         return StorageError(redact(f"{self.name}: {problem}", *self._credentials))
+
+    @abc.abstractmethod
+    def _get_range(self, key: str, first: int, last: int) -> tuple[bytes, str | None]:
+        """The SDK's ranged GET of bytes first..last (inclusive): the body and the
+        answer's Content-Range."""
 
     @abc.abstractmethod
     def _translate(self, error: Exception, where: str) -> StorageError | None:

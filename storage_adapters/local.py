@@ -81,3 +81,13 @@ class LocalAdapter(StorageAdapter):
             return self.path_of(key).stat().st_size
         except FileNotFoundError:
             return None
+
+    def read_range(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        try:
+            with open(self.path_of(key), "rb") as f:
+                f.seek(start)
+                return f.read(length), os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise _translate(error) from error

@@ -58,12 +58,19 @@ class MemoryAdapter(StorageAdapter):
             return len(self.partial[key])
         return None
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        data = self.objects.get(key)
+        if data is None:
+            partial = self.partial.get(key)
+            data = bytes(partial) if partial is not None else None
+        return None if data is None else (data[start:start + length], len(data))
+
 
 class MemoryStore(ObjectStore):
     """The in-memory twin of a bucket at the ObjectStore level (S3's rules:
     part numbers 1..10000, every part but the last >= `min_part_size`, ETags
     checked at complete). `fail_next(op, error)` makes the next call of `op`
-    ("begin", "upload_part", "complete", "abort", "put", "head", "delete")
+    ("begin", "upload_part", "complete", "abort", "put", "head", "read", "delete")
     raise `error`; `calls` records every call as (op, key, detail)."""
 
     name = "memory bucket"
@@ -145,6 +152,11 @@ class MemoryStore(ObjectStore):
         self._enter("head", key)
         data = self.objects.get(key)
         return None if data is None else len(data)
+
+    def read(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        self._enter("read", key, (start, length))
+        data = self.objects.get(key)
+        return None if data is None else (data[start:start + length], len(data))
 
     def delete(self, key: str) -> None:
         self._enter("delete", key)

@@ -196,6 +196,9 @@ class ObjectStoreAdapter(StorageAdapter):
     def object_size(self, key: str) -> int | None:
         return self.store.head(key)
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[bytes, int] | None:
+        return self.store.read(key, start, length)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store!r})"
 

@@ -109,6 +109,11 @@ class OssStore(VendorStore):
             return None  # OSS names the missing thing (x-oss-err): NoSuchKey
         return int(result.content_length)
 
+    def _get_range(self, key: str, first: int, last: int) -> tuple[bytes, str | None]:
+        # "standard": a range past the end is refused (416), not answered with the whole object
+        result = self._bucket.get_object(key, byte_range=(first, last), headers={"x-oss-range-behavior": "standard"})
+        return result.read(), result.headers.get("Content-Range")
+
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self._bucket.delete_object(key))
 

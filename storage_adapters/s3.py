@@ -172,6 +172,10 @@ class S3Store(VendorStore):
             return None
         return int(response["ContentLength"])
 
+    def _get_range(self, key: str, first: int, last: int) -> tuple[bytes, str | None]:
+        response = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={first}-{last}")
+        return response["Body"].read(), response.get("ContentRange")
+
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
 

@@ -207,13 +207,13 @@ def _audio_grid(
     return start, grid
 
 
-def _video_duration(pts: list[float], stream) -> float:
+def _video_duration(pts: list[float], average_rate) -> float:
     if not pts:
         return 0.0
     if len(pts) > 1:
         frame_s = float(np.median(np.diff(pts)))
-    elif stream is not None and stream.average_rate:
-        frame_s = 1.0 / float(stream.average_rate)
+    elif average_rate:
+        frame_s = 1.0 / float(average_rate)
     else:
         frame_s = 0.0
     return pts[-1] - pts[0] + frame_s
@@ -221,7 +221,7 @@ def _video_duration(pts: list[float], stream) -> float:
 
 def _analyze_uncached(path: str) -> _Analysis:
     collector = _Collector()
-    video = audio = None
+    video = audio = video_rate = None
     format_name = ""
     with capture_ffmpeg_logs() as logs:
         try:
@@ -229,6 +229,7 @@ def _analyze_uncached(path: str) -> _Analysis:
                 format_name = container.format.name
                 video = next(iter(container.streams.video), None)
                 audio = next(iter(container.streams.audio), None)
+                video_rate = video.average_rate if video is not None else None  # read while open
                 streams = [s for s in (video, audio) if s is not None]
                 _decode_into(container, streams, collector)
         except av.error.FFmpegError as exc:
@@ -254,7 +255,7 @@ def _analyze_uncached(path: str) -> _Analysis:
         audio_pts_s=tuple(t for t, _ in collector.audio),
         video_first_s=video_pts[0] if video_pts else None,
         video_last_s=video_pts[-1] if video_pts else None,
-        video_duration_s=_video_duration(video_pts, video),
+        video_duration_s=_video_duration(video_pts, video_rate),
         audio_first_s=min((t for t, _ in collector.audio), default=None),
         audio_duration_s=(
             collector.audio_samples / collector.audio_rate if collector.audio_rate else 0.0

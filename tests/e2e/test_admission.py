@@ -1,6 +1,8 @@
 """Admission by capacity, and /metrics."""
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from testkit.node import NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
@@ -47,3 +49,52 @@ def test_default_capacity_comes_from_the_cores(tmp_path):
 
     assert allowed_cores() <= os.cpu_count()
     assert default_max_streams() == int(MAX_STREAMS_PER_CORE * allowed_cores())
+
+
+def concurrently(calls, count):
+    """Run `count` calls at once (each its own thread and connection); their answers."""
+    with ThreadPoolExecutor(count) as pool:
+        start = threading.Barrier(count)
+
+        def call(i):
+            start.wait()
+            return calls(i)
+
+        return list(pool.map(call, range(count)))
+
+
+def test_max_tasks_holds_under_concurrent_start_records(tmp_path):
+    node = NodeProcess(tmp_path / "data", free_port(), free_udp_range(4), tmp_path / "n.log",
+                       extra_args=("--max-tasks", "20")).start()
+    try:
+        answers = concurrently(lambda i: node.call("StartRecord", start_record_body(f"race-{i}")), 40)
+        codes = [a["Code"] for a in answers]
+        assert codes.count(0) == 20 and codes.count(300010001) == 20, codes
+        active = node.ok("DescribeTasks", {"Status": 2})["TotalCount"]
+        assert active == 20
+        # at capacity: a new ClientTaskId is refused, a repeat of one that exists answers its task
+        fresh = node.call("StartRecord", {**start_record_body("race-new"), "ClientTaskId": "client-new"})
+        assert fresh["Code"] == 300010001 and fresh["Message"] == "node at capacity: tasks 20/20"
+        stopped = next(a["Data"]["TaskId"] for a in answers if a["Code"] == 0)
+        node.ok("StopRecord", {"TaskId": stopped})
+        made = node.ok("StartRecord", {**start_record_body("race-id"), "ClientTaskId": "client-kept"})["TaskId"]
+        repeats = concurrently(lambda i: node.call(
+            "StartRecord", {**start_record_body("race-id"), "ClientTaskId": "client-kept"}), 10)
+        assert [r["Code"] for r in repeats] == [0] * 10 and {r["Data"]["TaskId"] for r in repeats} == {made}
+        assert node.ok("DescribeTasks", {"Status": 2})["TotalCount"] == 20
+    finally:
+        node.stop()
+
+
+def test_max_streams_holds_under_concurrent_announces(tmp_path):
+    node = NodeProcess(tmp_path / "data", free_port(), free_udp_range(60), tmp_path / "n.log",
+                       extra_args=("--max-streams", "5")).start()
+    try:
+        sdp = offer_sdp(PublisherSpec(), True, True)
+        answers = concurrently(lambda i: node.publish("race-room", f"s{i}", sdp), 20)
+        statuses = [a.status for a in answers]
+        assert statuses.count(201) == 5 and statuses.count(503) == 15, statuses
+        metrics = http("GET", node.base_url + "/metrics").body.decode()
+        assert re.search(r"^recnode_streams 5$", metrics, re.M)
+    finally:
+        node.stop()

@@ -5,12 +5,13 @@ injected clock. No sockets, no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 from contract import protocol
 from contract.codes import CallbackEvent
 from engine import models
 from engine.config import NodeConfig
-from engine.files import FileBook, TaskDestinations
+from engine.files import WRITER_POLL_S, FileBook, TaskDestinations
 from engine.status import FileStatus, TaskStatus
 from engine.store import AsyncStore, Store, TaskRecord
 from storage_adapters.base import StorageAccessDenied, StorageUnavailable
@@ -18,7 +19,9 @@ from storage_adapters.destination import Destination
 from storage_adapters.memory import MemoryStore
 from storage_adapters.spool import Spool
 from storage_adapters.uploader import Uploader
+from tests.helpers.recorded import FPS, record_clip
 from tests.storage.twins import Clock, TwinDestination
+from workers.outputs.mp4 import FragmentedMp4Writer
 
 TASK = "T" * 16
 SECRET = "s3cret-9d2e"
@@ -46,11 +49,13 @@ class Node:
         self.destinations = TaskDestinations(self.config, self.store)
         self.uploader = Uploader(Spool(self.config.spool_root, 1 << 30), self._resolve, self._uploaded,
                                  clock=self.clock, jitter=lambda: 1.0)
-        self.files = FileBook(self.store, self.destinations, self.uploader, self._emit)
+        self.files = FileBook(self.store, self.destinations, self.uploader, self._emit, readback=self._resolve)
 
     async def _resolve(self, task_id: str) -> Destination | None:
         destination = await self.destinations.resolve(task_id)
-        return None if destination is None else TwinDestination(destination.spec, self.bucket)
+        if destination is None or not destination.is_remote:
+            return destination
+        return TwinDestination(destination.spec, self.bucket)
 
     async def _uploaded(self, result) -> None:
         await self.files.object_uploaded(result)
@@ -195,9 +200,56 @@ def test_after_a_restart_uploads_resume_with_the_credentials_from_the_store(tmp_
         assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADING}
         await node.poll()
         assert bucket.objects["rec/v.mp4"] == b"recorded before the crash"
-        assert await node.status() == {"rec/v.mp4": FileStatus.UPLOADED}
+        [file] = await node.files.wait_settled(TASK)  # read back from the bucket: what it holds
+        assert file.status is FileStatus.UPLOADED and file.size == len(b"recorded before the crash")
 
     on_node(tmp_path, first_run, request(fmt="mp4"), bucket)
     for meta in (tmp_path / "spool").glob("*/meta.json"):
         assert SECRET not in meta.read_text()
     on_node(tmp_path, second_run, bucket=bucket)
+
+
+def test_a_file_left_recording_is_read_back_once_its_writer_has_exited(tmp_path):
+    clip = record_clip(FragmentedMp4Writer, tmp_path / "clip", 3.0).read_bytes()
+    old_worker = subprocess.Popen(["sleep", "60"])  # the previous run's worker, still finishing its file
+
+    async def first_run(node, writer):
+        await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user", writer_pid=old_worker.pid)
+        await node.files.progress(protocol.FileProgress(TASK, "rec/v.mp4", 100, 1000))  # the last report
+        write(writer, "rec/v.mp4", clip)  # ... and what it wrote after it
+
+    async def second_run(node, _):
+        record = await node.store.get_task(TASK)
+        node.files.register(TASK, record.request.storage, "room", record.request.output.callback_url)
+        await node.files.reconcile(await node.store.files_with_status((FileStatus.RECORDING,)))
+        await asyncio.sleep(3 * WRITER_POLL_S)
+        assert await node.status() == {"rec/v.mp4": FileStatus.RECORDING}  # not read while it is written
+        old_worker.terminate()
+        await asyncio.to_thread(old_worker.wait)
+        [file] = await node.files.wait_settled(TASK)
+        assert file.status is FileStatus.UPLOADED and not file.unsettled
+        assert file.size == len(clip) and abs(file.duration_ms - 3000) <= 1000 / FPS
+
+    try:
+        on_node(tmp_path, first_run, request(vendor=0, fmt="mp4"))
+        on_node(tmp_path, second_run)
+    finally:
+        old_worker.kill()
+        old_worker.wait()
+
+
+def test_ended_tasks_keep_no_credentials_once_their_files_are_settled(tmp_path):
+    async def scenario(node, writer):
+        await node.files.opened(opened("rec/v.mp4", "mp4"), "s", "u", "user")
+        write(writer, "rec/v.mp4", b"the recording")
+        await node.files.closed(closed("rec/v.mp4", 13))
+        await node.store.update_task(TASK, status=TaskStatus.ENDED)
+        await node.files.reconcile([])  # a restart: its upload is still pending, the credentials stay
+        assert (await node.store.get_task(TASK)).request.storage.access_key_secret == SECRET
+        await node.poll()
+        await node.files.wait_settled(TASK)
+        await node.files.reconcile([])  # the next start: ended, every file settled, nothing needs them
+        storage = (await node.store.get_task(TASK)).request.storage
+        assert (storage.access_key_id, storage.access_key_secret) == ("", "")
+
+    on_node(tmp_path, scenario, request(fmt="mp4"))

@@ -15,7 +15,7 @@ decoded) followed by the sub-resources of the query (uploads, uploadId,
 partNumber, acl, ...) sorted, ``?k=v&k2`` (no ``=`` for an empty value).
 
 Buckets are addressed path style (``http://127.0.0.1:PORT/<bucket>/<key>``),
-which is what oss2 does for an IP endpoint. Implemented: PutObject, GetObject,
+which is what oss2 does for an IP endpoint. Implemented: PutObject, GetObject (also ranged),
 HeadObject, DeleteObject, InitiateMultipartUpload, UploadPart,
 CompleteMultipartUpload (part numbers ascending, ETags checked, parts but the
 last >= 100 KiB), AbortMultipartUpload, ListMultipartUploads. Errors are OSS's
@@ -314,8 +314,22 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"ETag": f'"{stored.etag}"', "Content-Type": stored.content_type,
                        "x-oss-hash-crc64ecma": str(stored.crc64),
                        "x-oss-object-type": "Multipart" if "-" in stored.etag else "Normal"}
+            wanted = self.headers.get("Range", "")
+            if method == "GET" and wanted.startswith("bytes="):
+                return self._send_range(stored, wanted, headers)
             return self._send(200, stored.data, headers, content_length=len(stored.data))
         raise OssError(400, "NotImplemented", f"{method} with {sorted(query)} is not implemented")
+
+    def _send_range(self, stored: StoredObject, wanted: str, headers: dict[str, str]) -> None:
+        """A ranged GET with x-oss-range-behavior: standard (a start past the end is 416)."""
+        first, _, last = wanted.removeprefix("bytes=").partition("-")
+        size = len(stored.data)
+        start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        if start >= size:
+            raise OssError(416, "InvalidRange", "The requested range cannot be satisfied.")
+        headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
+        del headers["x-oss-hash-crc64ecma"]  # of the whole object, not of the part sent
+        self._send(206, stored.data[start:end + 1], headers)
 
     def _upload(self, bucket_name: str, key: str, upload_id: str) -> Upload:
         upload = self.oss.uploads.get(upload_id)

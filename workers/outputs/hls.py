@@ -4,6 +4,11 @@ Every object goes through PyAV's io_open hook: a segment is uploaded as the
 muxer writes it and is complete when the muxer closes it. While recording the
 playlist is an EVENT playlist (uploaded after each segment when asked for);
 the final one is a VOD playlist listing every segment.
+
+FFmpeg lists the last segment as the sum of its video packets' durations (the
+others by the next segment's start). A video frame's duration is known only when
+the next one comes, so each is held back until then; the last one gets its
+predecessor's. Without that, a last segment of one frame was `#EXTINF:0.000000`.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import av
 
 from workers.outputs.base import ContainerWriter
+from workers.outputs.params import VIDEO_TIME_BASE
 
 SEGMENT_EXTENSION = "ts"
 # For a file: URL FFmpeg writes a non-VOD playlist to a temp file and renames it
@@ -43,6 +49,8 @@ class HlsWriter(ContainerWriter):
 
     def _open_container(self) -> av.container.OutputContainer:
         self.playlist = b""
+        self._held: tuple[bytes, int, bool] | None = None  # the last video frame: (data, pts, keyframe)
+        self._frame_ticks = 0  # the last video frame interval
         self.segments: list[str] = []
         self._closing = False
         options = {
@@ -76,7 +84,21 @@ class HlsWriter(ContainerWriter):
             if self.on_playlist is not None:
                 self.on_playlist()
 
+    def write_video(self, data: bytes, pts: int, keyframe: bool) -> None:
+        if self._held is not None:
+            self._frame_ticks = pts - self._held[1]
+            self._write_held()
+        self._held = (data, pts, keyframe)
+
+    def _write_held(self) -> None:
+        assert self._held is not None
+        data, pts, keyframe = self._held
+        self._held = None
+        self._mux(self._video_stream, data, pts, VIDEO_TIME_BASE, keyframe, self._frame_ticks or None)
+
     def close(self) -> None:
+        if self._held is not None:
+            self._write_held()
         self._closing = True  # the last playlist goes up once, as VOD, from _finish
         super().close()
 
