@@ -24,9 +24,13 @@ async def test_stop_record_ends_at_once_with_final_files_then_events_7_1_5(twins
     await eventually(file_listed)  # the worker's FileOpened goes through its event queue
     recording = await twins.status(task_id)
     assert recording["Status"] == 2 and [f["Status"] for f in recording["RecordFiles"]] == [1]
-    file_id = recording["RecordFiles"][0]["FileId"]
+    listed = recording["RecordFiles"][0]
+    # the hosted service's shape: FileId is the bare name, FileUrl the whole location
+    assert "/" not in listed["FileId"] and listed["FileUrl"].endswith("/rec/" + listed["FileId"])
+    assert listed["VideoId"] == ""
+    key = "rec/" + listed["FileId"]  # what the worker calls the file: its object key
     for second in range(1, 30):  # a backlog of what the worker said, not yet handled
-        worker.say(protocol.FileProgress(task_id, file_id, second, second * 1000))
+        worker.say(protocol.FileProgress(task_id, key, second, second * 1000))
 
     await twins.node.stop_record(task_id)
 
@@ -40,8 +44,18 @@ async def test_stop_record_ends_at_once_with_final_files_then_events_7_1_5(twins
     await twins.until_events(task_id, [E.STOPPED_UPLOADING, E.UPLOADED, E.NORMAL_EXIT])
     uploaded = await twins.delivered(task_id, E.UPLOADED)
     assert uploaded["upload_status"] == 1 and [f["file_id"] for f in uploaded["file_info"]] == [file["FileId"]]
+    assert [(f["file_url"], f["video_id"]) for f in uploaded["file_info"]] == [(file["FileUrl"], "")]
     with pytest.raises(errors.TaskAlreadyStopped):
         await twins.node.stop_record(task_id)
+
+
+async def test_record_files_listed_while_recording_and_left_out_of_a_task_that_ended_with_none(twins):
+    """As the hosted service answers: RecordFiles is absent, not [], once a task ended without a file."""
+    task_id = await twins.node.start_record(start_request("empty-room"))
+    assert (await twins.status(task_id))["RecordFiles"] == []
+    await twins.node.stop_record(task_id)
+    stopped = await twins.status(task_id)
+    assert stopped["Status"] == 3 and "RecordFiles" not in stopped
 
 
 async def test_unknown_task_is_not_found(twins):
