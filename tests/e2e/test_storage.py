@@ -141,6 +141,18 @@ def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_
     assert entry["FileUrl"].startswith(moto_server.endpoint)  # Vendor 10: the user's own endpoint
 
 
+def test_output_folder_without_a_slash_is_a_folder(bucket_node, moto_server, s3_bucket, tmp_path):
+    """As in the hosted service `rec` means `rec/`; the probe went (and went away) there too."""
+    body = s3_body("s3-folder", moto_server, s3_bucket)
+    body["RecordOutputParams"]["OutputFolder"] = "s3-folder"
+    [task_id], _ = record(bucket_node, "s3-folder", [body], PublisherSpec(duration_s=2.0), tmp_path)
+    data, _ = stop_until_uploaded(bucket_node, task_id)
+    [entry] = data["RecordFiles"]
+    listing = moto_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="s3-folder")
+    assert [o["Key"] for o in listing["Contents"]] == [f"s3-folder/{entry['FileId']}"]
+    assert entry["FileUrl"] == f"https://{s3_bucket}.s3.us-east-1.amazonaws.com/s3-folder/{entry['FileId']}"
+
+
 def test_a_bucket_outage_loses_nothing(bucket_node, moto_server, s3_bucket, tmp_path):
     def outage(tasks):
         time.sleep(2.0)

@@ -20,7 +20,14 @@ from storage_adapters.base import (
     StorageUnavailable,
     UploadNotFound,
 )
-from storage_adapters.multipart import MIN_PART_SIZE, MultipartSink, ObjectStoreAdapter, ProbeResult, probe
+from storage_adapters.multipart import (
+    MIN_PART_SIZE,
+    PROBE_BODY,
+    MultipartSink,
+    ObjectStoreAdapter,
+    ProbeResult,
+    probe,
+)
 from storage_adapters.s3 import S3Store
 from storage_adapters.vendors import adapter_for
 
@@ -153,8 +160,20 @@ def test_url_forms(flavor, moto_server, s3_bucket):
 def test_probe_passes_and_cleans_up(adapter, moto_server, s3_bucket):
     result = probe(adapter, "folder/sub")
     assert isinstance(result, ProbeResult) and result.readable and result.deleted
-    assert result.key.startswith("folder/sub/.recnode-probe-")
+    assert result.key.startswith("folder/sub/recnode-probe-") and result.key.endswith(".txt")
     assert adapter.object_size(result.key) is None
+
+
+def test_probe_with_a_write_only_key_leaves_a_recognisable_object(flavor, moto_server, s3_bucket):
+    key_id, secret = moto_server.write_only_key
+    adapter = make_adapter(flavor, moto_server, s3_bucket, key_id=key_id, secret=secret)
+    result = probe(adapter, f"rec/{flavor}/")
+    assert isinstance(result, ProbeResult) and not result.readable and not result.deleted
+    # it stays where the task's files go, and says what it is to whoever finds it
+    assert result.key.startswith(f"rec/{flavor}/recnode-probe-") and result.key.endswith(".txt")
+    stored = moto_server.client().get_object(Bucket=s3_bucket, Key=result.key)
+    assert stored["Body"].read() == PROBE_BODY and stored["ContentType"].startswith("text/plain")
+    assert b"Safe to delete" in PROBE_BODY
 
 
 def test_missing_bucket_is_not_found(flavor, moto_server, s3_bucket):
