@@ -30,10 +30,14 @@ def bucket_node(tmp_path_factory, moto_server, s3_bucket, oss_server):
     process.stop()
 
 
+S3_PROTOCOL_VENDORS = (1, 3, 4, 7, 8, 9)  # served by the S3 adapter (and 10, at the caller's EndPoint)
+
+
 def storage_args(moto_server, oss_server):
     # Vendor 10 takes the caller's EndPoint: moto on loopback, which the operator allows here
-    return ("--storage-endpoint", f"1={moto_server.endpoint}", "--storage-endpoint", f"3={moto_server.endpoint}",
-            "--storage-endpoint", f"2={oss_server.endpoint}", "--storage-endpoint-allow", "127.0.0.0/8")
+    overrides = [arg for vendor in S3_PROTOCOL_VENDORS
+                 for arg in ("--storage-endpoint", f"{vendor}={moto_server.endpoint}")]
+    return (*overrides, "--storage-endpoint", f"2={oss_server.endpoint}", "--storage-endpoint-allow", "127.0.0.0/8")
 
 
 def s3_body(room, moto_server, bucket, fmt="mp4", stream_type=3, **storage):
@@ -114,6 +118,28 @@ def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucke
     types = [r.body["event_type"] for r in events]
     assert types.count(102) >= 1 and set(types[:-3]) == {102}
     assert all(r.signature_ok for r in events)
+
+
+# Vendor, Region and the FileUrl prefix each gets (moto stands in for every vendor's endpoint)
+VENDOR_URLS = [
+    (4, "ap-southeast-1", "https://{bucket}.s3.ap-southeast-1.qiniucs.com/"),  # Qiniu Kodo
+    (7, "ap-southeast-1", "https://{bucket}.obs.ap-southeast-1.myhuaweicloud.com/"),  # Huawei OBS
+    (8, "", "https://storage.googleapis.com/{bucket}/"),  # Google Cloud Storage
+    (9, "wuxi1", "https://eos-wuxi-1.cmecloud.cn/{bucket}/"),  # China Mobile EOS
+]
+
+
+def test_each_s3_protocol_vendor_records_into_its_bucket(bucket_node, moto_server, s3_bucket, tmp_path):
+    bodies = [s3_body("s3-vendors", moto_server, s3_bucket, Vendor=vendor, Region=region)
+              for vendor, region, _ in VENDOR_URLS]
+    for body, (vendor, _, _) in zip(bodies, VENDOR_URLS, strict=True):
+        body["RecordOutputParams"]["OutputFolder"] = f"s3-vendors/{vendor}/"
+    tasks, _ = record(bucket_node, "s3-vendors", bodies, PublisherSpec(duration_s=2.0), tmp_path)
+    for task_id, body, (_, _, url) in zip(tasks, bodies, VENDOR_URLS, strict=True):
+        data, _ = stop_until_uploaded(bucket_node, task_id)
+        [entry] = data["RecordFiles"]
+        check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+        assert entry["FileUrl"] == url.format(bucket=s3_bucket) + object_key(body, entry)
 
 
 def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_bucket, tmp_path):
