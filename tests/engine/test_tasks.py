@@ -5,7 +5,7 @@ import pytest
 
 from contract import protocol
 from contract.codes import CallbackEvent as E
-from contract.codes import QuitReason
+from contract.codes import OfferRefusal, QuitReason
 from engine import errors, models
 from tests.engine.control_plane import OFFER, eventually, start_request
 
@@ -163,3 +163,48 @@ async def test_describe_tasks_lists_active_and_ended(twins):
     ended = await twins.node.describe_tasks(models.parse_describe_tasks({"Status": 3, **window}, twins.clock.wall))
     assert [t["TaskId"] for t in active["TaskList"]] == [second]
     assert [t["TaskId"] for t in ended["TaskList"]] == [first]
+
+
+async def test_a_stream_the_worker_finds_unrecordable_ends_its_only_task_with_quit_reason_1010(twins):
+    await twins.node.publish_rtp("sps-room", "cam", "u", "u", OFFER)
+    task_id = await twins.node.start_record(start_request("sps-room"))
+    twins.supervisor.started[0].say(protocol.RecordingFailed(task_id, QuitReason.UNSUPPORTED_FORMAT, "no SPS"))
+    await twins.until_events(task_id, [E.ABNORMAL_END, E.UPLOADED])
+    assert (await twins.status(task_id))["Status"] == 4
+    assert await twins.delivered(task_id, E.ABNORMAL_END) == {"quit_reason": 1010}
+
+
+async def test_an_unrecordable_whip_offer_ends_a_task_waiting_for_it_with_quit_reason_1010(twins):
+    waiting = await twins.node.start_record(start_request("codec-room"))
+    other_stream = await twins.node.start_record(start_request("codec-room", RecordStreamList=[{"StreamId": "x"}]))
+    twins.supervisor.offer_refusal = OfferRefusal.UNSUPPORTED  # e.g. only H.265 video offered
+    with pytest.raises(errors.IngestError) as refused:
+        await twins.node.publish_whip("codec-room", "cam", "u", "u", "v=0\r\n")
+    assert refused.value.status == 406  # the publisher is told, as before
+    await twins.until_events(waiting, [E.ABNORMAL_END, E.UPLOADED])
+    assert await twins.delivered(waiting, E.ABNORMAL_END) == {"quit_reason": QuitReason.UNSUPPORTED_FORMAT}
+    ended = await twins.status(waiting)
+    assert ended["Status"] == 4 and "RecordFiles" not in ended
+    assert (await twins.status(other_stream))["Status"] == 2  # it does not record "cam"
+
+
+async def test_an_unrecordable_rtp_offer_ends_only_tasks_that_record_nothing_else(twins):
+    await twins.node.publish_rtp("mixed-room", "cam", "u", "u", OFFER)
+    recording = await twins.node.start_record(start_request("mixed-room"))
+    vp8_only = "v=0\r\nm=video 9 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n"
+    with pytest.raises(errors.IngestError) as refused:
+        await twins.node.publish_rtp("mixed-room", "screen", "u", "u", vp8_only)
+    assert refused.value.status == 400 and "offers no H264" in refused.value.reason
+    assert (await twins.status(recording))["Status"] == 2  # "cam" goes on being recorded
+    empty = await twins.node.start_record(start_request("empty-codec-room"))
+    with pytest.raises(errors.IngestError):
+        await twins.node.publish_rtp("empty-codec-room", "screen", "u", "u", vp8_only)
+    await twins.until_events(empty, [E.ABNORMAL_END, E.UPLOADED])
+    assert await twins.delivered(empty, E.ABNORMAL_END) == {"quit_reason": 1010}
+
+
+async def test_a_malformed_offer_ends_no_task(twins):
+    task_id = await twins.node.start_record(start_request("garbage-room"))
+    with pytest.raises(errors.IngestError):
+        await twins.node.publish_rtp("garbage-room", "cam", "u", "u", "hello")
+    assert (await twins.status(task_id))["Status"] == 2
