@@ -145,13 +145,15 @@ async def test_a_stream_joining_a_paused_task_starts_paused(twins):
     assert [type(r) for r in worker.requests] == [protocol.StartRecording, protocol.PauseRecording]
 
 
-async def test_a_recording_the_worker_cannot_go_on_with_ends_the_task_abnormally(twins):
+@pytest.mark.parametrize("quit_reason, why", [(QuitReason.OUT_OF_DISK_SPACE, "spool full"),
+                                               (QuitReason.UNSUPPORTED_FORMAT, "no SPS: nothing plays it")])
+async def test_a_recording_the_worker_cannot_go_on_with_ends_the_task_abnormally(twins, quit_reason, why):
     await twins.node.publish_rtp("full-room", "cam", "u", "u", OFFER)
     task_id = await twins.node.start_record(start_request("full-room"))
-    twins.supervisor.started[0].say(protocol.RecordingFailed(task_id, QuitReason.OUT_OF_DISK_SPACE, "spool full"))
+    twins.supervisor.started[0].say(protocol.RecordingFailed(task_id, quit_reason, why))
     await twins.until_events(task_id, [E.ABNORMAL_END, E.UPLOADED])
     assert (await twins.status(task_id))["Status"] == 4
-    assert await twins.delivered(task_id, E.ABNORMAL_END) == {"quit_reason": QuitReason.OUT_OF_DISK_SPACE}
+    assert await twins.delivered(task_id, E.ABNORMAL_END) == {"quit_reason": quit_reason}
 
 
 async def test_describe_tasks_lists_active_and_ended(twins):
@@ -163,15 +165,6 @@ async def test_describe_tasks_lists_active_and_ended(twins):
     ended = await twins.node.describe_tasks(models.parse_describe_tasks({"Status": 3, **window}, twins.clock.wall))
     assert [t["TaskId"] for t in active["TaskList"]] == [second]
     assert [t["TaskId"] for t in ended["TaskList"]] == [first]
-
-
-async def test_a_stream_the_worker_finds_unrecordable_ends_its_only_task_with_quit_reason_1010(twins):
-    await twins.node.publish_rtp("sps-room", "cam", "u", "u", OFFER)
-    task_id = await twins.node.start_record(start_request("sps-room"))
-    twins.supervisor.started[0].say(protocol.RecordingFailed(task_id, QuitReason.UNSUPPORTED_FORMAT, "no SPS"))
-    await twins.until_events(task_id, [E.ABNORMAL_END, E.UPLOADED])
-    assert (await twins.status(task_id))["Status"] == 4
-    assert await twins.delivered(task_id, E.ABNORMAL_END) == {"quit_reason": 1010}
 
 
 async def test_an_unrecordable_whip_offer_ends_a_task_waiting_for_it_with_quit_reason_1010(twins):

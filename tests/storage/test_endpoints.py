@@ -44,73 +44,49 @@ def sent_put(store: S3Store, key: str = "rec/a_VA.mp4") -> tuple[str, str]:
     return request.url, scope.group(1)
 
 
-# (Vendor, Region, EndPoint, Bucket) -> (request URL, region signed for, FileUrl)
+# Vendor, Region, EndPoint, Bucket -> the URL requests go to (also the FileUrl), the region they are signed for
 CASES = [
     # 3 Tencent COS: cos.<Region>.myqcloud.com, bucket in the host name
-    ((3, "ap-shanghai", "", "media-1250000000"),
-     ("https://media-1250000000.cos.ap-shanghai.myqcloud.com/rec/a_VA.mp4", "ap-shanghai",
-      "https://media-1250000000.cos.ap-shanghai.myqcloud.com/rec/a_VA.mp4")),
+    (3, "ap-shanghai", "", "media-1250000000", "https://media-1250000000.cos.ap-shanghai.myqcloud.com", "ap-shanghai"),
     # 4 Qiniu Kodo: s3.<Region>.qiniucs.com (path or virtual-hosted; virtual, as its URLs are)
-    ((4, "cn-east-1", "", "media"),
-     ("https://media.s3.cn-east-1.qiniucs.com/rec/a_VA.mp4", "cn-east-1",
-      "https://media.s3.cn-east-1.qiniucs.com/rec/a_VA.mp4")),
-    ((4, "z2", "", "media"),  # Kodo's zone id for South China
-     ("https://media.s3.cn-south-1.qiniucs.com/rec/a_VA.mp4", "cn-south-1",
-      "https://media.s3.cn-south-1.qiniucs.com/rec/a_VA.mp4")),
+    (4, "cn-east-1", "", "media", "https://media.s3.cn-east-1.qiniucs.com", "cn-east-1"),
+    (4, "z2", "", "media", "https://media.s3.cn-south-1.qiniucs.com", "cn-south-1"),  # Kodo's zone id, South China
     # 7 Huawei OBS: obs.<Region>.myhuaweicloud.com, bucket in the host name
-    ((7, "cn-north-4", "", "media"),
-     ("https://media.obs.cn-north-4.myhuaweicloud.com/rec/a_VA.mp4", "cn-north-4",
-      "https://media.obs.cn-north-4.myhuaweicloud.com/rec/a_VA.mp4")),
-    ((7, "eu-west-101", "obs.eu-west-101.myhuaweicloud.eu", "media"),  # EndPoint: a domain the pattern lacks
-     ("https://media.obs.eu-west-101.myhuaweicloud.eu/rec/a_VA.mp4", "eu-west-101",
-      "https://media.obs.eu-west-101.myhuaweicloud.eu/rec/a_VA.mp4")),
-    ((7, "cn-north-4", "", "my.media"),  # a dotted bucket: by path (TLS wildcards cover one label)
-     ("https://obs.cn-north-4.myhuaweicloud.com/my.media/rec/a_VA.mp4", "cn-north-4",
-      "https://obs.cn-north-4.myhuaweicloud.com/my.media/rec/a_VA.mp4")),
+    (7, "cn-north-4", "", "media", "https://media.obs.cn-north-4.myhuaweicloud.com", "cn-north-4"),
+    # EndPoint: a domain the pattern lacks
+    (7, "eu-west-101", "obs.eu-west-101.myhuaweicloud.eu", "media",
+     "https://media.obs.eu-west-101.myhuaweicloud.eu", "eu-west-101"),
+    # a dotted bucket: by path (a TLS wildcard covers one label)
+    (7, "cn-north-4", "", "my.media", "https://obs.cn-north-4.myhuaweicloud.com/my.media", "cn-north-4"),
     # 8 Google Cloud Storage: its XML API, HMAC keys, scope `auto`
-    ((8, "", "", "media"),
-     ("https://storage.googleapis.com/media/rec/a_VA.mp4", "auto",
-      "https://storage.googleapis.com/media/rec/a_VA.mp4")),
-    ((8, "us-central1", "", "media"),
-     ("https://storage.googleapis.com/media/rec/a_VA.mp4", "auto",
-      "https://storage.googleapis.com/media/rec/a_VA.mp4")),
+    (8, "", "", "media", "https://storage.googleapis.com/media", "auto"),
+    (8, "us-central1", "", "media", "https://storage.googleapis.com/media", "auto"),
     # 9 China Mobile EOS: eos-<Region>.cmecloud.cn, by path
-    ((9, "wuxi1", "", "media"),  # EOS's location name
-     ("https://eos-wuxi-1.cmecloud.cn/media/rec/a_VA.mp4", "us-east-1",
-      "https://eos-wuxi-1.cmecloud.cn/media/rec/a_VA.mp4")),
-    ((9, "eos-beijing-2", "", "media"),
-     ("https://eos-beijing-2.cmecloud.cn/media/rec/a_VA.mp4", "us-east-1",
-      "https://eos-beijing-2.cmecloud.cn/media/rec/a_VA.mp4")),
-    ((9, "yunnan", "", "media"),
-     ("https://eos-yunnan.cmecloud.cn/media/rec/a_VA.mp4", "us-east-1",
-      "https://eos-yunnan.cmecloud.cn/media/rec/a_VA.mp4")),
+    (9, "wuxi1", "", "media", "https://eos-wuxi-1.cmecloud.cn/media", "us-east-1"),  # EOS's location name
+    (9, "eos-beijing-2", "", "media", "https://eos-beijing-2.cmecloud.cn/media", "us-east-1"),
+    (9, "yunnan", "", "media", "https://eos-yunnan.cmecloud.cn/media", "us-east-1"),
     # 10 on OSS (the hosted service's example: Region oss-...): virtual-hosted, which OSS requires
-    ((10, "oss-cn-hangzhou", "https://oss-cn-hangzhou.aliyuncs.com", "media"),
-     ("https://media.oss-cn-hangzhou.aliyuncs.com/rec/a_VA.mp4", "oss-cn-hangzhou",
-      "https://media.oss-cn-hangzhou.aliyuncs.com/rec/a_VA.mp4")),
-    ((10, "", "s3.oss-cn-beijing.aliyuncs.com", "media"),  # by its domain alone
-     ("https://media.s3.oss-cn-beijing.aliyuncs.com/rec/a_VA.mp4", "us-east-1",
-      "https://media.s3.oss-cn-beijing.aliyuncs.com/rec/a_VA.mp4")),
-    ((10, "oss-cn-shanghai", "https://gateway.example.com", "media"),  # by its Region alone
-     ("https://media.gateway.example.com/rec/a_VA.mp4", "oss-cn-shanghai",
-      "https://media.gateway.example.com/rec/a_VA.mp4")),
-    ((10, "", "https://cos.ap-guangzhou.myqcloud.com", "media-1250000000"),  # COS through Vendor 10
-     ("https://media-1250000000.cos.ap-guangzhou.myqcloud.com/rec/a_VA.mp4", "us-east-1",
-      "https://media-1250000000.cos.ap-guangzhou.myqcloud.com/rec/a_VA.mp4")),
+    (10, "oss-cn-hangzhou", "https://oss-cn-hangzhou.aliyuncs.com", "media",
+     "https://media.oss-cn-hangzhou.aliyuncs.com", "oss-cn-hangzhou"),
+    # by its domain alone
+    (10, "", "s3.oss-cn-beijing.aliyuncs.com", "media", "https://media.s3.oss-cn-beijing.aliyuncs.com", "us-east-1"),
+    # by its Region alone
+    (10, "oss-cn-shanghai", "https://gateway.example.com", "media", "https://media.gateway.example.com",
+     "oss-cn-shanghai"),
+    # COS through Vendor 10
+    (10, "", "https://cos.ap-guangzhou.myqcloud.com", "media-1250000000",
+     "https://media-1250000000.cos.ap-guangzhou.myqcloud.com", "us-east-1"),
     # 10 anywhere else: by path (MinIO, Ceph and most gateways know no bucket host names)
-    ((10, "", "https://minio.example.com:9000", "media"),
-     ("https://minio.example.com:9000/media/rec/a_VA.mp4", "us-east-1",
-      "https://minio.example.com:9000/media/rec/a_VA.mp4")),
+    (10, "", "https://minio.example.com:9000", "media", "https://minio.example.com:9000/media", "us-east-1"),
 ]
 
 
-@pytest.mark.parametrize("given, expected", CASES, ids=[f"{g[0]}-{g[1] or g[2]}-{g[3]}" for g, _ in CASES])
-def test_each_vendor_region_and_endpoint(given, expected):
-    vendor, region, endpoint, bucket = given
-    url, signed_for, file_url = expected
+@pytest.mark.parametrize("vendor, region, endpoint, bucket, bucket_url, signed_for", CASES,
+                         ids=[f"{c[0]}-{c[1] or c[2]}-{c[3]}" for c in CASES])
+def test_each_vendor_region_and_endpoint(vendor, region, endpoint, bucket, bucket_url, signed_for):
     store = store_for(vendor, region, endpoint, bucket)
-    assert sent_put(store) == (url, signed_for)
-    assert store.url("rec/a_VA.mp4") == file_url
+    assert sent_put(store, "rec/a_VA.mp4") == (bucket_url + "/rec/a_VA.mp4", signed_for)
+    assert store.url("rec/a_VA.mp4") == bucket_url + "/rec/a_VA.mp4"  # FileUrl: where it was put
     # none of them takes boto3's default trailing checksums
     assert store._s3.meta.config.request_checksum_calculation == "when_required"
 
