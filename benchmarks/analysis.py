@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import MAX_DISK_LAG_S, MAX_PUBLISHER_LATENESS_S, MAX_RELEASE_DELAY_S, Storage
+from benchmarks.config import MAIN_FOLDER, MAX_DISK_LAG_S, MAX_PUBLISHER_LATENESS_S, MAX_RELEASE_DELAY_S, Storage
 from benchmarks.percentiles import distribution
 from benchmarks.procs import Pinning
 
@@ -60,7 +60,7 @@ def decode_files(streams: list, storage: Storage, node, files_dir: Path, pinning
     jobs: list[tuple[Any, str, str]] = []  # (stream, role, path)
     for s in streams:
         for entry in s.main_durable["files"]:
-            jobs.append((s, "node", str(storage.fetch(node, entry["FileId"], files_dir))))
+            jobs.append((s, "node", str(storage.fetch(node, MAIN_FOLDER + entry["FileId"], files_dir))))
         if s.ff is not None:
             jobs.append((s, "ffmpeg", str(s.ff.output)))
     all_cpus = set(range(os.cpu_count() or 1))

@@ -19,6 +19,9 @@ LOOP_CLIP_S = 60  # longer runs repeat a clip this long (a whole number of GOPs 
 MAX_RELEASE_DELAY_S = 0.3  # the jitter buffer waits 250 ms at most for a lost packet
 MAX_DISK_LAG_S = 2.5  # fragments are cut at least every second (+ one GOP boundary + jitter)
 MAX_PUBLISHER_LATENESS_S = 0.2  # beyond this the load generator, not the node, is the problem
+# OutputFolder of the tasks: a file's object key is its folder then its FileId
+MAIN_FOLDER = "main/"
+PROBE_FOLDER = "probe/"
 
 
 @dataclass

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from benchmarks.analysis import decode_files, level_summary, stream_result
-from benchmarks.config import LEAD_IN_S, TAIL_S, BenchConfig, Storage
+from benchmarks.config import LEAD_IN_S, MAIN_FOLDER, PROBE_FOLDER, TAIL_S, BenchConfig, Storage
 from benchmarks.ffmpeg_ref import FfmpegRemux
 from benchmarks.mp4scan import FragmentScanner
-from benchmarks.node_calls import stop_until_durable, stream_stats, task_file_id
+from benchmarks.node_calls import stop_until_durable, stream_stats, task_object_key
 from benchmarks.percentiles import distribution
 from benchmarks.procs import Pinning
 from benchmarks.publishers import Announced, PublisherKind, RtpPublisher
@@ -124,7 +124,7 @@ class Level:
         for s in self.streams:
             s.announced = self.kind.announce(self.node, s.room, s.stream_id, base)
             s.location, s.spec = s.announced.location, s.announced.spec
-            s.main_task = self.node.ok("StartRecord", self.storage.body(s.room, "main/"))["TaskId"]
+            s.main_task = self.node.ok("StartRecord", self.storage.body(s.room, MAIN_FOLDER))["TaskId"]
 
     def prepare_ffmpeg(self) -> None:
         low, _ = free_udp_range(4 * self.n)
@@ -183,13 +183,13 @@ class Level:
         """StartRecord while the stream is live -> first video frame on disk."""
         time.sleep(self.rng.uniform(0, self.cfg.gop_s))  # a random point of the GOP
         began = time.monotonic()
-        task_id = self.node.ok("StartRecord", self.storage.body(s.room, "probe/"))["TaskId"]
+        task_id = self.node.ok("StartRecord", self.storage.body(s.room, PROBE_FOLDER))["TaskId"]
         s.probe_start_api_s = round(time.monotonic() - began, 4)
         scanner = None
         deadline = began + 15
         while time.monotonic() < deadline:
             if scanner is None:
-                file_id = task_file_id(self.node, task_id)
+                file_id = task_object_key(self.node, task_id, PROBE_FOLDER)
                 path = file_id and self.storage.local_path(self.node, file_id)
                 scanner = FragmentScanner(path) if path else None
                 if scanner is None:

@@ -25,9 +25,10 @@ def stop_until_durable(node: NodeProcess, task_id: str, timeout: float = 120) ->
         time.sleep(0.02)
 
 
-def task_file_id(node: NodeProcess, task_id: str) -> str | None:
+def task_object_key(node: NodeProcess, task_id: str, folder: str) -> str | None:
+    """The object key of the task's first file: its OutputFolder, then its FileId."""
     files = node.ok("DescribeRecordStatus", {"TaskId": task_id}).get("RecordFiles") or []
-    return files[0]["FileId"] if files else None
+    return folder + files[0]["FileId"] if files else None
 
 
 def stream_stats(node: NodeProcess, location: str) -> dict:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import psutil
 
-from benchmarks.config import BenchConfig, Storage
+from benchmarks.config import MAIN_FOLDER, BenchConfig, Storage
 from benchmarks.mp4scan import FragmentScanner
-from benchmarks.node_calls import task_file_id
+from benchmarks.node_calls import task_object_key
 from benchmarks.procs import CpuWindow, Pinning, memory
 from testkit.node import NodeProcess
 
@@ -37,7 +37,7 @@ class Window:
         worst = 0.0
         for s in self.streams:
             if s.scanner is None:
-                file_id = task_file_id(self.node, s.main_task)
+                file_id = task_object_key(self.node, s.main_task, MAIN_FOLDER)
                 path = file_id and self.storage.local_path(self.node, file_id)
                 if not path:
                     continue

@@ -21,6 +21,8 @@ from engine.rooms import PublishedStream
 
 log = structlog.get_logger("api")
 
+SUCCEED = "succeed"  # the hosted service's Message for Code 0
+
 
 class RecordingService(Protocol):
     """All the HTTP API needs of the node (engine.node.RecordingNode)."""
@@ -156,7 +158,7 @@ class Api:
             bound.exception("api_internal_error")
             return envelope(errors.api_code(errors.InternalError()), "internal error", request_id)
         bound.info("api_ok")
-        return envelope(0, "success", request_id, data)
+        return envelope(0, SUCCEED, request_id, data)
 
     async def start_record(self, body: Any) -> dict:
         task_id = await self.node.start_record(models.parse_start_record(body, self.limits))

@@ -29,11 +29,9 @@ OUTPUT_FILE_RULE_DEFAULT = 1
 DESCRIBE_PAGE_SIZE_DEFAULT = 50
 DESCRIBE_PAGE_SIZE_RANGE = (1, 50)
 DESCRIBE_WINDOW_MS = 3 * 24 * 3600 * 1000
-# OutputFolder is a key prefix: each folder in it is a directory on the node's
-# disk (255 bytes a name), and its part after the last '/' begins every file's
-# name, which workers/naming.py keeps within 255 bytes by cutting identifiers.
+# OutputFolder is a folder (a trailing '/' implied): each folder in it is a
+# directory on the node's disk, 255 bytes a name.
 OUTPUT_FOLDER_SEGMENT_MAX_BYTES = 255
-OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES = 128
 
 # Node
 HTTP_HOST = "127.0.0.1"

@@ -83,7 +83,7 @@ async def run_demo() -> int:
                     tasks[(fmt, stream_type)] = (await call("StartRecord", {
                         "RoomId": "demo-room",
                         "RecordInputParams": {"RecordMode": 1, "StreamType": stream_type},
-                        "RecordOutputParams": {"OutputFileFormat": fmt, "OutputFolder": f"{fmt}-st{stream_type}/",
+                        "RecordOutputParams": {"OutputFileFormat": fmt, "OutputFolder": f"{fmt}-st{stream_type}",
                                                "FragmentSeconds": 2},
                         "StorageParams": {"Vendor": 0, "Bucket": "demo"},
                     }))["TaskId"]
@@ -94,10 +94,11 @@ async def run_demo() -> int:
             for (fmt, stream_type), task_id in tasks.items():
                 await call("StopRecord", {"TaskId": task_id})
                 status = await call("DescribeRecordStatus", {"TaskId": task_id})
-                for entry in status["RecordFiles"]:
-                    path = data_dir / "storage" / "demo" / entry["FileId"]
+                folder = f"{fmt}-st{stream_type}"
+                for entry in status.get("RecordFiles", []):
+                    name = entry["FileId"]  # the file's name; it is in the task's OutputFolder
+                    path = data_dir / "storage" / "demo" / folder / name
                     codecs, frames = await asyncio.to_thread(describe_file, path)
-                    folder, name = entry["FileId"].split("/", 1)
                     short = f"{folder}/..._{name.rsplit('_', 2)[-2]}_{name.rsplit('_', 1)[-1]}"
                     rows.append((f"{fmt} StreamType {stream_type}", short, entry["FileSize"], entry["Duration"],
                                  codecs, frames))

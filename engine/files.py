@@ -20,7 +20,7 @@ import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent
-from engine import checks, defaults, models, settle
+from engine import checks, defaults, models, settle, views
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
@@ -256,7 +256,7 @@ class FileBook:
             return
         room_id, url = self._tasks[file.task_id]
         await self._emit(file.task_id, room_id, url, CallbackEvent.PLAYLIST_UPLOADED, "hls playlist uploaded",
-                         {"stream_id": file.stream_id, "file_id": file.file_id, "file_url": file.file_url,
+                         {"stream_id": file.stream_id, "file_id": views.file_name(file), "file_url": file.file_url,
                           "media_track_type": file.media_track_type})
 
     async def reconcile(self, files: list[FileRecord]) -> None:

@@ -17,7 +17,6 @@ from engine.errors import BodyUnreadable, InvalidParameter
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9~!@#$%^&*()_+=\-`;',.<>/\\]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_TASK_ID = re.compile(r"^[A-Za-z0-9]{%d}$" % defaults.TASK_ID_LENGTH)
 
 MISSING: Any = object()
 
@@ -120,9 +119,11 @@ def check_identifier(value: Any, name: str) -> str:
 
 
 def check_task_id(fields: Fields) -> str:
+    """Any 16 characters: the hosted service's ids also hold '-' and '_' (e.g.
+    `YRHu6-E4IyvEAAAD`), and one that names no task is 300001000, not malformed."""
     value = fields.string("TaskId", max_len=64)
-    if not _TASK_ID.match(value):
-        raise InvalidParameter("TaskId must be 16 letters or digits")
+    if len(value) != defaults.TASK_ID_LENGTH:
+        raise InvalidParameter(f"TaskId must be {defaults.TASK_ID_LENGTH} characters")
     return value
 
 
@@ -196,20 +197,21 @@ class Limits:
 
 
 def parse_output_folder(value: str, name: str) -> str:
+    """OutputFolder as a folder: "" (the bucket's root) or segments each ending in
+    '/'. A trailing '/' is implied, as in the hosted service (`rec` is `rec/`)."""
     folder = value.lstrip("/")
     if "\\" in folder:
         raise InvalidParameter(f"{name} must not contain backslashes")
-    if any(part in (".", "..") for part in folder.split("/")):
+    if folder and not folder.endswith("/"):
+        folder += "/"
+    segments = folder.split("/")[:-1]
+    if any(part in (".", "..") for part in segments):
         raise InvalidParameter(f"{name} must not contain '.' or '..' segments")
-    if "//" in folder:
+    if "" in segments:
         raise InvalidParameter(f"{name} must not contain empty segments")
-    *segments, name_prefix = folder.split("/")
     if any(len(segment.encode()) > defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES for segment in segments):
         raise InvalidParameter(f"{name}: a folder name is longer than "
                                f"{defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES} bytes")
-    if len(name_prefix.encode()) > defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES:
-        raise InvalidParameter(f"{name}: the part after the last '/' (it prefixes file names) is longer than "
-                               f"{defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES} bytes")
     return folder
 
 
@@ -228,6 +230,8 @@ def parse_callback_url(value: str, name: str) -> str:
         port_ok = False
     if not port_ok:
         raise InvalidParameter(f"{name} port must be a number from 1 to 65535")
+    if not value.isascii():  # HTTP clients send user info and host as Latin-1/IDNA: a URL must be encoded
+        raise InvalidParameter(f"{name} must be an ASCII URL (percent-encode or punycode what is not)")
     return value
 
 
@@ -260,6 +264,7 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
     if output_format not in defaults.OUTPUT_FILE_FORMATS:
         raise InvalidParameter(
             f"RecordOutputParams.OutputFileFormat must be one of {', '.join(defaults.OUTPUT_FILE_FORMATS)}")
+    realtime_upload_fragment = out.boolean("RealtimeUploadFragment", False)
     record_output = RecordOutput(
         output_format=output_format,
         output_folder=parse_output_folder(out.string("OutputFolder", "", max_len=512),
@@ -267,8 +272,9 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
         file_rule=out.integer("OutputFileRule", defaults.OUTPUT_FILE_RULE_DEFAULT, choices=(1,)),
         fragment_seconds=out.integer("FragmentSeconds", defaults.FRAGMENT_SECONDS_DEFAULT,
                                      lo=defaults.FRAGMENT_SECONDS_RANGE[0], hi=defaults.FRAGMENT_SECONDS_RANGE[1]),
-        realtime_upload_fragment=out.boolean("RealtimeUploadFragment", False),
-        short_fragment_path=out.boolean("ShortFragmentPath", False),
+        realtime_upload_fragment=realtime_upload_fragment,
+        # as in the hosted service, bare segment names only with playlists uploaded while recording
+        short_fragment_path=out.boolean("ShortFragmentPath", False) and realtime_upload_fragment,
         callback_url=parse_callback_url(out.string("CallbackUrl", "", max_len=2048),
                                         "RecordOutputParams.CallbackUrl"),
     )
@@ -297,7 +303,7 @@ def parse_describe_tasks(body: Any, now_ms: int) -> DescribeTasksRequest:
     top = Fields(body)
     status = top.integer("Status", choices=(2, 3))
     room_id = top.identifier("RoomId", None)
-    page_offset = top.integer("PageOffset", 1, lo=1, hi=2**31 - 1)
+    page_offset = top.integer("PageOffset", 1, lo=0, hi=2**31 - 1) or 1  # 0 means 1, as in the hosted service
     page_size = top.integer("PageSize", defaults.DESCRIBE_PAGE_SIZE_DEFAULT,
                             lo=defaults.DESCRIBE_PAGE_SIZE_RANGE[0], hi=defaults.DESCRIBE_PAGE_SIZE_RANGE[1])
     end_ms = top.integer("EndTime", now_ms, lo=0, hi=2**53)

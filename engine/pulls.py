@@ -83,14 +83,17 @@ def parse_pull(room_id: str, stream_id: str, user_id: str, body: Any) -> PullReq
         raise errors.InvalidParameter("Kind must be whep or rtsp")
     kind = InputKind(kind_name)
     url = fields.string("Url", max_len=MAX_URL_BYTES, allow_empty=False)
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise errors.InvalidParameter("Url is not a valid URL") from None
     if parts.scheme.lower() not in URL_SCHEMES[kind]:
         raise errors.InvalidParameter(f"Url must be a {' or '.join(URL_SCHEMES[kind])} URL for Kind {kind_name}")
     try:
         host = parts.hostname
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
-        raise errors.InvalidParameter("Url has an invalid port") from None
+        raise errors.InvalidParameter("Url has an invalid host or port") from None
     if not host:
         raise errors.InvalidParameter("Url has no host")
     token = fields.string("BearerToken", "", max_len=4096)

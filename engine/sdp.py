@@ -33,8 +33,12 @@ class SdpError(ValueError):
     """The offer is malformed or asks for what the node does not record."""
 
 
-def _bad(reason: str, line: str) -> SdpError:
-    return SdpError(f"{reason} (line {sdes.shown(line)[:120]!r})")
+class UnsupportedMedia(SdpError):
+    """A well-formed offer of media the node cannot record (a codec, a kind of media)."""
+
+
+def _bad(reason: str, line: str, kind: type[SdpError] = SdpError) -> SdpError:
+    return kind(f"{reason} (line {sdes.shown(line)[:120]!r})")
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ def _choose_codec(section: _Section, kind: MediaKind) -> tuple[int, str, int, in
             raise _bad(f"payload type {pt} collides with RTCP packet types (RFC 5761 4): use 96-127", line)
         return pt, codec, rate, channels, line
     wanted = "H264" if kind is MediaKind.VIDEO else "opus"
-    raise _bad(f"the {kind} m-line offers no {wanted} payload type (rtpmap)", section.line)
+    raise _bad(f"the {kind} m-line offers no {wanted} payload type (rtpmap)", section.line, UnsupportedMedia)
 
 
 def _srtp(section: _Section, index: int, secret: bytes, require_srtp: bool) -> tuple[sdes.Crypto | None, bytes]:
@@ -216,7 +220,7 @@ def parse_rtp_offer(text: str, *, answer_key_secret: bytes = b"", require_srtp: 
     tags: list[int | None] = []
     for index, section in enumerate(_sections(text)):
         if section.kind not in ("audio", "video"):
-            raise _bad(f"unsupported media {section.kind!r}: audio and video only", section.line)
+            raise _bad(f"unsupported media {section.kind!r}: audio and video only", section.line, UnsupportedMedia)
         kind = MediaKind(section.kind)
         if section.direction in ("recvonly", "inactive"):
             raise _bad(f"the {kind} m-line is {section.direction}: a publisher's offer sends media", section.line)
@@ -229,7 +233,7 @@ def parse_rtp_offer(text: str, *, answer_key_secret: bytes = b"", require_srtp: 
             params = dict((k.lower(), v) for k, v in fmtp)
             mode = params.get("packetization-mode", "0")
             if mode not in ("0", "1"):
-                raise _bad(f"H264 packetization-mode {mode} is not supported (0 or 1)", fmtp_line)
+                raise _bad(f"H264 packetization-mode {mode} is not supported (0 or 1)", fmtp_line, UnsupportedMedia)
             if params.get("sprop-parameter-sets"):
                 _check_sprop(params["sprop-parameter-sets"], fmtp_line)
         crypto, local_key = _srtp(section, index, answer_key_secret, require_srtp)

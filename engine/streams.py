@@ -26,7 +26,7 @@ from engine.config import NodeConfig
 from engine.events import OnEvent, OnExit, WorkerEvents, WorkerExited, WorkerMessage
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms, StreamWorker
-from engine.sdp import RtpOffer, SdpError, parse_rtp_offer, rtp_answer
+from engine.sdp import RtpOffer, SdpError, UnsupportedMedia, parse_rtp_offer, rtp_answer
 from engine.store import AsyncStore, StreamRecord
 from engine.supervisor import WorkerGone, WorkerStartError
 from engine.tasks import TaskManager
@@ -128,6 +128,8 @@ class StreamRegistry:
                     await worker.stop()
                 refusal = reply.payload.refusal if isinstance(reply.payload, protocol.OfferRefused) \
                     else OfferRefusal.FAILED
+                if refusal is OfferRefusal.UNSUPPORTED:
+                    await self._tasks.stream_unsupported(room_id, stream_id, reply.error)
                 raise errors.IngestError(int(refusal), f"offer not accepted: {reply.error}",
                                          retry_after=RETRY_AFTER_S if refusal is OfferRefusal.FAILED else None)
             answer, tracks = reply.payload.answer, reply.payload.tracks
@@ -151,6 +153,8 @@ class StreamRegistry:
         try:
             offer = self._parse_offer(sdp_text, announcer)
         except SdpError as error:
+            if isinstance(error, UnsupportedMedia):
+                await self._tasks.stream_unsupported(room_id, stream_id, str(error))
             raise errors.IngestError(400, f"bad SDP offer: {error}") from None
         self._publishing.add(key)
         try:

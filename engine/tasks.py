@@ -218,6 +218,19 @@ class TaskManager:
                 stop.append(task.task_id)
         return keep, stop
 
+    async def stream_unsupported(self, room_id: str, stream_id: str, reason: str) -> None:
+        """A publisher offered media the node cannot record, and was refused. A task that
+        would record the stream and records nothing else ends as unsupported media
+        (quit_reason 1010); one that records other streams goes on without it."""
+        for task in [t for t in self._active.values() if t.record.room_id == room_id]:
+            listed = task.record.request.input.record_streams
+            if listed and stream_id not in listed:
+                continue
+            log.warning("stream_unsupported", task_id=task.task_id, room_id=room_id, stream_id=stream_id,
+                        reason=reason, task_ends=not task.streams)
+            if not task.streams:
+                await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, QuitReason.UNSUPPORTED_FORMAT)
+
     def keeps_open(self, room_id: str, stream_id: str) -> bool:
         """Whether a task still holds a recording of this (departed) stream open."""
         return any(t.record.room_id == room_id and stream_id in t.streams for t in self._active.values())

@@ -1,4 +1,4 @@
-"""How tasks and files look in API answers and callbacks."""
+"""How tasks and files look in API answers and callbacks, in the hosted service's shapes."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import re
 
 from engine.store import FileRecord, TaskRecord
 
+# OutputFileFormat of tasks that take pictures: the hosted service lists no RecordFiles for them
+SNAPSHOT_FORMATS = ("jpg",)
+
 
 def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
-    """DescribeRecordStatus's Data."""
-    return {
+    """DescribeRecordStatus's Data. RecordFiles is left out, as the hosted service
+    does, for a snapshot task and for a task that ended without recording a file."""
+    data = {
         "TaskId": record.task_id,
         "RoomId": record.room_id,
         "RecordMode": record.request.input.record_mode,
@@ -17,8 +21,12 @@ def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
         "Status": int(record.status),
         "RecordBeginTimestamp": record.begin_ms or 0,
         "RecordEndTimestamp": record.end_ms or 0,
-        "RecordFiles": [file_view(f) for f in files],
     }
+    snapshots = record.request.output.output_format in SNAPSHOT_FORMATS
+    ended_empty = not files and record.status.terminal
+    if not (snapshots or ended_empty):
+        data["RecordFiles"] = [file_view(f) for f in files]
+    return data
 
 
 def task_page(page_offset: int, page_size: int, total: int, records: list[TaskRecord]) -> dict:
@@ -32,6 +40,13 @@ def task_page(page_offset: int, page_size: int, total: int, records: list[TaskRe
     }
 
 
+def file_name(file: FileRecord) -> str:
+    """FileId: the file's name by OutputFileRule, without OutputFolder. The store keys
+    files by their whole object key; names never hold a '/' (identifiers in them are
+    percent-encoded), so the name is the key's last segment."""
+    return file.file_id.rsplit("/", 1)[-1]
+
+
 def file_info(file: FileRecord) -> dict:
     """A file as callbacks carry it: the RecordFiles fields in snake_case."""
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in file_view(file).items()}
@@ -42,8 +57,9 @@ def file_view(file: FileRecord) -> dict:
         "UserId": file.user_id,
         "UserName": file.user_name,
         "StreamId": file.stream_id,
-        "FileId": file.file_id,
+        "FileId": file_name(file),
         "FileUrl": file.file_url,
+        "VideoId": "",  # set by VOD vendors (5, 6) only, which this node does not serve
         "OutputFileFormat": file.output_format,
         "FileSize": file.size,
         "Duration": file.duration_ms,
@@ -53,4 +69,3 @@ def file_view(file: FileRecord) -> dict:
         "BeginTimestamp": file.begin_ms,
         "Status": int(file.status),
     }
-

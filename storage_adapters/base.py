@@ -166,6 +166,7 @@ _CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
     ".jpg": "image/jpeg",
     ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
 }
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -203,7 +204,11 @@ class ObjectStoreAdapter(StorageAdapter):
         return f"{type(self).__name__}({self.store!r})"
 
 
-PROBE_BODY = b"recnode storage probe: safe to delete\n"
+# StartRecord's probe object: named and worded so that one left behind (a write-only
+# key may not delete it) says what it is to whoever finds it in the bucket.
+PROBE_NAME_PREFIX = "recnode-probe-"
+PROBE_BODY = (b"Written by recnode (a self-hosted cloud recording node) when a recording task started,\n"
+              b"to check that it can write to this folder. Safe to delete.\n")
 
 
 @dataclass(frozen=True)
@@ -213,22 +218,31 @@ class ProbeResult:
     deleted: bool    # the probe object was removed again
 
 
+def probe_key(folder: str, now: float | None = None) -> str:
+    """`<folder>recnode-probe-<UTC time>-<random>.txt`: in the folder the task's files
+    go to (a trailing '/' implied), so it tests the very prefix they are written under."""
+    if folder and not folder.endswith("/"):
+        folder += "/"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return check_key(f"{folder}{PROBE_NAME_PREFIX}{stamp}-{secrets.token_hex(4)}.txt")
+
+
 def probe(target: StorageAdapter | ObjectStore, prefix: str = "") -> ProbeResult | None:
-    """Check that the bucket is reachable and writable: put a small object under
-    `prefix` (the task's OutputFolder), read its size back, delete it.
+    """Check that the bucket is reachable and writable: put a small object in the
+    folder `prefix` (the task's OutputFolder), read its size back, delete it.
 
     The put decides: its translated StorageError (StorageAccessDenied for a wrong
     key or secret, StorageNotFound for a missing bucket, StorageUnavailable for an
     unreachable endpoint) is raised. A write-only key (head or delete denied) is
-    accepted: the result says what was not allowed, and the probe object stays.
-    Adapters that are not object stores (the node's disk) are not probed: None.
+    accepted: the object is deleted if the key allows that even when it may not
+    read it, and the result says what was not allowed (a probe object that stays
+    is logged with its key). Adapters that are not object stores (the node's disk)
+    are not probed: None.
     """
     store = target.store if isinstance(target, ObjectStoreAdapter) else target
     if not isinstance(store, ObjectStore):
         return None
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    key = check_key(f"{prefix}.recnode-probe-{secrets.token_hex(8)}")
+    key = probe_key(prefix)
     store.put(key, PROBE_BODY)
     readable = deleted = True
     try:
@@ -243,4 +257,5 @@ def probe(target: StorageAdapter | ObjectStore, prefix: str = "") -> ProbeResult
         store.delete(key)
     except StorageAccessDenied:
         deleted = False
+        log.warning("the key may not delete StartRecord's probe object: %s keeps %r", store.name, key)
     return ProbeResult(key, readable, deleted)

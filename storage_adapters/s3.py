@@ -1,12 +1,17 @@
-"""Vendor 1 Amazon S3, Vendor 10 any S3-protocol service, Vendor 3 Tencent COS
-(through its S3-compatible endpoint), all with boto3.
+"""Vendor 1 Amazon S3, Vendor 10 any S3-protocol service, and Vendors 3 (Tencent
+COS), 4 (Qiniu Kodo), 7 (Huawei OBS), 8 (Google Cloud Storage) and 9 (China
+Mobile EOS) through their S3 endpoints, all with boto3.
 
 Endpoints and addressing
 ------------------------
 * Vendor 1: the region's AWS endpoint (virtual-hosted addressing, boto3's
   defaults, AWS's flexible checksums). A user EndPoint replaces it.
-* Vendor 10: EndPoint is required; path-style addressing.
-* Vendor 3: ``https://cos.<Region>.myqcloud.com``, virtual-hosted addressing.
+* Vendor 10: EndPoint is required; path-style addressing, except where the
+  EndPoint needs the bucket in the host name (storage_adapters/endpoints.py:
+  an OSS or COS domain, or a Region `oss-...` as in the hosted service's example).
+* Vendors 3, 4, 7, 8, 9: the endpoint each vendor publishes for a Region, and its
+  addressing and signing region (the table in storage_adapters/endpoints.py);
+  a user EndPoint replaces the endpoint.
 * An endpoint override (a node option, per vendor, for tests and gateways)
   replaces all of these and uses path-style addressing.
 * Every endpoint that is not AWS's own gets ``request_checksum_calculation`` and
@@ -16,7 +21,10 @@ Endpoints and addressing
 FileUrl (``url()``) is the vendor's public form and never shows an override:
 ``https://<bucket>.s3.<region>.amazonaws.com/<key>`` (path-style when the bucket
 has a dot), ``<EndPoint>/<bucket>/<key>`` for Vendor 10 (and Vendor 1 with its
-own EndPoint), ``https://<bucket>.cos.<region>.myqcloud.com/<key>``.
+own EndPoint; ``https://<bucket>.<EndPoint host>/<key>`` where virtual-hosted),
+and for the other vendors their bucket URL (e.g.
+``https://<bucket>.cos.<region>.myqcloud.com/<key>``,
+``https://storage.googleapis.com/<bucket>/<key>``).
 
 Retries: one attempt per call; the node's uploader (storage_adapters/uploader.py)
 retries with backoff. Timeouts: 5 s to connect, 30 s per read.
@@ -24,9 +32,8 @@ retries with backoff. Timeouts: 5 s to connect, 30 s per read.
 
 from __future__ import annotations
 
-import re
 import threading
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as boto_errors
@@ -40,14 +47,21 @@ from storage_adapters.base import (
     StorageUnavailable,
     content_type_for,
 )
+from storage_adapters.endpoints import (
+    REGION,
+    VENDORS,
+    addressing,
+    needs_virtual_host,
+    normalize_endpoint,
+    public_prefix,
+    quote_key,
+)
 from storage_adapters.errors import VendorStore, server_error
 from storage_adapters.vendors import S3_COMPATIBLE
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 MAX_ATTEMPTS = 1  # total attempts per call: no retry in this layer
-
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 _session_lock = threading.Lock()
 _session: boto3.session.Session | None = None
@@ -61,21 +75,6 @@ def _client(**kwargs):
         if _session is None:
             _session = boto3.session.Session()
         return _session.client("s3", **kwargs)
-
-
-def normalize_endpoint(endpoint: str) -> str:
-    """`https://` added when no scheme is given; no trailing slash."""
-    endpoint = endpoint.strip().rstrip("/")
-    if "://" not in endpoint:
-        endpoint = "https://" + endpoint
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise StorageError(f"EndPoint {endpoint!r} is not an http(s) URL")
-    return endpoint
-
-
-def quote_key(key: str) -> str:
-    return quote(key, safe="/~-._")
 
 
 class S3Store(VendorStore):
@@ -184,7 +183,7 @@ class S3Store(VendorStore):
 
 
 def _check_region(region: str, vendor_name: str) -> str:
-    if not _REGION.match(region):
+    if not REGION.match(region):
         raise StorageError(f"{vendor_name}: Region {region!r} is not a region name")
     return region
 
@@ -197,9 +196,11 @@ def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3S
             raise StorageError("Vendor 10 (S3-compatible) needs EndPoint")
         endpoint = normalize_endpoint(target.endpoint)
         region = target.region.strip() or "us-east-1"
+        virtual = needs_virtual_host(endpoint, region)
+        style = "path" if endpoint_override or not virtual else "virtual"
         return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override or endpoint),
-                       addressing_style="path", aws_checksums=False,
-                       url_prefix=f"{endpoint}/{quote_key(target.bucket)}/", name="S3-compatible", **credentials)
+                       addressing_style=style, aws_checksums=False,
+                       url_prefix=public_prefix(endpoint, target.bucket, virtual), name="S3-compatible", **credentials)
     region = _check_region(target.region.strip() or "us-east-1", "Amazon S3")
     if target.endpoint:
         endpoint = normalize_endpoint(target.endpoint)
@@ -219,19 +220,10 @@ def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3S
                    name="Amazon S3", **credentials)
 
 
-def cos_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
-    """Vendor 3 (Tencent COS) through its S3-compatible endpoint."""
-    region = target.region.strip().removeprefix("cos.")
-    if not region:
-        raise StorageError("Vendor 3 (Tencent COS) needs Region, e.g. ap-guangzhou")
-    _check_region(region, "Tencent COS")
-    url_prefix = f"https://{target.bucket}.cos.{region}.myqcloud.com/"
-    if endpoint_override:
-        endpoint, style = normalize_endpoint(endpoint_override), "path"
-    elif target.endpoint:
-        endpoint, style = normalize_endpoint(target.endpoint), "virtual"
-    else:
-        endpoint, style = f"https://cos.{region}.myqcloud.com", "virtual"
-    return S3Store(target.bucket, region=region, endpoint_url=endpoint, addressing_style=style, aws_checksums=False,
-                   url_prefix=url_prefix, name="Tencent COS", access_key_id=target.access_key_id,
-                   access_key_secret=target.access_key_secret)
+def vendor_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
+    """Vendors 3, 4, 7, 8 and 9 through their S3 endpoints (storage_adapters/endpoints.py)."""
+    vendor = VENDORS[target.vendor]
+    where = addressing(vendor, target, endpoint_override)
+    return S3Store(target.bucket, region=where.region, endpoint_url=where.endpoint_url, addressing_style=where.style,
+                   aws_checksums=False, url_prefix=where.url_prefix, name=vendor.name,
+                   access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)

@@ -5,6 +5,10 @@ URL that replaces the vendor's own (a node option per vendor, for tests and
 gateways; path-style addressing there). FileUrl keeps the vendor's public form
 whatever the override. The node reaches this through its tasks' Destinations
 (storage_adapters/destination.py), never directly.
+
+Every object store is served: 0 the node's disk, 2 OSS by its own protocol, the
+others (1, 3, 4, 7, 8, 9, 10) by the S3 adapter. 5 and 6 are video-on-demand
+services, not object stores: they are refused, naming the vendor.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ LOCAL_DISK = 0
 AMAZON_S3 = 1
 ALIBABA_OSS = 2
 TENCENT_COS = 3
+QINIU_KODO = 4
+HUAWEI_OBS = 7
+GOOGLE_CLOUD_STORAGE = 8
+CHINA_MOBILE_EOS = 9
 S3_COMPATIBLE = 10
 
 VENDOR_NAMES = {
@@ -49,10 +57,10 @@ def _s3(target: StorageTarget, endpoint_override: str | None = None) -> StorageA
     return ObjectStoreAdapter(s3_store(target, endpoint_override))
 
 
-def _cos(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
-    from storage_adapters.s3 import cos_store
+def _s3_vendor(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
+    from storage_adapters.s3 import vendor_store
 
-    return ObjectStoreAdapter(cos_store(target, endpoint_override))
+    return ObjectStoreAdapter(vendor_store(target, endpoint_override))
 
 
 def _oss(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
@@ -66,7 +74,11 @@ ADAPTERS: dict[int, Callable[[StorageTarget, str | None], StorageAdapter]] = {
     LOCAL_DISK: _local,
     AMAZON_S3: _s3,
     ALIBABA_OSS: _oss,
-    TENCENT_COS: _cos,
+    TENCENT_COS: _s3_vendor,
+    QINIU_KODO: _s3_vendor,
+    HUAWEI_OBS: _s3_vendor,
+    GOOGLE_CLOUD_STORAGE: _s3_vendor,
+    CHINA_MOBILE_EOS: _s3_vendor,
     S3_COMPATIBLE: _s3,
 }
 

@@ -52,6 +52,7 @@ class MotoServer:
         self.port = 0
         self.access_key_id = "AKIDANYTHING"
         self.access_key_secret = "anything"
+        self.write_only_key: tuple[str, str] | None = None  # (id, secret) with IAM authentication on
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
 
@@ -97,6 +98,14 @@ class MotoServer:
         }))
         key = iam.create_access_key(UserName="recnode")["AccessKey"]
         self.access_key_id, self.access_key_secret = key["AccessKeyId"], key["SecretAccessKey"]
+        # a key that may only write objects (no read, no delete), as customers hand out
+        iam.create_user(UserName="recnode-writer")
+        iam.put_user_policy(UserName="recnode-writer", PolicyName="s3-put", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}],
+        }))
+        writer = iam.create_access_key(UserName="recnode-writer")["AccessKey"]
+        self.write_only_key = (writer["AccessKeyId"], writer["SecretAccessKey"])
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "application/octet-stream"})
         with urllib.request.urlopen(request, timeout=5) as response:

@@ -176,6 +176,10 @@ class Recording:
     def _open(self, first: EncodedFrame, begin_ms: int) -> bool:
         try:
             video, audio = self._params(first)
+        except ValueError as error:  # e.g. an H.264 stream that never sends its SPS: nothing can play it
+            self._fail(QuitReason.UNSUPPORTED_FORMAT, f"the stream's media cannot be recorded: {error}")
+            return False
+        try:
             self._video_params = video
             adapter = self._adapters(self.spec.storage) if self._adapters else storage_for(self.spec)
             options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,

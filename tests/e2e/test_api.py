@@ -21,6 +21,7 @@ def test_every_action_answers_in_the_envelope(node):
         answer = node.call(action, body)
         assert set(answer) == {"Code", "Message", "RequestId", "Data"}
         assert answer["RequestId"]
+        assert (answer["Code"], answer["Message"]) == (0, "succeed")  # the hosted service's words
     assert node.call("PauseRecord", {"TaskId": task_id})["Code"] == 300001001  # stopped above
 
 
@@ -66,7 +67,8 @@ def test_unreadable_body(node):
 @pytest.mark.parametrize("change, message", [
     (lambda b: b["RecordInputParams"].update(RecordMode=2), "mixed-stream recording is not supported"),
     (lambda b: b["RecordInputParams"].update(MaxIdleTime=1), "RecordInputParams.MaxIdleTime"),
-    (lambda b: b["StorageParams"].update(Vendor=4), "StorageParams.Vendor 4 (Qiniu Kodo) is not supported"),
+    (lambda b: b["StorageParams"].update(Vendor=5), "StorageParams.Vendor 5 (Alibaba VOD) is not supported"),
+    (lambda b: b["StorageParams"].update(Vendor=6), "StorageParams.Vendor 6 (Tencent VOD) is not supported"),
     (lambda b: b["StorageParams"].update(Vendor=12), "StorageParams.Vendor must be between"),
     (lambda b: b["StorageParams"].update(Bucket="../etc"), "StorageParams.Bucket"),
     (lambda b: b["RecordOutputParams"].update(OutputFolder="../../x/"), "RecordOutputParams.OutputFolder"),
@@ -83,6 +85,9 @@ def test_bad_start_record_names_the_field(node, change, message):
 def test_task_errors(node):
     assert node.call("StopRecord", {"TaskId": "A" * 16})["Code"] == 300001000
     assert node.call("DescribeRecordStatus", {"TaskId": "A" * 16})["Code"] == 300001000
+    # a hosted-style id ('-' in it) that names no task on this node: not found, not malformed
+    for action in ("StopRecord", "DescribeRecordStatus", "PauseRecord", "ResumeRecord"):
+        assert node.call(action, {"TaskId": "YRHu6-E4IyvEAAAD"})["Code"] == 300001000, action
     assert node.call("StopRecord", {"TaskId": "short"})["Code"] == 300000004
     task_id = node.ok("StartRecord", start_record_body("stop-twice"))["TaskId"]
     node.ok("StopRecord", {"TaskId": task_id})
@@ -102,6 +107,8 @@ def test_describe_tasks_groups_and_pages(node):
     running = node.ok("DescribeTasks", {"Status": 2, "RoomId": room, "PageSize": 3})
     assert running["TotalCount"] == 4 and len(running["TaskList"]) == 3
     page2 = node.ok("DescribeTasks", {"Status": 2, "RoomId": room, "PageSize": 3, "PageOffset": 2})
+    page0 = node.ok("DescribeTasks", {"Status": 2, "RoomId": room, "PageSize": 3, "PageOffset": 0})
+    assert page0["PageOffset"] == 1 and page0["TaskList"] == running["TaskList"]  # 0 means page 1
     listed = [t["TaskId"] for t in running["TaskList"] + page2["TaskList"]]
     assert sorted(listed) == sorted(ids[1:])
     assert all(t["Status"] == 2 and t["RoomId"] == room for t in running["TaskList"])

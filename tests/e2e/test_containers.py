@@ -154,7 +154,9 @@ def test_hls_playlists(node, recorded, combo, index):
     assert sorted(names) == on_disk and len(set(names)) == len(names) == len(durations) >= 3
     short = all("/" not in s for s in segments)
     full = all(s.startswith(entry["FileUrl"].rsplit("/", 1)[0] + "/") for s in segments)
-    assert short or full
+    # ShortFragmentPath takes effect only with RealtimeUploadFragment (the hosted service's rule)
+    asked_short, realtime = COMBOS.index(combo) % 2 == 0, combo[1] in (3, 4)
+    assert (short, full) == ((True, False) if asked_short and realtime else (False, True))
     frame_s = 1 / spec.clip.fps + (AAC_FRAME_S if entry["MediaTrackType"] == 1 else 0)
     assert abs(sum(durations) - spec.duration_s) <= frame_s
     assert max(durations) <= 2 + 1 / spec.clip.fps

@@ -58,8 +58,9 @@ def test_two_publishers_with_the_longest_ids_are_recorded(node, tmp_path):
 
 
 def test_a_stream_that_cannot_be_recorded_leaves_the_others_recording(node, tmp_path):
-    """The second publisher sends no SPS at all (none in the SDP either): its file
-    cannot be opened (1003). The first stream's file goes on; the task stays 2."""
+    """The second publisher sends no SPS at all (none in the SDP either): nothing could
+    play its file, so its recording fails as unsupported media (1010). The first
+    stream's file goes on; the task stays 2."""
     good = PublisherSpec(duration_s=5.0)
     broken = PublisherSpec(duration_s=5.0, quirks=Quirks(in_band_parameter_sets=False))
     good_location, good_targets = publish(node, "room-broken", "good", "user-good", good)
@@ -71,7 +72,7 @@ def test_a_stream_that_cannot_be_recorded_leaves_the_others_recording(node, tmp_
         wait_manifest(run_spec.manifest_path, proc=process)
     failures = [line for line in node.logs().splitlines()
                 if '"recording_failed"' in line and task_id in line and '"stream_id": "broken"' in line]
-    assert failures and '"quit_reason": 1003' in failures[0]  # the broken stream did fail ...
+    assert failures and '"quit_reason": 1010' in failures[0]  # the broken stream did fail ...
     data = node.ok("DescribeRecordStatus", {"TaskId": task_id})
     assert data["Status"] == 2, data  # ... and the task goes on
     node.ok("StopRecord", {"TaskId": task_id})

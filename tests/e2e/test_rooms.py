@@ -60,6 +60,20 @@ def test_late_joiner_is_recorded_from_its_first_key_frame(node, receiver, tmp_pa
     assert got[1].body["detail"]["upload_status"] == 1
     [info] = got[1].body["detail"]["file_info"]
     assert info["file_id"] == entry["FileId"] and info["file_size"] == entry["FileSize"]
+    assert info["file_url"] == entry["FileUrl"] and info["video_id"] == "" and "/" not in info["file_id"]
+
+
+def test_a_stream_that_cannot_be_recorded_ends_the_task_waiting_for_it_with_quit_reason_1010(node, receiver):
+    task_id = node.ok("StartRecord", body("room-codec", receiver))["TaskId"]
+    vp8_over_plain_rtp = "v=0\r\nm=video 9 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n"
+    refused = node.publish("room-codec", "cam", vp8_over_plain_rtp)
+    assert refused.status == 400 and b"offers no H264" in refused.body  # the publisher learns why
+    got = receiver.wait_for(task_id, lambda e: e == [2, 1])
+    assert got[0].body["detail"] == {"quit_reason": 1010}  # and so does the task's owner
+    assert got[1].body["detail"] == {"upload_status": 1, "file_info": []}
+    check_callbacks(receiver, task_id, "room-codec")
+    data = node.ok("DescribeRecordStatus", {"TaskId": task_id})
+    assert data["Status"] == 4 and "RecordFiles" not in data
 
 
 def test_stream_outside_the_list_is_not_recorded_and_does_not_keep_the_room_busy(node, receiver, tmp_path):
@@ -77,7 +91,7 @@ def test_stream_outside_the_list_is_not_recorded_and_does_not_keep_the_room_busy
     assert got[1].body["detail"] == {"stream_id": "wanted"} and got[2].body["detail"]["quit_reason"] == 3
     check_callbacks(receiver, task_id, "room-list")
     data = node.ok("DescribeRecordStatus", {"TaskId": task_id})
-    assert data["Status"] == 3 and data["RecordFiles"] == []
+    assert data["Status"] == 3 and "RecordFiles" not in data  # nothing recorded: left out, as hosted
     process.wait(30)
     node.unpublish(location)
 

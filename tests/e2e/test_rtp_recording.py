@@ -45,8 +45,11 @@ def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
     assert data["Status"] == 3 and data["RoomId"] == "room-main" and data["StreamType"] == 3
     [entry] = data["RecordFiles"]
     path = recorded_path(node, entry)
-    assert entry["FileId"].startswith(f"rec/{task_id}_room-main_user-cam_cam_VA_")
+    # as in the hosted service: FileId is the name (OutputFileRule 1), FileUrl the whole location
+    assert entry["FileId"].startswith(f"{task_id}_room-main_user-cam_cam_VA_")
     assert entry["FileId"].endswith(".mp4") and entry["OutputFileFormat"] == "mp4"
+    assert path == node.data_dir / "storage" / "bucket" / "rec" / entry["FileId"]
+    assert entry["VideoId"] == ""
     assert entry["FileSize"] == path.stat().st_size > 0
     assert (entry["ResolutionWidth"], entry["ResolutionHeight"]) == (320, 240)
     assert entry["MediaTrackType"] == 3 and entry["UserId"] == "user-cam" and entry["StreamId"] == "cam"

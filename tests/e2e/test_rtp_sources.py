@@ -157,7 +157,7 @@ def test_a_pinned_node_takes_media_from_the_announcers_host_only(tmp_path):
         assert tracks["video"]["frames"] == 0 and tracks["video"]["foreign"] > 0
         assert tracks["audio"]["frames"] == 0 and tracks["audio"]["foreign"] > 0
         pinned.ok("StopRecord", {"TaskId": task_id})
-        assert pinned.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"] == []
+        assert "RecordFiles" not in pinned.ok("DescribeRecordStatus", {"TaskId": task_id})  # ended with no file
 
         status, location, answer = _publish_from(pinned, "127.0.0.1", "room-pin-ok", "cam", sdp)
         assert status == 201

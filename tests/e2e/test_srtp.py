@@ -73,7 +73,7 @@ def test_a_wrong_key_records_nothing_and_is_counted(node, tmp_path):
         assert tracks[kind]["frames"] == 0 and tracks[kind]["datagrams"] == 0
         assert tracks[kind]["srtp_auth_failures"] >= 50
     node.ok("StopRecord", {"TaskId": task_id})
-    assert node.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"] == []
+    assert "RecordFiles" not in node.ok("DescribeRecordStatus", {"TaskId": task_id})  # ended with no file
     assert http("GET", node.base_url + "/healthz").status == 200
     assert node.unpublish(location).status == 200
 

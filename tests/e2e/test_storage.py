@@ -5,6 +5,7 @@ import hashlib
 import sqlite3
 import time
 from dataclasses import replace
+from urllib.parse import unquote
 
 import pytest
 
@@ -29,10 +30,14 @@ def bucket_node(tmp_path_factory, moto_server, s3_bucket, oss_server):
     process.stop()
 
 
+S3_PROTOCOL_VENDORS = (1, 3, 4, 7, 8, 9)  # served by the S3 adapter (and 10, at the caller's EndPoint)
+
+
 def storage_args(moto_server, oss_server):
     # Vendor 10 takes the caller's EndPoint: moto on loopback, which the operator allows here
-    return ("--storage-endpoint", f"1={moto_server.endpoint}", "--storage-endpoint", f"3={moto_server.endpoint}",
-            "--storage-endpoint", f"2={oss_server.endpoint}", "--storage-endpoint-allow", "127.0.0.0/8")
+    overrides = [arg for vendor in S3_PROTOCOL_VENDORS
+                 for arg in ("--storage-endpoint", f"{vendor}={moto_server.endpoint}")]
+    return (*overrides, "--storage-endpoint", f"2={oss_server.endpoint}", "--storage-endpoint-allow", "127.0.0.0/8")
 
 
 def s3_body(room, moto_server, bucket, fmt="mp4", stream_type=3, **storage):
@@ -55,18 +60,24 @@ def fetch_s3(moto_server, bucket, key):
     return moto_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def check_file(node, entry, fetch, tmp_path):
+def object_key(body, entry):
+    """Where a hosted client finds a file in its bucket: its OutputFolder, then FileId."""
+    return body["RecordOutputParams"]["OutputFolder"] + entry["FileId"]
+
+
+def check_file(node, body, entry, fetch, tmp_path):
     """The bucket's object is what the worker wrote, and it decodes (HLS: with its segments)."""
-    data = fetch(entry["FileId"])
-    assert hashlib.sha256(data).hexdigest() == stored_sha256(node, entry["FileId"])
-    assert entry["FileUrl"].startswith(("https://", "http://")) and entry["FileUrl"].endswith(entry["FileId"])
-    local = tmp_path / entry["FileId"].rsplit("/", 1)[-1]
+    key = object_key(body, entry)
+    data = fetch(key)
+    assert hashlib.sha256(data).hexdigest() == stored_sha256(node, key)
+    assert entry["FileUrl"].startswith(("https://", "http://")) and entry["FileUrl"].endswith(key)
+    local = tmp_path / entry["FileId"]
     local.write_bytes(data)
     if entry["OutputFileFormat"] == "hls":
         for line in data.decode().splitlines():
             if line and not line.startswith("#"):
-                folder = entry["FileId"].rsplit("/", 1)[0]
-                (tmp_path / line).write_bytes(fetch(f"{folder}/{line}"))
+                name = unquote(line.rsplit("/", 1)[-1]) if "/" in line else line  # a URL, or a bare name
+                (tmp_path / name).write_bytes(fetch(body["RecordOutputParams"]["OutputFolder"] + name))
     report = probe.decode_all(local)
     assert report.errors == () and (report.video_frames or report.audio_frames)
     return report
@@ -96,17 +107,39 @@ def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucke
     bodies[2]["RecordOutputParams"].update(RealtimeUploadFragment=True, CallbackUrl=receiver.url)
     bodies.append(s3_body("s3-all", moto_server, s3_bucket, "mp4", 3, Vendor=3, Region="ap-guangzhou"))
     tasks, _ = record(bucket_node, "s3-all", bodies, PublisherSpec(duration_s=5.0), tmp_path)
-    for task_id in tasks:
+    for task_id, body in zip(tasks, bodies, strict=True):
         data, took = stop_until_uploaded(bucket_node, task_id)
         assert took < 10
         for entry in data["RecordFiles"]:
-            check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+            check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
     assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1, 1]
     # the HLS task's playlist reached the bucket while recording: event 102, before the end events
     events = receiver.wait_for(tasks[2], lambda e: e[-3:] == [7, 1, 5])
     types = [r.body["event_type"] for r in events]
     assert types.count(102) >= 1 and set(types[:-3]) == {102}
     assert all(r.signature_ok for r in events)
+
+
+# Vendor, Region and the FileUrl prefix each gets (moto stands in for every vendor's endpoint)
+VENDOR_URLS = [
+    (4, "ap-southeast-1", "https://{bucket}.s3.ap-southeast-1.qiniucs.com/"),  # Qiniu Kodo
+    (7, "ap-southeast-1", "https://{bucket}.obs.ap-southeast-1.myhuaweicloud.com/"),  # Huawei OBS
+    (8, "", "https://storage.googleapis.com/{bucket}/"),  # Google Cloud Storage
+    (9, "wuxi1", "https://eos-wuxi-1.cmecloud.cn/{bucket}/"),  # China Mobile EOS
+]
+
+
+def test_each_s3_protocol_vendor_records_into_its_bucket(bucket_node, moto_server, s3_bucket, tmp_path):
+    bodies = [s3_body("s3-vendors", moto_server, s3_bucket, Vendor=vendor, Region=region)
+              for vendor, region, _ in VENDOR_URLS]
+    for body, (vendor, _, _) in zip(bodies, VENDOR_URLS, strict=True):
+        body["RecordOutputParams"]["OutputFolder"] = f"s3-vendors/{vendor}/"
+    tasks, _ = record(bucket_node, "s3-vendors", bodies, PublisherSpec(duration_s=2.0), tmp_path)
+    for task_id, body, (_, _, url) in zip(tasks, bodies, VENDOR_URLS, strict=True):
+        data, _ = stop_until_uploaded(bucket_node, task_id)
+        [entry] = data["RecordFiles"]
+        check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+        assert entry["FileUrl"] == url.format(bucket=s3_bucket) + object_key(body, entry)
 
 
 def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_bucket, tmp_path):
@@ -129,9 +162,21 @@ def test_parts_reach_the_bucket_before_stop_record(bucket_node, moto_server, s3_
     data, took = stop_until_uploaded(bucket_node, task_id)
     [entry] = data["RecordFiles"]
     assert entry["FileSize"] > 8 * 1024 * 1024
-    report = check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    report = check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
     assert report.video_frames == 300
     assert entry["FileUrl"].startswith(moto_server.endpoint)  # Vendor 10: the user's own endpoint
+
+
+def test_output_folder_without_a_slash_is_a_folder(bucket_node, moto_server, s3_bucket, tmp_path):
+    """As in the hosted service `rec` means `rec/`; the probe went (and went away) there too."""
+    body = s3_body("s3-folder", moto_server, s3_bucket)
+    body["RecordOutputParams"]["OutputFolder"] = "s3-folder"
+    [task_id], _ = record(bucket_node, "s3-folder", [body], PublisherSpec(duration_s=2.0), tmp_path)
+    data, _ = stop_until_uploaded(bucket_node, task_id)
+    [entry] = data["RecordFiles"]
+    listing = moto_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="s3-folder")
+    assert [o["Key"] for o in listing["Contents"]] == [f"s3-folder/{entry['FileId']}"]
+    assert entry["FileUrl"] == f"https://{s3_bucket}.s3.us-east-1.amazonaws.com/s3-folder/{entry['FileId']}"
 
 
 def test_a_bucket_outage_loses_nothing(bucket_node, moto_server, s3_bucket, tmp_path):
@@ -145,7 +190,7 @@ def test_a_bucket_outage_loses_nothing(bucket_node, moto_server, s3_bucket, tmp_
     [task_id], _ = record(bucket_node, "s3-outage", [body], PublisherSpec(duration_s=8.0), tmp_path, during=outage)
     data, _ = stop_until_uploaded(bucket_node, task_id)
     [entry] = data["RecordFiles"]
-    report = check_file(bucket_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    report = check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
     assert report.video_frames == 240
 
 
@@ -171,7 +216,7 @@ def test_uploads_pending_when_the_node_is_killed_finish_after_restart(moto_serve
         assert second.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"][0]["Status"] == 2
         moto_server.resume()
         data = second.wait_task(task_id, lambda d: d["RecordFiles"][0]["Status"] == 3, timeout=DURABLE_TIMEOUT_S)
-        check_file(second, data["RecordFiles"][0], lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+        check_file(second, body, data["RecordFiles"][0], lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
         assert not any((data_dir / "spool").iterdir())
     finally:
         moto_server.resume()
@@ -186,7 +231,7 @@ def test_oss_with_signed_requests(bucket_node, oss_server, tmp_path):
     data, _ = stop_until_uploaded(bucket_node, task_id)
     [entry] = data["RecordFiles"]
     assert entry["FileUrl"].startswith(f"https://{OSS_BUCKET}.oss-cn-hangzhou.aliyuncs.com/")
-    check_file(bucket_node, entry, lambda k: oss_server.object(OSS_BUCKET, k), tmp_path)
+    check_file(bucket_node, body, entry, lambda k: oss_server.object(OSS_BUCKET, k), tmp_path)
     wrong = {**body, "StorageParams": {**body["StorageParams"], "AccessKeySecret": "not-the-secret"}}
     answer = bucket_node.call("StartRecord", wrong)
     assert answer["Code"] == 300000004 and "refused the credentials" in answer["Message"]

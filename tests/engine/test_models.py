@@ -94,6 +94,9 @@ BAD = [
     (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:0/", "CallbackUrl port must be a number from 1"),
     (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:-1/", "CallbackUrl port must be a number from 1"),
     (("RecordOutputParams", "CallbackUrl"), "http://127.0.0.1:8o/", "CallbackUrl port must be a number from 1"),
+    # found by the fuzz: aiohttp cannot send a user part outside Latin-1 (UnicodeEncodeError at delivery)
+    (("RecordOutputParams", "CallbackUrl"), "http://:\u1a82\u1a82@127.0.0.1/", "CallbackUrl must be an ASCII URL"),
+    (("RecordOutputParams", "CallbackUrl"), "http://bücher.example/cb", "CallbackUrl must be an ASCII URL"),
     (("RecordInputParams", "RecordStreamList"), [{"StreamId": f"s{i}"} for i in range(51)],
      "RecordInputParams.RecordStreamList must have at most 50 entries"),
     (("StorageParams",), DELETE, "StorageParams is required"),
@@ -181,6 +184,22 @@ def test_output_folder_leading_slash_is_dropped():
     assert models.parse_start_record(with_change(("RecordOutputParams", "OutputFolder"), "/x/")).output.output_folder == "x/"
 
 
+@pytest.mark.parametrize("given, folder", [("rec", "rec/"), ("a/b", "a/b/"), ("a/b/", "a/b/"), ("/", ""), ("", "")])
+def test_output_folder_is_a_folder(given, folder):
+    """The hosted service implies OutputFolder's trailing '/': `rec` puts files in rec/."""
+    assert models.parse_start_record(with_change(("RecordOutputParams", "OutputFolder"), given)).output.output_folder \
+        == folder
+
+
+@pytest.mark.parametrize("realtime, short, expected", [
+    (True, True, True), (False, True, False), (True, False, False), (DELETE, True, False)])
+def test_short_fragment_path_only_with_realtime_upload(realtime, short, expected):
+    body = with_change(("RecordOutputParams", "ShortFragmentPath"), short)
+    if realtime is not DELETE:
+        body["RecordOutputParams"]["RealtimeUploadFragment"] = realtime
+    assert models.parse_start_record(body).output.short_fragment_path is expected
+
+
 def test_lowered_limits_for_tests():
     limits = models.Limits(max_record_time=(5, 86400))
     body = with_change(("RecordInputParams", "MaxRecordTime"), 5)
@@ -192,7 +211,8 @@ def test_lowered_limits_for_tests():
 @pytest.mark.parametrize("body, message", [
     ({}, "TaskId must be a string|TaskId is required"),
     ({"TaskId": "short"}, "TaskId must be 16"),
-    ({"TaskId": "abcdefghijklmno!"}, "TaskId must be 16"),
+    ({"TaskId": "x" * 17}, "TaskId must be 16"),
+    ({"TaskId": "abcdefghijklmn\no"}, "TaskId must not contain control"),
     ({"TaskId": 12}, "TaskId must be a string"),
     ({"TaskId": "\ud800" * 16}, "TaskId is not valid Unicode"),
 ])
@@ -210,10 +230,22 @@ def test_describe_tasks_defaults():
     assert req.end_time_ms - req.start_time_ms == 3 * 86400 * 1000
 
 
+def test_describe_tasks_page_offset_zero_is_page_one():
+    """The hosted service: "if not set or set to 0, 1 is used"."""
+    assert models.parse_describe_tasks({"Status": 2, "PageOffset": 0}, NOW_MS).page_offset == 1
+    assert models.parse_describe_tasks({"Status": 3, "PageOffset": 2}, NOW_MS).page_offset == 2
+
+
+@pytest.mark.parametrize("task_id", ["YRHu6-E4IyvEAAAD", "abcdefghijklmno!", "a_b-c.d~e=f+g/h\\"])
+def test_any_sixteen_characters_are_a_task_id(task_id):
+    """Hosted ids hold '-' (YRHu6-E4IyvEAAAD): such an id is looked up, not refused as malformed."""
+    assert models.parse_task_request({"TaskId": task_id}).task_id == task_id
+
+
 @pytest.mark.parametrize("body, message", [
     ({}, "Status is required"),
     ({"Status": 1}, "Status must be one of 2, 3"),
-    ({"Status": 2, "PageOffset": 0}, "PageOffset must be between"),
+    ({"Status": 2, "PageOffset": -1}, "PageOffset must be between 0 and"),
     ({"Status": 2, "PageSize": 51}, "PageSize must be between 1 and 50"),
     ({"Status": 2, "PageSize": 0}, "PageSize must be between 1 and 50"),
     ({"Status": 2, "RoomId": ""}, "RoomId must be 1 to 128"),

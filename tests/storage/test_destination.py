@@ -66,9 +66,10 @@ def test_a_destination_pickles_as_its_spec_and_hides_credentials(tmp_path):
     assert SECRET not in repr(destination)
 
 
-def test_unsupported_vendors_are_refused(tmp_path):
-    with pytest.raises(StorageError, match="Vendor 4"):
-        destination_for(StorageTarget(4, "b"), None, tmp_path, tmp_path, 1)
+@pytest.mark.parametrize("vendor, name", [(5, "Alibaba VOD"), (6, "Tencent VOD")])
+def test_vod_vendors_are_refused_by_name(tmp_path, vendor, name):
+    with pytest.raises(StorageError, match=rf"Vendor {vendor} \({name}\) is not supported"):
+        destination_for(StorageTarget(vendor, "b"), None, tmp_path, tmp_path, 1)
 
 
 def test_probe_on_the_nodes_disk_only_checks_the_folder_stays_inside(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import pytest
 
@@ -188,7 +189,8 @@ def test_probe_writes_reads_and_deletes():
     result = probe(ObjectStoreAdapter(store), "folder")
     assert result is not None and result.readable and result.deleted
     assert [op for op, _, _ in store.calls] == ["put", "head", "delete"]
-    assert store.calls[0][1].startswith("folder/.recnode-probe-") and store.objects == {}
+    assert re.fullmatch(r"folder/recnode-probe-\d{8}T\d{6}Z-[0-9a-f]{8}\.txt", store.calls[0][1])
+    assert store.objects == {}
 
 
 def test_probe_raises_the_put_error():
@@ -200,6 +202,13 @@ def test_probe_raises_the_put_error():
     store.fail_next("put", StorageAccessDenied("InvalidAccessKeyId"))
     with pytest.raises(StorageAccessDenied):
         probe(store)
+
+
+def test_probe_deletes_what_a_key_that_may_not_read_may_delete():
+    store = MemoryStore()
+    store.fail_next("head", StorageAccessDenied("no GetObject"))
+    result = probe(store, "rec/")
+    assert result is not None and not result.readable and result.deleted and store.objects == {}
 
 
 def test_probe_accepts_a_write_only_key():

@@ -134,7 +134,7 @@ def test_url_form(oss_server):
 
 def test_probe(adapter):
     result = probe(adapter, "out")
-    assert result is not None and result.readable and result.deleted and result.key.startswith("out/.recnode-probe-")
+    assert result is not None and result.readable and result.deleted and result.key.startswith("out/recnode-probe-")
     assert adapter.object_size(result.key) is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import time
 import traceback
 import uuid
@@ -20,12 +21,25 @@ from storage_adapters.base import (
     StorageUnavailable,
     UploadNotFound,
 )
-from storage_adapters.multipart import MIN_PART_SIZE, MultipartSink, ObjectStoreAdapter, ProbeResult, probe
+from storage_adapters.multipart import (
+    MIN_PART_SIZE,
+    PROBE_BODY,
+    MultipartSink,
+    ObjectStoreAdapter,
+    ProbeResult,
+    probe,
+)
 from storage_adapters.s3 import S3Store
 from storage_adapters.vendors import adapter_for
 
 MiB = 1024 * 1024
-FLAVORS = ["s3-override", "compatible", "cos-override"]
+# (Vendor, Region) of each vendor the S3 adapter serves, reached through the node's endpoint override.
+# Regions outside mainland China: moto files cn-* requests under AWS's China partition, which has
+# none of its IAM users.
+OVERRIDDEN = {"s3-override": (1, "us-east-1"), "cos-override": (3, "ap-guangzhou"),
+              "kodo-override": (4, "ap-southeast-1"), "obs-override": (7, "ap-southeast-1"),
+              "gcs-override": (8, ""), "eos-override": (9, "wuxi1")}
+FLAVORS = ["compatible", *OVERRIDDEN]
 
 
 def make_adapter(flavor: str, moto, bucket: str, *, secret: str | None = None, key_id: str | None = None,
@@ -33,14 +47,11 @@ def make_adapter(flavor: str, moto, bucket: str, *, secret: str | None = None, k
     endpoint = endpoint or moto.endpoint
     credentials = dict(access_key_id=key_id or moto.access_key_id,
                        access_key_secret=moto.access_key_secret if secret is None else secret)
-    if flavor == "s3-override":
-        target = StorageTarget(1, bucket, region="us-east-1", **credentials)
-        adapter = adapter_for(target, endpoint)
-    elif flavor == "compatible":
+    if flavor == "compatible":
         adapter = adapter_for(StorageTarget(10, bucket, endpoint=endpoint, **credentials))
     else:
-        target = StorageTarget(3, bucket, region="ap-guangzhou", **credentials)
-        adapter = adapter_for(target, endpoint)
+        vendor, region = OVERRIDDEN[flavor]
+        adapter = adapter_for(StorageTarget(vendor, bucket, region=region, **credentials), endpoint)
     assert isinstance(adapter, ObjectStoreAdapter) and isinstance(adapter.store, S3Store)
     return adapter
 
@@ -142,10 +153,14 @@ def test_unknown_upload_id_is_upload_not_found(adapter, key):
 def test_url_forms(flavor, moto_server, s3_bucket):
     adapter = make_adapter(flavor, moto_server, s3_bucket)
     url = adapter.object_url("rec/a b%2F_VA.mp4")
-    expected = {
+    expected = {  # the vendor's public form: never the override
         "s3-override": f"https://{s3_bucket}.s3.us-east-1.amazonaws.com/rec/a%20b%252F_VA.mp4",
         "compatible": f"{moto_server.endpoint}/{s3_bucket}/rec/a%20b%252F_VA.mp4",
         "cos-override": f"https://{s3_bucket}.cos.ap-guangzhou.myqcloud.com/rec/a%20b%252F_VA.mp4",
+        "kodo-override": f"https://{s3_bucket}.s3.ap-southeast-1.qiniucs.com/rec/a%20b%252F_VA.mp4",
+        "obs-override": f"https://{s3_bucket}.obs.ap-southeast-1.myhuaweicloud.com/rec/a%20b%252F_VA.mp4",
+        "gcs-override": f"https://storage.googleapis.com/{s3_bucket}/rec/a%20b%252F_VA.mp4",
+        "eos-override": f"https://eos-wuxi-1.cmecloud.cn/{s3_bucket}/rec/a%20b%252F_VA.mp4",
     }[flavor]
     assert url == expected
 
@@ -153,8 +168,20 @@ def test_url_forms(flavor, moto_server, s3_bucket):
 def test_probe_passes_and_cleans_up(adapter, moto_server, s3_bucket):
     result = probe(adapter, "folder/sub")
     assert isinstance(result, ProbeResult) and result.readable and result.deleted
-    assert result.key.startswith("folder/sub/.recnode-probe-")
+    assert result.key.startswith("folder/sub/recnode-probe-") and result.key.endswith(".txt")
     assert adapter.object_size(result.key) is None
+
+
+def test_probe_with_a_write_only_key_leaves_a_recognisable_object(flavor, moto_server, s3_bucket):
+    key_id, secret = moto_server.write_only_key
+    adapter = make_adapter(flavor, moto_server, s3_bucket, key_id=key_id, secret=secret)
+    result = probe(adapter, f"rec/{flavor}/")
+    assert isinstance(result, ProbeResult) and not result.readable and not result.deleted
+    # it stays where the task's files go, and says what it is to whoever finds it
+    assert result.key.startswith(f"rec/{flavor}/recnode-probe-") and result.key.endswith(".txt")
+    stored = moto_server.client().get_object(Bucket=s3_bucket, Key=result.key)
+    assert stored["Body"].read() == PROBE_BODY and stored["ContentType"].startswith("text/plain")
+    assert b"Safe to delete" in PROBE_BODY
 
 
 def test_missing_bucket_is_not_found(flavor, moto_server, s3_bucket):
@@ -168,6 +195,46 @@ def test_missing_bucket_is_not_found(flavor, moto_server, s3_bucket):
     sink.write(b"x")
     with pytest.raises(StorageNotFound):
         sink.close()
+
+
+@pytest.fixture
+def localhost_subdomains(monkeypatch) -> list[str]:
+    """Resolve `<name>.localhost` to loopback, as RFC 6761 (6.3) asks of resolvers and this
+    host's (files, then DNS) does not; returns the names looked up."""
+    asked: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            asked.append(host)
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_vendor_10_with_an_oss_region_puts_the_bucket_in_the_host_name(moto_server, s3_bucket,
+                                                                       localhost_subdomains):
+    """The hosted service's Vendor 10 example on OSS (Region `oss-...`): OSS takes only
+    virtual-hosted requests, so the bucket goes in the host name, over real HTTP here."""
+    endpoint = f"http://localhost:{moto_server.port}"
+    adapter = adapter_for(StorageTarget(10, s3_bucket, region="oss-test-1", endpoint=endpoint,
+                                        access_key_id=moto_server.access_key_id,
+                                        access_key_secret=moto_server.access_key_secret))
+    data = random.Random(3).randbytes(MIN_PART_SIZE + 4321)  # a multipart upload and its parts
+    sink = adapter.open_object("oss-style/a_VA.mp4")
+    sink.write(data)
+    sink.close()
+    assert probe(adapter, "oss-style/").deleted
+    assert set(localhost_subdomains) == {f"{s3_bucket}.localhost"}  # every request went to the bucket's host
+    assert fetch_object(moto_server, s3_bucket, "oss-style/a_VA.mp4") == data
+    assert adapter.object_url("oss-style/a_VA.mp4") == \
+        f"http://{s3_bucket}.localhost:{moto_server.port}/oss-style/a_VA.mp4"
+
+
+def fetch_object(moto, bucket: str, key: str) -> bytes:
+    return moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 SECRET = "wrong-Secret-b7c94e2f-must-not-leak"

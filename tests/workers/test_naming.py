@@ -24,7 +24,7 @@ task_ids = st.text(string.ascii_letters + string.digits, min_size=16, max_size=1
 # UTF-8 included), as long as the API takes it.
 folder_characters = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/\\")
 segments = st.text(folder_characters, min_size=1, max_size=defaults.OUTPUT_FOLDER_SEGMENT_MAX_BYTES)
-MAX_PREFIX = defaults.OUTPUT_FOLDER_NAME_PREFIX_MAX_BYTES
+MAX_PREFIX = 128  # a last folder name (OutputFolder's trailing '/' is implied)
 name_prefixes = st.one_of(st.just(""), st.text(folder_characters, max_size=MAX_PREFIX),
                           st.text(string.ascii_letters, min_size=MAX_PREFIX - 8, max_size=MAX_PREFIX))
 # the largest millisecond a yyyy stamp holds (9999-12-31T23:59:59.999Z)
@@ -132,7 +132,7 @@ def test_every_writers_suffix_is_within_the_budgeted_one():
 
 @pytest.mark.parametrize("folder, message", [
     ("a" * 256 + "/", "a folder name is longer than 255 bytes"),
-    ("rec/" + "é" * 65, "the part after the last '/' (it prefixes file names) is longer than 128 bytes"),
+    ("rec/" + "é" * 128, "a folder name is longer than 255 bytes"),  # its '/' is implied: a folder too
 ])
 def test_output_folders_that_cannot_hold_a_file_are_refused(folder, message):
     with pytest.raises(InvalidParameter, match=re.escape(message)):

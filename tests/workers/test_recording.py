@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract import protocol
-from contract.codes import MediaKind
+from contract.codes import MediaKind, QuitReason
 from contract.storage import DestinationSpec, StorageTarget
 from contract.worker import RecordingSpec, StreamSpec, TrackSpec
 from storage_adapters.memory import MemoryAdapter
@@ -79,6 +79,19 @@ def test_file_holds_every_frame_from_the_first_key_frame(uploader, tmp_path):
     assert abs(closed.duration_ms - 2000) <= 20
     # the first Opus packet was captured 6.5 ms before the first key frame: left out
     assert bitstream.opus_packets_from_file(path) == [p.data for p in media.audio[1:]]
+
+
+def test_video_that_cannot_be_recorded_fails_with_quit_reason_1010(uploader):
+    """An H.264 stream that never sends its SPS (none in the SDP either) cannot make a file
+    anything plays: the recording fails as unsupported media, not as a file it could not open."""
+    media = make_test_media(1.0)
+    stripped = [replace(f, data=bitstream.without_parameter_sets(f.data)) if f.kind is V else f
+                for f in frames(media)]
+    objects, events, recording = run_recording(stripped, uploader)
+    [failed] = [e for e in events if isinstance(e, protocol.RecordingFailed)]
+    assert failed.quit_reason == QuitReason.UNSUPPORTED_FORMAT == 1010 and "SPS" in failed.message
+    assert objects == {} and recording.state is State.CLOSED
+    assert not any(isinstance(e, protocol.FileOpened) for e in events)
 
 
 def test_recording_waits_for_a_key_frame(uploader, tmp_path):
