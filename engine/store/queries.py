@@ -1,0 +1,207 @@
+"""Every query the node makes, written once for SQLite and PostgreSQL (the
+portable subset: `?` placeholders, ON CONFLICT upserts, no INSERT OR REPLACE).
+
+Calls are blocking; the engine reaches them through `AsyncStore`, one thread,
+off the event loop. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from engine.status import FileStatus, TaskStatus
+from engine.store import schema
+from engine.store.database import Database, Row, open_database
+from engine.store.records import (CallbackRecord, FileRecord, StreamRecord, TaskRecord, request_from_json,
+                                  request_to_json)
+
+log = structlog.get_logger("store")
+
+_FILE_COLUMNS = ("file_id", "task_id", "stream_id", "user_id", "user_name", "output_format", "file_url", "size",
+                 "duration_ms", "width", "height", "media_track_type", "begin_ms", "status", "sha256")
+
+
+def _marks(values: tuple) -> str:
+    return ",".join("?" * len(values))
+
+
+class Store:
+    def __init__(self, location: Path | str | Database):
+        """A Path is a SQLite file, a string a store URL (sqlite:///..., postgresql://...)."""
+        self._db = location if not isinstance(location, (Path, str)) else open_database(location)
+        try:
+            version = schema.migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+        log.info("store_opened", store=self._db.where, schema_version=version)
+
+    @property
+    def kind(self) -> str:
+        return self._db.kind
+
+    @property
+    def schema_version(self) -> int:
+        return schema.schema_version(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # tasks
+    def insert_task(self, task: TaskRecord) -> None:
+        """Raises database.Conflict when the ClientTaskId (or the TaskId) is taken."""
+        self._db.execute(
+            "INSERT INTO tasks (task_id, client_task_id, room_id, status, request_json, created_ms, begin_ms, "
+            "end_ms, end_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+            (task.task_id, task.client_task_id, task.room_id, int(task.status), request_to_json(task.request),
+             task.created_ms, task.begin_ms, task.end_ms, task.end_reason),
+        )
+
+    def update_task(self, task_id: str, **changes: Any) -> None:
+        allowed = {"status", "begin_ms", "end_ms", "end_reason"}
+        if not changes or not set(changes) <= allowed:
+            raise ValueError(f"cannot update task fields {sorted(changes)}")
+        assignments = ", ".join(f"{name}=?" for name in changes)
+        values = [int(v) if isinstance(v, TaskStatus) else v for v in changes.values()]
+        self._db.execute(f"UPDATE tasks SET {assignments} WHERE task_id=?", (*values, task_id))
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute("SELECT * FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        return self._task(row) if row else None
+
+    def get_task_by_client_id(self, client_task_id: str) -> TaskRecord | None:
+        row = self._db.execute("SELECT * FROM tasks WHERE client_task_id=?", (client_task_id,)).fetchone()
+        return self._task(row) if row else None
+
+    def tasks_with_status(self, statuses: tuple[TaskStatus, ...]) -> list[TaskRecord]:
+        rows = self._db.execute(f"SELECT * FROM tasks WHERE status IN ({_marks(statuses)}) ORDER BY created_ms",
+                                tuple(int(s) for s in statuses))
+        return [self._task(row) for row in rows]
+
+    def page_tasks(self, statuses: tuple[TaskStatus, ...], room_id: str | None, start_ms: int, end_ms: int,
+                   offset: int, limit: int) -> tuple[int, list[TaskRecord]]:
+        where = f"status IN ({_marks(statuses)}) AND created_ms BETWEEN ? AND ?"
+        params: list[Any] = [*(int(s) for s in statuses), start_ms, end_ms]
+        if room_id is not None:
+            where += " AND room_id=?"
+            params.append(room_id)
+        with self._db.transaction() as tx:  # the count and the page from one moment
+            total = tx.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
+            rows = tx.execute(f"SELECT * FROM tasks WHERE {where} ORDER BY created_ms, task_id LIMIT ? OFFSET ?",
+                              (*params, limit, offset))
+        return total, [self._task(row) for row in rows]
+
+    def count_tasks(self, statuses: tuple[TaskStatus, ...]) -> dict[TaskStatus, int]:
+        rows = self._db.execute(
+            f"SELECT status, COUNT(*) FROM tasks WHERE status IN ({_marks(statuses)}) GROUP BY status",
+            tuple(int(s) for s in statuses))
+        counts = {status: 0 for status in statuses}
+        counts.update({TaskStatus(status): count for status, count in rows})
+        return counts
+
+    @staticmethod
+    def _task(row: Row) -> TaskRecord:
+        return TaskRecord(
+            task_id=row["task_id"], client_task_id=row["client_task_id"], room_id=row["room_id"],
+            status=TaskStatus(row["status"]), request=request_from_json(row["request_json"]),
+            created_ms=row["created_ms"], begin_ms=row["begin_ms"], end_ms=row["end_ms"],
+            end_reason=row["end_reason"],
+        )
+
+    # files
+    def upsert_file(self, file: FileRecord) -> None:
+        """A new file takes the task's next `seq` (its place in RecordFiles); a known one keeps its place."""
+        columns = ", ".join(_FILE_COLUMNS)
+        updates = ", ".join(f"{name}=excluded.{name}" for name in _FILE_COLUMNS[1:])
+        self._db.execute(
+            f"INSERT INTO files ({columns}, seq) VALUES ({_marks(_FILE_COLUMNS)}, "
+            f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM files WHERE task_id=?)) "
+            f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
+            (file.file_id, file.task_id, file.stream_id, file.user_id, file.user_name, file.output_format,
+             file.file_url, file.size, file.duration_ms, file.width, file.height, file.media_track_type,
+             file.begin_ms, int(file.status), file.sha256, file.task_id),
+        )
+
+    def files_of_task(self, task_id: str) -> list[FileRecord]:
+        return self._files("SELECT * FROM files WHERE task_id=? ORDER BY seq", (task_id,))
+
+    def files_with_status(self, statuses: tuple[FileStatus, ...]) -> list[FileRecord]:
+        return self._files(f"SELECT * FROM files WHERE status IN ({_marks(statuses)}) ORDER BY task_id, seq",
+                           tuple(int(s) for s in statuses))
+
+    def _files(self, query: str, params: tuple) -> list[FileRecord]:
+        rows = self._db.execute(query, params)
+        return [
+            FileRecord(
+                file_id=r["file_id"], task_id=r["task_id"], stream_id=r["stream_id"], user_id=r["user_id"],
+                user_name=r["user_name"], output_format=r["output_format"], file_url=r["file_url"],
+                media_track_type=r["media_track_type"], begin_ms=r["begin_ms"], status=FileStatus(r["status"]),
+                size=r["size"], duration_ms=r["duration_ms"], width=r["width"], height=r["height"],
+                sha256=r["sha256"],
+            )
+            for r in rows
+        ]
+
+    # published RTP streams, so a restarted node listens for them again
+    def save_stream(self, stream: StreamRecord) -> None:
+        """Replaces the row of the same resource, or of the same room and stream."""
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM streams WHERE resource_id=? OR (room_id=? AND stream_id=?)",
+                       (stream.resource_id, stream.room_id, stream.stream_id))
+            tx.execute("INSERT INTO streams (resource_id, room_id, stream_id, user_id, user_name, offer, ports_json, "
+                       "published_ms, source_host) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (stream.resource_id, stream.room_id, stream.stream_id, stream.user_id, stream.user_name,
+                        stream.offer, json.dumps(list(stream.ports)), stream.published_ms, stream.source_host))
+
+    def delete_stream(self, resource_id: str) -> None:
+        self._db.execute("DELETE FROM streams WHERE resource_id=?", (resource_id,))
+
+    def streams(self) -> list[StreamRecord]:
+        rows = self._db.execute("SELECT * FROM streams ORDER BY published_ms")
+        return [StreamRecord(r["resource_id"], r["room_id"], r["stream_id"], r["user_id"], r["user_name"],
+                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"])
+                for r in rows]
+
+    def events_of_task(self, task_id: str) -> list[int]:
+        return [r[0] for r in self._db.execute(
+            "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]
+
+    # signature nonces already used, so a replay is refused after a restart too
+    def remember_nonce(self, nonce: str, seen_s: float) -> None:
+        self._db.execute("INSERT INTO nonces (nonce, seen_s) VALUES (?,?) "
+                         "ON CONFLICT (nonce) DO UPDATE SET seen_s=excluded.seen_s", (nonce, seen_s))
+
+    def nonces_since(self, since_s: float) -> list[tuple[str, float]]:
+        rows = self._db.execute("SELECT nonce, seen_s FROM nonces WHERE seen_s >= ? ORDER BY seen_s", (since_s,))
+        return [(r[0], r[1]) for r in rows]
+
+    def forget_nonces_before(self, before_s: float) -> None:
+        self._db.execute("DELETE FROM nonces WHERE seen_s < ?", (before_s,))
+
+    # callbacks: events are written to this outbox first, delivered from it
+    def add_callback(self, task_id: str, event_type: int, url: str, body: dict, created_ms: int) -> int:
+        """Store an event with the task's next sequence number; returns that number."""
+        with self._db.transaction() as tx:
+            sequence = tx.execute("SELECT COALESCE(MAX(sequence), -1) + 1 FROM callbacks WHERE task_id=?",
+                                  (task_id,)).fetchone()[0]
+            body = {**body, "sequence": sequence}
+            tx.execute("INSERT INTO callbacks (task_id, sequence, event_type, url, body_json, created_ms) "
+                       "VALUES (?,?,?,?,?,?)", (task_id, sequence, event_type, url, json.dumps(body), created_ms))
+        return sequence
+
+    def pending_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        """The oldest undone callback of each task (so each task's stay in order)."""
+        rows = self._db.execute(
+            "SELECT c.* FROM callbacks c JOIN (SELECT task_id, MIN(sequence) AS s FROM callbacks "
+            "WHERE done_ms IS NULL GROUP BY task_id) p ON c.task_id = p.task_id AND c.sequence = p.s "
+            "ORDER BY c.id LIMIT ?", (limit,))
+        return [CallbackRecord(r["id"], r["task_id"], r["sequence"], r["event_type"], r["url"],
+                               json.loads(r["body_json"]), r["attempts"]) for r in rows]
+
+    def callback_attempted(self, callback_id: int, delivered: bool, done_ms: int | None) -> None:
+        self._db.execute("UPDATE callbacks SET attempts = attempts + 1, delivered=?, done_ms=? WHERE id=?",
+                         (int(delivered), done_ms, callback_id))
