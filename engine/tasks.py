@@ -21,7 +21,7 @@ from engine.config import NodeConfig
 from engine.files import FileBook
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
-from engine.store import AsyncStore, TaskRecord
+from engine.store import AsyncStore, Conflict, TaskRecord
 
 log = structlog.get_logger("tasks")
 
@@ -129,7 +129,14 @@ class TaskManager:
             created = self._clock.wall_ms()
             record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
                                 request, created, begin_ms=created)
-            await self._store.insert_task(record)
+            try:
+                await self._store.insert_task(record)
+            except Conflict:  # another node of the fleet took this ClientTaskId a moment ago
+                existing = await self._store.get_task_by_client_id(request.client_task_id or "")
+                if existing is None:
+                    raise
+                log.info("client_task_id_taken", task_id=existing.task_id, client_task_id=request.client_task_id)
+                return existing.task_id
         task = ActiveTask(record, self._recording_spec(record), self._clock.monotonic())
         self._active[record.task_id] = task
         self._register_files(task)

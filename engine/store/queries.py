@@ -3,6 +3,13 @@ portable subset: `?` placeholders, ON CONFLICT upserts, no INSERT OR REPLACE).
 
 Calls are blocking; the engine reaches them through `AsyncStore`, one thread,
 off the event loop. Each method is one transaction.
+
+A store may be shared by a fleet: each task, file, stream and callback row
+names the node that owns it (`node_id`). What a node resumes after a restart
+(its active tasks, files to upload, streams to listen for, callbacks to send)
+is its own; what it answers about (any task, its files) is the fleet's. A
+SQLite store is one node's: it takes every row as its own when opened, so a
+data directory moved to another host (another default node id) goes on as before.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import structlog
 from engine.status import FileStatus, TaskStatus
 from engine.store import schema
 from engine.store.database import Database, Row, open_database
+from engine.store.url import SQLITE
 from engine.store.records import (CallbackRecord, FileRecord, StreamRecord, TaskRecord, request_from_json,
                                   request_to_json)
 
 log = structlog.get_logger("store")
 
 _FILE_COLUMNS = ("file_id", "task_id", "stream_id", "user_id", "user_name", "output_format", "file_url", "size",
-                 "duration_ms", "width", "height", "media_track_type", "begin_ms", "status", "sha256")
+                 "duration_ms", "width", "height", "media_track_type", "begin_ms", "status", "sha256", "node_id")
+_OWNED_TABLES = ("tasks", "files", "streams", "callbacks")
 
 
 def _marks(values: tuple) -> str:
@@ -30,15 +39,24 @@ def _marks(values: tuple) -> str:
 
 
 class Store:
-    def __init__(self, location: Path | str | Database):
-        """A Path is a SQLite file, a string a store URL (sqlite:///..., postgresql://...)."""
+    def __init__(self, location: Path | str | Database, node_id: str = ""):
+        """A Path is a SQLite file, a string a store URL (sqlite:///..., postgresql://...);
+        `node_id` is the node this Store works for (engine.config.NodeConfig.node_id)."""
         self._db = location if not isinstance(location, (Path, str)) else open_database(location)
+        self.node_id = node_id
         try:
             version = schema.migrate(self._db)
+            if self._db.kind == SQLITE:
+                self._adopt_every_row()
         except BaseException:
             self._db.close()
             raise
-        log.info("store_opened", store=self._db.where, schema_version=version)
+        log.info("store_opened", store=self._db.where, schema_version=version, node_id=node_id)
+
+    def _adopt_every_row(self) -> None:
+        with self._db.transaction() as tx:
+            for table in _OWNED_TABLES:
+                tx.execute(f"UPDATE {table} SET node_id=? WHERE node_id<>?", (self.node_id, self.node_id))
 
     @property
     def kind(self) -> str:
@@ -56,9 +74,9 @@ class Store:
         """Raises database.Conflict when the ClientTaskId (or the TaskId) is taken."""
         self._db.execute(
             "INSERT INTO tasks (task_id, client_task_id, room_id, status, request_json, created_ms, begin_ms, "
-            "end_ms, end_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+            "end_ms, end_reason, node_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (task.task_id, task.client_task_id, task.room_id, int(task.status), request_to_json(task.request),
-             task.created_ms, task.begin_ms, task.end_ms, task.end_reason),
+             task.created_ms, task.begin_ms, task.end_ms, task.end_reason, self.node_id),
         )
 
     def update_task(self, task_id: str, **changes: Any) -> None:
@@ -78,8 +96,10 @@ class Store:
         return self._task(row) if row else None
 
     def tasks_with_status(self, statuses: tuple[TaskStatus, ...]) -> list[TaskRecord]:
-        rows = self._db.execute(f"SELECT * FROM tasks WHERE status IN ({_marks(statuses)}) ORDER BY created_ms",
-                                tuple(int(s) for s in statuses))
+        """This node's tasks in these states."""
+        rows = self._db.execute(
+            f"SELECT * FROM tasks WHERE node_id=? AND status IN ({_marks(statuses)}) ORDER BY created_ms",
+            (self.node_id, *(int(s) for s in statuses)))
         return [self._task(row) for row in rows]
 
     def page_tasks(self, statuses: tuple[TaskStatus, ...], room_id: str | None, start_ms: int, end_ms: int,
@@ -96,9 +116,10 @@ class Store:
         return total, [self._task(row) for row in rows]
 
     def count_tasks(self, statuses: tuple[TaskStatus, ...]) -> dict[TaskStatus, int]:
+        """This node's tasks in these states, by state (its metrics)."""
         rows = self._db.execute(
-            f"SELECT status, COUNT(*) FROM tasks WHERE status IN ({_marks(statuses)}) GROUP BY status",
-            tuple(int(s) for s in statuses))
+            f"SELECT status, COUNT(*) FROM tasks WHERE node_id=? AND status IN ({_marks(statuses)}) GROUP BY status",
+            (self.node_id, *(int(s) for s in statuses)))
         counts = {status: 0 for status in statuses}
         counts.update({TaskStatus(status): count for status, count in rows})
         return counts
@@ -123,15 +144,17 @@ class Store:
             f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
             (file.file_id, file.task_id, file.stream_id, file.user_id, file.user_name, file.output_format,
              file.file_url, file.size, file.duration_ms, file.width, file.height, file.media_track_type,
-             file.begin_ms, int(file.status), file.sha256, file.task_id),
+             file.begin_ms, int(file.status), file.sha256, self.node_id, file.task_id),
         )
 
     def files_of_task(self, task_id: str) -> list[FileRecord]:
         return self._files("SELECT * FROM files WHERE task_id=? ORDER BY seq", (task_id,))
 
     def files_with_status(self, statuses: tuple[FileStatus, ...]) -> list[FileRecord]:
-        return self._files(f"SELECT * FROM files WHERE status IN ({_marks(statuses)}) ORDER BY task_id, seq",
-                           tuple(int(s) for s in statuses))
+        """This node's files in these states (those its spool holds)."""
+        return self._files(
+            f"SELECT * FROM files WHERE node_id=? AND status IN ({_marks(statuses)}) ORDER BY task_id, seq",
+            (self.node_id, *(int(s) for s in statuses)))
 
     def _files(self, query: str, params: tuple) -> list[FileRecord]:
         rows = self._db.execute(query, params)
@@ -148,20 +171,23 @@ class Store:
 
     # published RTP streams, so a restarted node listens for them again
     def save_stream(self, stream: StreamRecord) -> None:
-        """Replaces the row of the same resource, or of the same room and stream."""
+        """Replaces this node's row of the same resource, or of the same room and
+        stream; raises database.Conflict when another node has that room's stream."""
         with self._db.transaction() as tx:
-            tx.execute("DELETE FROM streams WHERE resource_id=? OR (room_id=? AND stream_id=?)",
-                       (stream.resource_id, stream.room_id, stream.stream_id))
+            tx.execute("DELETE FROM streams WHERE node_id=? AND (resource_id=? OR (room_id=? AND stream_id=?))",
+                       (self.node_id, stream.resource_id, stream.room_id, stream.stream_id))
             tx.execute("INSERT INTO streams (resource_id, room_id, stream_id, user_id, user_name, offer, ports_json, "
-                       "published_ms, source_host) VALUES (?,?,?,?,?,?,?,?,?)",
+                       "published_ms, source_host, node_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
                        (stream.resource_id, stream.room_id, stream.stream_id, stream.user_id, stream.user_name,
-                        stream.offer, json.dumps(list(stream.ports)), stream.published_ms, stream.source_host))
+                        stream.offer, json.dumps(list(stream.ports)), stream.published_ms, stream.source_host,
+                        self.node_id))
 
     def delete_stream(self, resource_id: str) -> None:
         self._db.execute("DELETE FROM streams WHERE resource_id=?", (resource_id,))
 
     def streams(self) -> list[StreamRecord]:
-        rows = self._db.execute("SELECT * FROM streams ORDER BY published_ms")
+        """This node's published streams."""
+        rows = self._db.execute("SELECT * FROM streams WHERE node_id=? ORDER BY published_ms", (self.node_id,))
         return [StreamRecord(r["resource_id"], r["room_id"], r["stream_id"], r["user_id"], r["user_name"],
                              r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"])
                 for r in rows]
@@ -189,16 +215,17 @@ class Store:
             sequence = tx.execute("SELECT COALESCE(MAX(sequence), -1) + 1 FROM callbacks WHERE task_id=?",
                                   (task_id,)).fetchone()[0]
             body = {**body, "sequence": sequence}
-            tx.execute("INSERT INTO callbacks (task_id, sequence, event_type, url, body_json, created_ms) "
-                       "VALUES (?,?,?,?,?,?)", (task_id, sequence, event_type, url, json.dumps(body), created_ms))
+            tx.execute("INSERT INTO callbacks (task_id, sequence, event_type, url, body_json, created_ms, node_id) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (task_id, sequence, event_type, url, json.dumps(body), created_ms, self.node_id))
         return sequence
 
     def pending_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
-        """The oldest undone callback of each task (so each task's stay in order)."""
+        """The oldest undone callback of each of this node's tasks (so each task's stay in order)."""
         rows = self._db.execute(
             "SELECT c.* FROM callbacks c JOIN (SELECT task_id, MIN(sequence) AS s FROM callbacks "
-            "WHERE done_ms IS NULL GROUP BY task_id) p ON c.task_id = p.task_id AND c.sequence = p.s "
-            "ORDER BY c.id LIMIT ?", (limit,))
+            "WHERE node_id=? AND done_ms IS NULL GROUP BY task_id) p ON c.task_id = p.task_id AND c.sequence = p.s "
+            "ORDER BY c.id LIMIT ?", (self.node_id, limit))
         return [CallbackRecord(r["id"], r["task_id"], r["sequence"], r["event_type"], r["url"],
                                json.loads(r["body_json"]), r["attempts"]) for r in rows]
 

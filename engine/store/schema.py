@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,6 +89,17 @@ CREATE INDEX nonces_by_seen ON nonces (seen_s);
 """,
     5: """
 ALTER TABLE streams ADD COLUMN source_host TEXT NOT NULL DEFAULT '';
+""",
+    # which node of a fleet owns each row: the one that resumes it after a restart
+    6: """
+ALTER TABLE tasks ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE files ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE streams ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE callbacks ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX tasks_by_node ON tasks (node_id, status);
+CREATE INDEX files_by_node ON files (node_id, status);
+DROP INDEX callbacks_pending;
+CREATE INDEX callbacks_pending ON callbacks (node_id, done_ms, id);
 """,
 }
 

@@ -4,13 +4,14 @@ real RTP stream with its state in the session's private PostgreSQL
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 
 from testkit import probe
-from testkit.node import NodeProcess, start_record_body
+from testkit.node import NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.rtp import PublisherSpec, wait_manifest
 from tests.e2e.media_checks import recorded_path
@@ -18,9 +19,9 @@ from tests.e2e.publishing import publish, run_publisher
 
 
 def node_on(store_url: str, data_dir: Path, log: Path, port: int | None = None,
-            rtp_range: tuple[int, int] | None = None) -> NodeProcess:
+            rtp_range: tuple[int, int] | None = None, node_id: str = "node-1") -> NodeProcess:
     return NodeProcess(data_dir, port or free_port(), rtp_range or free_udp_range(20), log,
-                       extra_env={"RECNODE_STORE_URL": store_url}, extra_args=("--test-limits",))
+                       extra_env={"RECNODE_STORE_URL": store_url}, extra_args=("--test-limits", "--node-id", node_id))
 
 
 def rows(store_url: str, sql: str) -> list[tuple]:
@@ -78,8 +79,8 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
     """What a fleet behind one API needs from the shared store today: any node
     describes any task, and a ClientTaskId names one task whichever node is asked."""
     url = postgres.create_database()
-    one = node_on(url, tmp_path / "one", tmp_path / "one.log").start()
-    two = node_on(url, tmp_path / "two", tmp_path / "two.log").start()
+    one = node_on(url, tmp_path / "one", tmp_path / "one.log", node_id="node-1").start()
+    two = node_on(url, tmp_path / "two", tmp_path / "two.log", node_id="node-2").start()
     try:
         spec = PublisherSpec(duration_s=4.0)
         location, targets = publish(one, "shared-room", "cam", spec)
@@ -96,6 +97,14 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
             "DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"][0]["FileId"]
         assert [t["TaskId"] for t in two.ok("DescribeTasks", {"Status": 2, "RoomId": "shared-room"})["TaskList"]] \
             == [task_id]
+        # a restart of the other node leaves this node's task and stream alone
+        two.stop()
+        two.start()
+        assert '"stream_restored"' not in two.logs() and '"stream_not_restored"' not in two.logs()
+        assert 'recnode_tasks{status="recording"} 0' in http("GET", two.base_url + "/metrics").body.decode()
+        assert rows(url, "SELECT node_id FROM streams") == [("node-1",)]
+        files = one.ok("DescribeRecordStatus", {"TaskId": task_id})["RecordFiles"]
+        assert len(files) == 1 and files[0]["Status"] == 1  # still being recorded, by node-1
         wait_manifest(spec.manifest_path, proc=publisher)
         one.ok("StopRecord", {"TaskId": task_id})
         two.wait_task(task_id, lambda d: d["Status"] == 3 and all(f["Status"] == 3 for f in d["RecordFiles"]))
@@ -103,3 +112,35 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_client_task_id_sent_to_two_nodes_at_once_is_one_task(postgres, tmp_path):
+    """The store's unique ClientTaskId decides a race between nodes: both answer
+    the same TaskId. Rounds go on until the race was seen a few times."""
+    url = postgres.create_database()
+    nodes = [node_on(url, tmp_path / f"n{i}", tmp_path / f"n{i}.log", node_id=f"node-{i}").start() for i in (1, 2)]
+    try:
+        for round_ in range(200):
+            body = {**start_record_body(f"race-{round_}"), "ClientTaskId": f"race-{round_}"}
+            answers: list[dict] = [{}, {}]
+            together = threading.Barrier(2)
+
+            def start(i: int) -> None:
+                together.wait()
+                answers[i] = nodes[i].call("StartRecord", body)
+
+            threads = [threading.Thread(target=start, args=(i,)) for i in (0, 1)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert answers[0]["Code"] == answers[1]["Code"] == 0, answers
+            assert answers[0]["Data"]["TaskId"] == answers[1]["Data"]["TaskId"]
+            if sum(node.logs().count('"client_task_id_taken"') for node in nodes) >= 3:
+                break
+        else:
+            raise AssertionError("the two nodes never raced: the test proved nothing")
+        assert rows(url, "SELECT COUNT(*), COUNT(DISTINCT client_task_id) FROM tasks") == [(round_ + 1, round_ + 1)]
+    finally:
+        for node in nodes:
+            node.stop()

@@ -203,3 +203,41 @@ def test_a_published_stream_round_trips_with_its_pinned_source(store_location):
     assert reopened.streams() == [pinned, StreamRecord("res2", "r", "s2", "u", "u", "v=0\r\n", (40004,), 6,
                                                        source_host="")]
     reopened.close()
+
+
+def fill(store):
+    store.insert_task(task(client="c1"))
+    store.upsert_file(file("f.mp4", FileStatus.UPLOADING))
+    store.save_stream(StreamRecord("res1", "r1", "cam", "u", "u", "v=0", (40000,), 1))
+    store.add_callback("T" * 16, 1, "http://x", {}, 0)
+
+
+def test_a_shared_store_resumes_only_each_nodes_own_rows(postgres):
+    """Two nodes on one database: each resumes its own tasks, uploads, streams and
+    callbacks; either answers about any task."""
+    url = postgres.create_database()
+    one, two = Store(url, node_id="node-1"), Store(url, node_id="node-2")
+    fill(one)
+    assert two.tasks_with_status((TaskStatus.RECORDING,)) == []
+    assert two.files_with_status((FileStatus.UPLOADING,)) == [] and two.streams() == []
+    assert two.pending_callbacks() == [] and two.count_tasks((TaskStatus.RECORDING,)) == {TaskStatus.RECORDING: 0}
+    assert two.get_task("T" * 16) == task(client="c1") and [f.file_id for f in two.files_of_task("T" * 16)] == ["f.mp4"]
+    assert two.page_tasks((TaskStatus.RECORDING,), None, 0, 2000, 0, 5)[0] == 1
+    with pytest.raises(Conflict):  # that room's stream is node-1's
+        two.save_stream(StreamRecord("res2", "r1", "cam", "u", "u", "v=0", (40002,), 2))
+    assert [s.resource_id for s in one.streams()] == ["res1"]
+    assert [t.task_id for t in one.tasks_with_status((TaskStatus.RECORDING,))] == ["T" * 16]
+    assert len(one.files_with_status((FileStatus.UPLOADING,))) == 1 and len(one.pending_callbacks()) == 1
+    one.close()
+    two.close()
+
+
+def test_a_sqlite_store_is_one_nodes_whatever_its_name(tmp_path):
+    """A data directory moved to a host of another name goes on as before."""
+    first = Store(tmp_path / "s.sqlite3", node_id="old-host")
+    fill(first)
+    first.close()
+    moved = Store(tmp_path / "s.sqlite3", node_id="new-host")
+    assert [t.task_id for t in moved.tasks_with_status((TaskStatus.RECORDING,))] == ["T" * 16]
+    assert len(moved.files_with_status((FileStatus.UPLOADING,))) == 1 and len(moved.streams()) == 1
+    assert len(moved.pending_callbacks()) == 1

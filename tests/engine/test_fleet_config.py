@@ -1,8 +1,10 @@
-"""`--store-url`: which database, and its password kept out of every message."""
+"""The options a fleet's nodes need: `--store-url` (which database, its password
+kept out of every message) and `--node-id`."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -69,6 +71,17 @@ def test_the_url_is_a_secret_of_the_configuration(tmp_path):
     assert "RECNODE_STORE_URL" in __import__("engine.secret_env").secret_env.SECRET_ENV
     default = config.from_args(args, {})
     assert default.store_location == tmp_path.resolve() / "recnode.sqlite3"
+
+
+def test_a_node_is_named_after_its_host_unless_named(tmp_path):
+    args = build_parser().parse_args(["serve", "--data-dir", str(tmp_path)])
+    assert config.from_args(args, {}).node_id == socket.gethostname()
+    named = build_parser().parse_args(["serve", "--data-dir", str(tmp_path), "--node-id", "recnode-0"])
+    assert config.from_args(named, {}).node_id == "recnode-0"
+    for bad in ("-leading-dash", "a b", "x" * 254, "ünïcode"):
+        bad_args = build_parser().parse_args(["serve", "--data-dir", str(tmp_path), f"--node-id={bad}"])
+        with pytest.raises(options.ConfigError, match="^--node-id / RECNODE_NODE_ID: "):
+            config.from_args(bad_args, {})
 
 
 def test_an_unreachable_database_is_one_line_after_the_wait(closed_port):
