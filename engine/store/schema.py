@@ -99,7 +99,8 @@ ALTER TABLE callbacks ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
 CREATE INDEX tasks_by_node ON tasks (node_id, status);
 CREATE INDEX files_by_node ON files (node_id, status);
 DROP INDEX callbacks_pending;
-CREATE INDEX callbacks_pending ON callbacks (node_id, done_ms, id);
+CREATE INDEX callbacks_pending ON callbacks (node_id, id) WHERE done_ms IS NULL;
+CREATE INDEX callbacks_undone ON callbacks (task_id, sequence) WHERE done_ms IS NULL;
 """,
 }
 
