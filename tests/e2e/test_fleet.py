@@ -13,7 +13,7 @@ import psycopg
 from testkit import probe
 from testkit.node import NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
-from testkit.rtp import PublisherSpec, wait_manifest
+from testkit.rtp import PublisherSpec, offer_sdp, wait_manifest
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import publish, run_publisher
 
@@ -84,6 +84,9 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
     try:
         spec = PublisherSpec(duration_s=4.0)
         location, targets = publish(one, "shared-room", "cam", spec)
+        again = two.publish("shared-room", "cam", offer_sdp(spec, True, True), user_id="someone-else")
+        assert again.status == 409 and b"another node" in again.body
+        assert "\nrecnode_streams 0\n" in http("GET", two.base_url + "/metrics").body.decode()  # nothing left behind
         body = {**start_record_body("shared-room"), "ClientTaskId": "fleet-client-1"}
         task_id = one.ok("StartRecord", body)["TaskId"]
         assert two.ok("StartRecord", body)["TaskId"] == task_id
