@@ -10,12 +10,14 @@ from pathlib import Path
 
 import psycopg
 
+from engine import defaults
 from testkit import probe
 from testkit.node import NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.rtp import PublisherSpec, offer_sdp, wait_manifest
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import publish, run_publisher
+from tests.e2e.test_node_process import assert_one_line_naming, run_serve
 
 
 def node_on(store_url: str, data_dir: Path, log: Path, port: int | None = None,
@@ -147,3 +149,13 @@ def test_a_client_task_id_sent_to_two_nodes_at_once_is_one_task(postgres, tmp_pa
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_node_that_cannot_reach_its_database_says_why_in_one_line(postgres, tmp_path):
+    """After the wait (defaults.STORE_CONNECT_TIMEOUT_S), exit status 2, the reason, no password."""
+    url = postgres.create_database().replace(postgres.app_password, "wrong-password-51c2")
+    started = time.monotonic()
+    done = run_serve(tmp_path, env={"RECNODE_STORE_URL": url, "RECNODE_SERVER_SECRET": "x" * 16})
+    assert time.monotonic() - started >= defaults.STORE_CONNECT_TIMEOUT_S
+    line = assert_one_line_naming(done, "--store-url", "RECNODE_STORE_URL")
+    assert "password authentication failed" in line and "wrong-password-51c2" not in done.stderr + done.stdout
