@@ -21,11 +21,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import psycopg
 
 from testkit.ports import free_port
+from testkit.process import die_with_parent
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "postgres"
@@ -37,15 +39,6 @@ def server_bin() -> Path | None:
     """The newest installed server's bin directory, or None without one."""
     found = [Path(d) for d in glob.glob(BIN_GLOB) if (Path(d) / "initdb").exists() and (Path(d) / "postgres").exists()]
     return max(found, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0) if found else None
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class PostgresCluster:
@@ -85,7 +78,7 @@ class PostgresCluster:
         self._process = subprocess.Popen(
             [str(self._bin / "postgres"), "-D", str(self._dir / "data"), "-p", str(self.port), "-k", str(self._dir),
              *(arg for setting in settings for arg in ("-c", setting))],
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, **self._as_owner())
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=partial(die_with_parent, signal.SIGQUIT), **self._as_owner())
         self._wait_ready()
         self.admin(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{self.app_password}'")
         return self

@@ -4,6 +4,7 @@ working directory, whether testkit runs from a checkout or is installed."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,14 @@ def start_module(module: str, *args: str, **popen_kwargs) -> subprocess.Popen:
     """``python -m module args...`` in a child process."""
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(PACKAGE_ROOT), env=child_env(),
                             **popen_kwargs)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child (a preexec_fn): get `signum` when the thread that started it dies (the
+    test session's main thread, normally), so no server outlives a killed test run (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
