@@ -54,7 +54,7 @@ def calls(store: AsyncStore) -> dict[str, Callable[[int], Awaitable]]:
     """What the node does, per call: i numbers the call."""
     nonce = itertools.count()
     return {
-        "remember_nonce (each signed API call)": lambda i: store.remember_nonce(f"n{next(nonce)}", 1.7e9 + i),
+        "claim_nonce (each signed API call)": lambda i: store.claim_nonce(f"n{next(nonce)}", 1.7e9 + i, 1.7e9),
         "upsert_file (each file progress event)": lambda i: store.upsert_file(file(i % TASKS, i % FILES_PER_TASK,
                                                                                    i)),
         "get_task + files_of_task (DescribeRecordStatus)": lambda i: asyncio.gather(

@@ -197,9 +197,13 @@ class Store:
             "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]
 
     # signature nonces already used, so a replay is refused after a restart too
-    def remember_nonce(self, nonce: str, seen_s: float) -> None:
-        self._db.execute("INSERT INTO nonces (nonce, seen_s) VALUES (?,?) "
-                         "ON CONFLICT (nonce) DO UPDATE SET seen_s=excluded.seen_s", (nonce, seen_s))
+    def claim_nonce(self, nonce: str, seen_s: float, horizon_s: float) -> bool:
+        """Remember a nonce unless it was seen at or after `horizon_s`: True when it
+        was not (the request may be served), False for a replay, whichever node of
+        the fleet saw it first (the insert decides, atomically)."""
+        return bool(self._db.execute(
+            "INSERT INTO nonces (nonce, seen_s) VALUES (?,?) ON CONFLICT (nonce) DO UPDATE "
+            "SET seen_s=excluded.seen_s WHERE nonces.seen_s < ? RETURNING nonce", (nonce, seen_s, horizon_s)))
 
     def nonces_since(self, since_s: float) -> list[tuple[str, float]]:
         rows = self._db.execute("SELECT nonce, seen_s FROM nonces WHERE seen_s >= ? ORDER BY seen_s", (since_s,))

@@ -4,6 +4,7 @@ real RTP stream with its state in the session's private PostgreSQL
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import psycopg
 
 from engine import defaults
+from engine.auth import signed_query
 from testkit import probe
-from testkit.node import NodeProcess, http, start_record_body
+from testkit.node import APP_ID, SERVER_SECRET, NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.rtp import PublisherSpec, offer_sdp, wait_manifest
 from tests.e2e.media_checks import recorded_path
@@ -92,6 +94,11 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
         body = {**start_record_body("shared-room"), "ClientTaskId": "fleet-client-1"}
         task_id = one.ok("StartRecord", body)["TaskId"]
         assert two.ok("StartRecord", body)["TaskId"] == task_id
+        # a signed call served by one node is a replay to the other
+        query = signed_query("DescribeRecordStatus", APP_ID, SERVER_SECRET)
+        describe = json.dumps({"TaskId": task_id}).encode()
+        assert one.post_action(query, describe).json()["Code"] == 0
+        assert two.post_action(query, describe).json()["Code"] == 100000005
         publisher, spec = run_publisher(spec, targets, tmp_path)
         one.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)
         deadline = time.monotonic() + 10

@@ -76,7 +76,7 @@ def test_milliseconds_sizes_and_seconds_keep_their_precision(store):
     store.upsert_file(file("big.mp4", size=5 * 1024**3, duration_ms=86_400_000))
     assert store.get_task("T" * 16).created_ms == now_ms
     assert store.files_of_task("T" * 16)[0].size == 5 * 1024**3
-    store.remember_nonce("n", 1_767_000_000.123456)
+    assert store.claim_nonce("n", 1_767_000_000.123456, 0)
     assert store.nonces_since(0) == [("n", 1_767_000_000.123456)]
     assert store.nonces_since(float("-inf")) == [("n", 1_767_000_000.123456)]
 
@@ -153,7 +153,7 @@ def test_a_version_1_store_is_migrated(store_location):
     assert store.files_of_task("t")[0].sha256 == ""
     store.add_callback("t", 1, "http://x", {}, 0)
     assert store.pending_callbacks()[0].sequence == 0
-    store.remember_nonce("n", 1.0)
+    assert store.claim_nonce("n", 1.0, 0)
     assert store.nonces_since(0) == [("n", 1.0)]
 
 
@@ -182,8 +182,8 @@ def test_nodes_opening_a_new_store_together_migrate_it_once(store_location):
 def test_used_nonces_are_kept_until_forgotten(store_location):
     store = Store(store_location)
     for nonce, seen_s in [("b", 20.5), ("a", 10.0), ("c", 30.0)]:
-        store.remember_nonce(nonce, seen_s)
-    store.remember_nonce("a", 25.0)  # seen again after it was forgotten in memory: the later time counts
+        assert store.claim_nonce(nonce, seen_s, 0)
+    assert store.claim_nonce("a", 25.0, 15.0)  # seen before the horizon: usable again, the later time counts
     store.close()
     store = Store(store_location)
     assert store.nonces_since(0) == [("b", 20.5), ("a", 25.0), ("c", 30.0)]
@@ -241,3 +241,14 @@ def test_a_sqlite_store_is_one_nodes_whatever_its_name(tmp_path):
     assert [t.task_id for t in moved.tasks_with_status((TaskStatus.RECORDING,))] == ["T" * 16]
     assert len(moved.files_with_status((FileStatus.UPLOADING,))) == 1 and len(moved.streams()) == 1
     assert len(moved.pending_callbacks()) == 1
+
+
+def test_a_nonce_is_claimed_once_across_the_nodes_sharing_a_store(store_location):
+    one, two = Store(store_location, node_id="node-1"), Store(store_location, node_id="node-2")
+    assert one.claim_nonce("n1", 1000.0, 0.0)
+    assert not two.claim_nonce("n1", 1001.0, 0.0) and not one.claim_nonce("n1", 1002.0, 0.0)
+    assert two.nonces_since(0) == [("n1", 1000.0)]  # a refused claim changes nothing
+    assert two.claim_nonce("n1", 2300.0, 1100.0)  # once its time is past the horizon, it is new again
+    assert one.nonces_since(0) == [("n1", 2300.0)]
+    one.close()
+    two.close()
