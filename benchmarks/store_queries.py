@@ -67,7 +67,8 @@ def calls(store: AsyncStore) -> dict[str, Callable[[int], Awaitable]]:
     }
 
 
-async def measure(store: AsyncStore, seconds: float, analyze: Callable[[], None]) -> dict[str, tuple[float, float, float]]:
+async def measure(store: AsyncStore, seconds: float,
+                  analyze: Callable[[], None]) -> dict[str, tuple[float, float, float]]:
     await fill(store)
     results = {}
     for name, call in calls(store).items():

@@ -31,9 +31,6 @@ class Row(tuple):
     def __getitem__(self, key: Any) -> Any:
         return super().__getitem__(self._names[key] if isinstance(key, str) else key)
 
-    def keys(self) -> list[str]:
-        return list(self._names)
-
 
 class Rows(list):
     """A statement's result rows (empty for a statement without any)."""
