@@ -78,7 +78,8 @@ class PostgresCluster:
         self._process = subprocess.Popen(
             [str(self._bin / "postgres"), "-D", str(self._dir / "data"), "-p", str(self.port), "-k", str(self._dir),
              *(arg for setting in settings for arg in ("-c", setting))],
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=partial(die_with_parent, signal.SIGQUIT), **self._as_owner())
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=partial(die_with_parent, signal.SIGQUIT),
+            **self._as_owner())
         self._wait_ready()
         self.admin(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{self.app_password}'")
         return self

@@ -23,9 +23,9 @@ import structlog
 from engine.status import FileStatus, TaskStatus
 from engine.store import schema
 from engine.store.database import Database, Row, open_database
-from engine.store.url import SQLITE
 from engine.store.records import (CallbackRecord, FileRecord, StreamRecord, TaskRecord, request_from_json,
                                   request_to_json)
+from engine.store.url import SQLITE
 
 log = structlog.get_logger("store")
 
