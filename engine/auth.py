@@ -48,7 +48,7 @@ def signed_query(action: str, app_id: int, secret: str, timestamp: int | None = 
 class NonceStore(Protocol):
     """Where used nonces outlive the process (engine.store.AsyncStore)."""
 
-    async def remember_nonce(self, nonce: str, seen_s: float) -> None: ...
+    async def claim_nonce(self, nonce: str, seen_s: float, horizon_s: float) -> bool: ...
 
     async def nonces_since(self, since_s: float) -> list[tuple[str, float]]: ...
 
@@ -88,12 +88,14 @@ class NonceCache:
         return True
 
     async def claim(self, nonce: str, now: float) -> bool:
-        """False for a nonce already used; otherwise it is remembered (durably, with
-        a store) before this returns, so the request it signs can be served."""
+        """False for a nonce already used, here or (with a store a fleet shares) on
+        another node; otherwise it is remembered (durably, with a store) before this
+        returns, so the request it signs can be served."""
         if not self.check_and_add(nonce, now):
             return False
         if self._store is not None:
-            await self._store.remember_nonce(nonce, now)
+            if not await self._store.claim_nonce(nonce, now, now - 2 * self._window_s):
+                return False
             if now - self._pruned_at >= defaults.NONCE_PRUNE_INTERVAL_S:
                 await self._prune_store(now)
         return True

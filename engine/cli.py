@@ -21,6 +21,7 @@ import structlog
 from engine import config as config_module
 from engine import defaults, options, secret_env
 from engine.auth import signed_query
+from engine.store import url as store_url
 from workers.logs import configure_logging
 
 log = structlog.get_logger("cli")
@@ -96,8 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         found = secret_env.take_secrets(reexec=getattr(args, "own_command_line", False))
         config = config_module.from_args(args, found)
-        configure_logging(config.log_level,
-                          secrets=(config.server_secret, config.ingest_token, config.callback_secret))
+        configure_logging(config.log_level, secrets=(config.server_secret, config.ingest_token, config.callback_secret,
+                                                     *store_url.secrets_in(config.store_url)))
         asyncio.run(serve(config))
     except options.ConfigError as error:
         print(f"recnode serve: {error}", file=sys.stderr)

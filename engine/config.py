@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
@@ -50,6 +51,8 @@ class NodeConfig:
     cpu_cap: float = defaults.CPU_CAP
     callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
     storage_endpoint_allow: tuple[str, ...] = ()  # networks a caller's EndPoint may reach though refused
+    store_url: str = field(default="", repr=False)  # '': the data directory's SQLite file; may hold a password
+    node_id: str = ""  # its rows in a shared store (from_args: the host name unless given)
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -71,6 +74,11 @@ class NodeConfig:
     @property
     def store_path(self) -> Path:
         return self.data_dir / defaults.STORE_FILENAME
+
+    @property
+    def store_location(self) -> Path | str:
+        """What engine.store.Store opens: --store-url, else the data directory's SQLite file."""
+        return self.store_url or self.store_path
 
     @property
     def storage_root(self) -> Path:
@@ -133,5 +141,7 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         cpu_cap=v["cpu_cap"],
         callback_deny=v["callback_deny"],
         storage_endpoint_allow=v["storage_endpoint_allow"],
+        store_url=v["store_url"],
+        node_id=v["node_id"] or socket.gethostname(),
         test_limits=v["test_limits"],
     )

@@ -47,6 +47,12 @@ WORKER_READY_TIMEOUT_S = 10.0
 WORKER_STOP_TIMEOUT_S = 10.0
 WORKER_MAX_RESTARTS_PER_MINUTE = 3
 STORE_FILENAME = "recnode.sqlite3"
+# A PostgreSQL store (--store-url): how long a starting node waits for it, and the
+# connection pool's size (store calls run one at a time, see engine.store.asyncstore).
+STORE_CONNECT_TIMEOUT_S = 10.0
+STORE_CONNECT_RETRY_S = 0.5
+STORE_POOL_SIZE = 2
+STORE_QUERY_WAIT_S = 30.0  # a call waiting this long for a pooled connection fails
 STORAGE_DIRNAME = "storage"
 
 # Room rules and callbacks

@@ -64,7 +64,7 @@ class RecordingNode:
         the clock and the callbacks' HTTP client; everything else is the real thing."""
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.storage_root.mkdir(parents=True, exist_ok=True)
-        store = AsyncStore(await asyncio.to_thread(Store, config.store_path))
+        store = AsyncStore(await asyncio.to_thread(Store, config.store_location, config.node_id))
         callbacks = CallbackSender(config, store, callback_transport or HttpTransport())
         callbacks.start()
 

@@ -158,6 +158,26 @@ def storage_endpoints(values: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(endpoints)
 
 
+def store_url(value: str) -> str:
+    """'' (the data directory's SQLite file) or a URL engine.store.url reads; the
+    error never repeats the value (it may hold a password)."""
+    from engine.store.url import parse
+
+    if value.strip():
+        parse(value)
+    return value.strip()
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def node_id(value: str) -> str:
+    """'' (the host name) or a name like one: letters, digits, '.', '_', '-'."""
+    if value.strip() and not _NODE_ID.fullmatch(value.strip()):
+        raise ValueError(f"{value!r} is not a node id (up to 253 letters, digits, '.', '_' or '-')")
+    return value.strip()
+
+
 def switch(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -194,6 +214,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--host", "RECNODE_HOST", text, defaults.HTTP_HOST, "HTTP listen address"),
     _o("--port", "RECNODE_PORT", port, defaults.HTTP_PORT, "HTTP port"),
     _o("--data-dir", "RECNODE_DATA_DIR", text, defaults.DATA_DIR, "state, generated secret, node-disk storage"),
+    _o("--store-url", "RECNODE_STORE_URL", store_url, "",
+       "where the node's state lives: sqlite:///<path> or postgresql://user:password@host:port/db, which "
+       "a fleet of nodes shares (default: <data-dir>/recnode.sqlite3; prefer the environment: it holds a password)",
+       secret=True),
+    _o("--node-id", "RECNODE_NODE_ID", node_id, "",
+       "this node's name in a fleet sharing a store: it resumes the tasks, streams and uploads of this name "
+       "(default: the host name)"),
     _o("--app-id", "RECNODE_APP_ID", at_least(0), defaults.APP_ID, "the AppId clients sign with"),
     _o("--server-secret", "RECNODE_SERVER_SECRET", text, "",
        "API signing secret (prefer the environment: a command line is visible to other users)", secret=True),

@@ -27,7 +27,7 @@ from engine.events import OnEvent, OnExit, WorkerEvents, WorkerExited, WorkerMes
 from engine.ports import PortAllocator, PortsExhausted
 from engine.rooms import PublishedStream, Rooms, StreamWorker
 from engine.sdp import RtpOffer, SdpError, UnsupportedMedia, parse_rtp_offer, rtp_answer
-from engine.store import AsyncStore, StreamRecord
+from engine.store import AsyncStore, Conflict, StreamRecord
 from engine.supervisor import WorkerGone, WorkerStartError
 from engine.tasks import TaskManager
 
@@ -168,7 +168,12 @@ class StreamRegistry:
             stream.answer = rtp_answer(offer, self._config.advertised_address, stream.ports)
             self._rooms.add(stream)
             self._publishing.discard(key)  # counted once: it is in its room now
-            await self._store.save_stream(self._stream_record(stream))
+            try:
+                await self._store.save_stream(self._stream_record(stream))
+            except Conflict:  # another node sharing the store has this room's stream
+                await self.unpublish(stream.resource_id, reason="published_on_another_node")
+                raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r} "
+                                              "on another node") from None
         finally:
             self._publishing.discard(key)
         log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, ports=stream.ports,

@@ -21,7 +21,7 @@ from engine.config import NodeConfig
 from engine.files import FileBook
 from engine.rooms import PublishedStream, Rooms
 from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
-from engine.store import AsyncStore, TaskRecord
+from engine.store import AsyncStore, Conflict, TaskRecord
 
 log = structlog.get_logger("tasks")
 
@@ -142,6 +142,15 @@ class TaskManager:
             await checks.check_storage(self._config, request)
             await checks.check_callback_url(self._config, request.output.callback_url)
             task = await self._insert(request)
+        except Conflict as conflict:  # another node of the fleet took this ClientTaskId a moment ago
+            existing = await self._store.get_task_by_client_id(client_id or "")
+            if existing is None:
+                creating.set_exception(conflict)
+                creating.exception()
+                raise
+            log.info("client_task_id_taken", task_id=existing.task_id, client_task_id=client_id)
+            creating.set_result(existing.task_id)
+            return existing.task_id
         except BaseException as error:
             creating.set_exception(error)
             creating.exception()  # a refusal no repeat waits for is not an unretrieved exception

@@ -31,19 +31,9 @@ import boto3
 from botocore.config import Config
 
 from testkit.ports import free_port
+from testkit.process import die_with_parent
 
 REGION = "us-east-1"
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the thread that started it dies (the test session's main
-    thread, normally), so no server outlives a killed test run (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class MotoServer:
@@ -66,7 +56,7 @@ class MotoServer:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=self._log, stderr=self._log, env=env, preexec_fn=_die_with_parent)
+                stdout=self._log, stderr=self._log, env=env, preexec_fn=die_with_parent)
             if self._wait_ready(timeout):
                 break
             self.stop()

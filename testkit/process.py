@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,14 @@ def wait_ready(process: subprocess.Popen, what: str, timeout_s: float = 60) -> N
         process.kill()
         process.wait()
         raise RuntimeError(f"{what} did not start: {line!r}")
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child (a preexec_fn): get `signum` when the thread that started it dies (the
+    test session's main thread, normally), so no server outlives a killed test run (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -45,3 +45,26 @@ def closed_port() -> int:
     from testkit.ports import free_port
 
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL (testkit.postgres), started on first use and stopped after the session."""
+    from testkit.postgres import BIN_GLOB, PostgresCluster, server_bin
+
+    if server_bin() is None:
+        pytest.skip(f"no PostgreSQL server binaries under {BIN_GLOB}: install them with bash .ci/install-postgres")
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Where a store-level test keeps its store, once per backend: a SQLite file (a Path)
+    or a fresh database on the session's PostgreSQL (its URL)."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite3"
+    return request.getfixturevalue("postgres").create_database()

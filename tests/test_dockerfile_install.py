@@ -19,29 +19,52 @@ from testkit.ports import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions in order: (INSTRUCTION, the rest of its line)."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0], line.split(None, 1)[1]) for line in lines]
+
+
 def dockerfile_steps() -> tuple[list[tuple[str, str]], list[str], dict[str, str]]:
     copies, runs, env = [], [], {}
-    lines = (REPO / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
-    for line in lines:
-        words = shlex.split(line, comments=True)
-        if not words:
-            continue
-        if words[0] == "COPY":
-            *sources, dest = words[1:]
+    for instruction, rest in instructions():
+        words = shlex.split(rest)
+        if instruction == "COPY":
+            *sources, dest = words
             copies += [(s, dest) for s in sources]
-        elif words[0] == "RUN" and "pip install" in line:
-            runs.append(line.split("RUN", 1)[1].strip())
-        elif words[0] == "ENV":
-            env.update(w.split("=", 1) for w in words[1:])
+        elif instruction == "RUN" and "pip install" in rest:
+            runs.append(rest)
+        elif instruction == "ENV":
+            env.update(w.split("=", 1) for w in words)
     return copies, runs, env
 
 
 def test_dockerfile_is_what_the_test_assumes():
     copies, runs, env = dockerfile_steps()
-    assert runs == ["pip install --no-cache-dir ."]
+    assert len(runs) == 2 and runs[1] == "pip install --no-cache-dir --no-deps ."
     assert {s for s, _ in copies} >= {"pyproject.toml", "engine", "workers", "storage_adapters", "testkit"}  # demo
     text = (REPO / "Dockerfile").read_text()
     assert "FROM python:3.12-slim" in text and "USER recnode" in text and 'CMD ["serve"]' in text
+
+
+def test_dependencies_are_a_layer_of_their_own():
+    """Only pyproject.toml is copied before the dependencies are installed, so a
+    change to the code (or the README) rebuilds the layers after them only."""
+    steps = instructions()
+    first_install = next(i for i, (name, rest) in enumerate(steps) if name == "RUN" and "pip install" in rest)
+    copied_before = [shlex.split(rest)[:-1] for name, rest in steps[:first_install] if name in ("COPY", "ADD")]
+    assert copied_before == [["pyproject.toml"]]
+    later = [rest for name, rest in steps[first_install + 1:] if name == "RUN" and "pip install" in rest]
+    assert all("--no-deps" in rest for rest in later)
+
+
+def test_the_image_publishes_its_media_ports_and_waits_for_a_start():
+    _, _, env = dockerfile_steps()
+    exposed = {word for name, rest in instructions() if name == "EXPOSE" for word in rest.split()}
+    assert {"8080/tcp", f"{env['RECNODE_RTP_PORTS']}/udp", f"{env['RECNODE_WEBRTC_PORTS']}/udp"} <= exposed
+    [healthcheck] = [rest for name, rest in instructions() if name == "HEALTHCHECK"]
+    assert "--start-period=" in healthcheck and "/readyz" in healthcheck
 
 
 @pytest.mark.timeout(600)
@@ -57,11 +80,10 @@ def test_install_step_in_a_fresh_venv_gives_a_working_recnode(tmp_path):
             shutil.copy(REPO / source, target)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"  # `python` and `pip` are the fresh venv's
     for command in runs:
-        args = shlex.split(command)
-        assert args[:2] == ["pip", "install"]
-        subprocess.run([str(venv / "bin" / "python"), "-m", *args], cwd=context, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", "-c", command], cwd=context, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PATH": path, "VIRTUAL_ENV": str(venv)})
     recnode = venv / "bin" / "recnode"
     assert subprocess.run([str(recnode), "--help"], capture_output=True, check=True).stdout.startswith(b"usage")
     demo = subprocess.run([str(recnode), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)

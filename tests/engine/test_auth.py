@@ -101,13 +101,12 @@ def test_nonce_forgotten_after_window():
     assert cache.check_and_add("n1", 1201)
 
 
-def test_used_nonces_outlive_a_restart_through_the_store(tmp_path):
+def test_used_nonces_outlive_a_restart_through_the_store(store_location):
     """A second cache on the same store (the node after a restart) refuses the
     nonces the first one accepted, until twice the window has passed."""
-    path = tmp_path / "store.sqlite3"
 
     async def run_node(steps):
-        store = AsyncStore(Store(path))
+        store = AsyncStore(Store(store_location))
         try:
             cache = NonceCache(window_s=600, store=store)
             await cache.load(steps[0][1])
@@ -121,9 +120,26 @@ def test_used_nonces_outlive_a_restart_through_the_store(tmp_path):
     assert asyncio.run(run_node([("n1", 2201), ("n2", 2201)])) == [True, False]
 
 
-def test_the_store_forgets_old_nonces(tmp_path):
+def test_a_nonce_used_on_one_node_is_refused_by_another_sharing_the_store(store_location):
+    """Both caches loaded before the nonce was used: only the store can tell the second node."""
+
     async def run():
-        store = AsyncStore(Store(tmp_path / "store.sqlite3"))
+        stores = [AsyncStore(Store(store_location, node_id=name)) for name in ("node-1", "node-2")]
+        try:
+            one, two = (NonceCache(window_s=600, store=store) for store in stores)
+            await one.load(1000)
+            await two.load(1000)
+            return [await one.claim("n1", 1000), await two.claim("n1", 1001), await two.claim("n2", 1001)]
+        finally:
+            for store in stores:
+                await asyncio.to_thread(store.close)
+
+    assert asyncio.run(run()) == [True, False, True]
+
+
+def test_the_store_forgets_old_nonces(store_location):
+    async def run():
+        store = AsyncStore(Store(store_location))
         try:
             cache = NonceCache(window_s=600, store=store)
             await cache.claim("old", 0)

@@ -19,10 +19,10 @@ def test_retries_back_off_and_are_never_sooner_than_the_interval():
     assert retry_delay(5.0, 30) == 300.0
 
 
-# The sender on the store's outbox (SQLite in tmp_path), with an in-memory transport.
+# The sender on the store's outbox (SQLite and PostgreSQL), with an in-memory transport.
 @pytest_asyncio.fixture
-async def store(tmp_path):
-    store = AsyncStore(Store(tmp_path / "store.sqlite3"))
+async def store(store_location):
+    store = AsyncStore(Store(store_location))
     yield store
     store.close()
 

@@ -1,0 +1,119 @@
+"""The store's hot calls on SQLite and on PostgreSQL, as the node makes them
+(through AsyncStore: one at a time, off the event loop).
+
+    .venv/bin/python -m benchmarks.store_queries --seconds 3
+
+PostgreSQL is a private cluster on 127.0.0.1 (testkit.postgres), durable (fsync
+and synchronous commit on, as in production) unless --pg-fast. Prints, per
+call, calls per second and p50 / p99 latency in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from benchmarks.percentiles import percentile
+from engine import models
+from engine.status import FileStatus, TaskStatus
+from engine.store import AsyncStore, FileRecord, Store, TaskRecord
+from testkit.postgres import PostgresCluster
+
+REQUEST = models.parse_start_record({
+    "RoomId": "bench-room", "RecordInputParams": {"RecordMode": 1, "StreamType": 3},
+    "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": "AK",
+                      "AccessKeySecret": "SECRET"},
+})
+TASKS = 500  # in the store before measuring, so lookups are not on an empty table
+FILES_PER_TASK = 4
+
+
+def task(n: int) -> TaskRecord:
+    return TaskRecord(f"{n:016d}", f"client-{n}", f"room-{n % 50}", TaskStatus.RECORDING, REQUEST,
+                      1_767_000_000_000 + n, begin_ms=1_767_000_000_000 + n)
+
+
+def file(task_n: int, k: int, size: int) -> FileRecord:
+    return FileRecord(f"rec/{task_n:016d}_{k}.mp4", f"{task_n:016d}", f"s{k}", "u", "u", "mp4", "https://b/x",
+                      3, 1_767_000_000_000, FileStatus.RECORDING, size=size, duration_ms=size // 100)
+
+
+async def fill(store: AsyncStore) -> None:
+    for n in range(TASKS):
+        await store.insert_task(task(n))
+        for k in range(FILES_PER_TASK):
+            await store.upsert_file(file(n, k, 0))
+
+
+def calls(store: AsyncStore) -> dict[str, Callable[[int], Awaitable]]:
+    """What the node does, per call: i numbers the call."""
+    nonce = itertools.count()
+    return {
+        "claim_nonce (each signed API call)": lambda i: store.claim_nonce(f"n{next(nonce)}", 1.7e9 + i, 1.7e9),
+        "upsert_file (each file progress event)": lambda i: store.upsert_file(file(i % TASKS, i % FILES_PER_TASK,
+                                                                                   i)),
+        "get_task + files_of_task (DescribeRecordStatus)": lambda i: asyncio.gather(
+            store.get_task(f"{i % TASKS:016d}"), store.files_of_task(f"{i % TASKS:016d}")),
+        "page_tasks (DescribeTasks, a room)": lambda i: store.page_tasks(
+            (TaskStatus.RECORDING,), f"room-{i % 50}", 0, 2_000_000_000_000, 0, 50),
+        "add_callback (each event)": lambda i: store.add_callback(f"{i % TASKS:016d}", 1, "http://x", {}, i),
+        "pending_callbacks (the sender's poll)": lambda i: store.pending_callbacks(),
+        "insert_task (StartRecord)": lambda i: store.insert_task(task(TASKS + i)),
+    }
+
+
+async def measure(store: AsyncStore, seconds: float,
+                  analyze: Callable[[], None]) -> dict[str, tuple[float, float, float]]:
+    await fill(store)
+    results = {}
+    for name, call in calls(store).items():
+        await asyncio.to_thread(analyze)  # the planner's statistics of a store in use (autovacuum's, on PostgreSQL)
+        latencies = []
+        started = time.perf_counter()
+        i = 0
+        while time.perf_counter() - started < seconds:
+            t0 = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+        elapsed = time.perf_counter() - started
+        results[name] = (i / elapsed, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000)
+    return results
+
+
+async def run_one(location: Path | str, seconds: float) -> dict[str, tuple[float, float, float]]:
+    opened = await asyncio.to_thread(Store, location, "bench-node")
+    store = AsyncStore(opened)
+    try:
+        return await measure(store, seconds, lambda: opened._db.execute("ANALYZE"))
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per call")
+    parser.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync (as the tests run it)")
+    args = parser.parse_args()
+    columns: dict[str, dict[str, tuple[float, float, float]]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        columns["SQLite"] = asyncio.run(run_one(Path(directory) / "bench.sqlite3", args.seconds))
+    cluster = PostgresCluster(durable=not args.pg_fast).start()
+    try:
+        columns["PostgreSQL"] = asyncio.run(run_one(cluster.create_database(), args.seconds))
+    finally:
+        cluster.stop()
+    print(f"| call | {' | '.join(f'{kind} calls/s, p50, p99 ms' for kind in columns)} |")
+    print(f"|---|{'---|' * len(columns)}")
+    for name in columns["SQLite"]:
+        cells = [f"{rate:,.0f}, {p50:.2f}, {p99:.2f}" for rate, p50, p99 in (columns[k][name] for k in columns)]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
