@@ -72,7 +72,7 @@ def test_a_node_on_postgresql_records_and_its_state_survives_a_restart(postgres,
             assert entry["FileSize"] == path.stat().st_size
             assert probe.decode_all(path).errors == ()
         assert sorted(rows(url, f"SELECT file_id FROM files WHERE task_id='{task_id}'")) == sorted(
-            (entry["FileId"],) for entry in done["RecordFiles"])
+            (f"rec/{entry['FileId']}",) for entry in done["RecordFiles"])  # the store keys files by object key
         assert second.unpublish(location).status == 200
     finally:
         publisher.kill()

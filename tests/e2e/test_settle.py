@@ -59,7 +59,11 @@ class Stored:
         folder.mkdir(exist_ok=True)
         data = self.get(name, key)
         assert data is not None, key
-        (folder / key.rsplit("/", 1)[-1]).write_bytes(data)
+        local = data
+        if key.endswith(".m3u8"):  # a bucket's playlist lists segments by URL: the copies sit beside it
+            local = b"\n".join(line if line.startswith(b"#") else line.rsplit(b"/", 1)[-1]
+                                for line in data.split(b"\n"))
+        (folder / key.rsplit("/", 1)[-1]).write_bytes(local)
         size, segments = len(data), []
         if key.endswith(".m3u8"):
             while (segment := self.get(name, f"{key.removesuffix('.m3u8')}_{len(segments)}.ts")) is not None:
@@ -80,11 +84,11 @@ def decoded_s(report) -> float:
     return max(ends) - min(starts)
 
 
-def check_settled(stored, name, entry) -> float:
+def check_settled(stored, name, folder, entry) -> float:
     """FileSize is what is stored, Duration what it decodes to, an HLS playlist lists
     every stored segment with its true duration."""
     assert entry["Status"] == 3, (name, entry)
-    path, size, segments = stored.local_copy(name, entry["FileId"])
+    path, size, segments = stored.local_copy(name, folder + entry["FileId"])  # FileId is the bare name
     assert entry["FileSize"] == size, (name, entry["FileSize"], size)
     report = probe.decode_all(path)
     assert report.errors == () or name.startswith("mp4"), (name, report.errors)  # a cut fMP4 may end mid-frame
@@ -120,13 +124,15 @@ def start_recording(node, room, moto_server, bucket, tmp_path, duration_s):
     return location, tasks, publisher
 
 
-def check_first_files(node, tasks, moto_server, bucket, tmp_path) -> list[float]:
+def check_first_files(node, room, tasks, moto_server, bucket, tmp_path) -> list[float]:
     """Each task's first file, once settled (check_settled); how long each decodes to."""
     stored = Stored(node, moto_server, bucket, tmp_path)
+    bodies = task_bodies(room, moto_server, bucket)
     decoded = []
     for name, task_id in tasks.items():
         data = node.wait_task(task_id, lambda d: d["RecordFiles"][0]["Status"] == 3, timeout=SETTLE_TIMEOUT_S)
-        decoded.append(check_settled(stored, name, data["RecordFiles"][0]))
+        folder = bodies[name]["RecordOutputParams"]["OutputFolder"]
+        decoded.append(check_settled(stored, name, folder, data["RecordFiles"][0]))
     return decoded
 
 
@@ -144,7 +150,7 @@ def test_a_node_killed_mid_recording_reports_what_is_stored(moto_server, oss_ser
     wait_until(lambda: not alive(worker), timeout=10)
     second = start_node(tmp_path / "data", rtp_range, tmp_path / "b.log", moto_server, oss_server)
     try:
-        decoded = check_first_files(second, tasks, moto_server, s3_bucket, tmp_path)
+        decoded = check_first_files(second, "settle-node", tasks, moto_server, s3_bucket, tmp_path)
         assert min(decoded) > 5.5  # what was recorded after the last progress report counts too
     finally:
         second.stop()
@@ -155,7 +161,7 @@ def test_a_killed_worker_leaves_files_that_report_what_is_stored(moto_server, os
     try:
         location, tasks, publisher = start_recording(node, "settle-worker", moto_server, s3_bucket, tmp_path, 14.0)
         os.kill(node.stream_stats(location)["WorkerPid"], signal.SIGKILL)  # no trailer, no final playlist
-        assert min(check_first_files(node, tasks, moto_server, s3_bucket, tmp_path)) > 4.0
+        assert min(check_first_files(node, "settle-worker", tasks, moto_server, s3_bucket, tmp_path)) > 4.0
         publisher.kill()
     finally:
         node.stop()
