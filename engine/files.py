@@ -12,7 +12,7 @@ import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent
-from engine import checks, models
+from engine import checks, metrics, models
 from engine.config import NodeConfig
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
@@ -110,15 +110,22 @@ class FileBook:
         self._recording[file.file_id] = file
         await self._save(file)
 
+    def _count_written(self, file: FileRecord, size: int) -> None:
+        destination = self._destinations.known(file.task_id)
+        if destination is not None and size > file.size:
+            metrics.STORAGE_WRITTEN.labels(metrics.vendor_label(destination.spec.target.vendor)).inc(size - file.size)
+
     async def progress(self, event: protocol.FileProgress) -> None:
         file = self._recording.get(event.file_id)
         if file is not None:
+            self._count_written(file, event.size)
             self._recording[file.file_id] = replace(file, size=event.size, duration_ms=event.duration_ms)
             await self._save(self._recording[file.file_id])
 
     async def closed(self, event: protocol.FileClosed) -> None:
         file = self._recording.pop(event.file_id, None)
         if file is not None:
+            self._count_written(file, event.size)
             await self._finish(replace(file, sha256=event.sha256), event.size, event.duration_ms, event.ok)
 
     async def worker_lost(self, room_streams: Callable[[FileRecord], bool]) -> None:

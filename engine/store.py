@@ -366,6 +366,16 @@ class Store:
         self._db.execute("UPDATE callbacks SET attempts = attempts + 1, delivered=?, done_ms=? WHERE id=?",
                          (int(delivered), done_ms, callback_id))
 
+    def count_undone_callbacks(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM callbacks WHERE done_ms IS NULL").fetchone()[0]
+
+    def recent_callbacks(self, limit: int) -> list[dict]:
+        """The newest callbacks, newest first, with their delivery state (for the console)."""
+        rows = self._db.execute(
+            "SELECT task_id, sequence, event_type, url, created_ms, attempts, done_ms, delivered FROM callbacks "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
 
 class AsyncStore:
     """The Store's methods as coroutines, run one at a time on a dedicated thread."""
