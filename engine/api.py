@@ -15,7 +15,9 @@ from engine import defaults, errors, metrics, models
 from engine.admission import NodeState
 from engine.auth import Authenticator, NonceCache, NonceStore
 from engine.config import NodeConfig
+from engine.recordings_http import RecordingFiles
 from engine.rooms import PublishedStream
+from engine.signed_urls import RecordingUrls
 
 log = structlog.get_logger("api")
 
@@ -107,6 +109,7 @@ class Api:
             web.get("/whip/resource/{resource_id}", self.stream_stats),
             web.patch("/whip/resource/{resource_id}", self.no_trickle),
             web.options("/whip/{tail:.*}", self.whip_options),
+            *RecordingFiles(self.config.storage_root, RecordingUrls.for_config(self.config)).routes(),
         ])
         app.middlewares.append(self._access_log)
         app.middlewares.append(self._cors)

@@ -90,5 +90,7 @@ STORAGE_ENDPOINT_DENY_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.1
 # Storage
 SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3
+# Vendor 0 FileUrls: signed links into /recordings/, valid this long after they are handed out
+RECORDING_URL_TTL_S = 86400.0
 
 # Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)

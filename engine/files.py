@@ -14,6 +14,7 @@ from contract import protocol
 from contract.codes import CallbackEvent
 from engine import checks, metrics, models
 from engine.config import NodeConfig
+from engine.signed_urls import RecordingUrls
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
 from storage_adapters.base import StorageError
@@ -34,6 +35,7 @@ class TaskDestinations:
         self._config = config
         self._store = store
         self._by_task: dict[str, Destination] = {}
+        self.urls = RecordingUrls.for_config(config)  # the node's disk, served over HTTP
 
     def of(self, task_id: str, storage: models.Storage) -> Destination:
         destination = self._by_task.get(task_id)
@@ -94,7 +96,12 @@ class FileBook:
         destination = self._destinations.known(task_id)
         if destination is None:
             return worker_url
-        return await asyncio.to_thread(destination.public_url, key)  # a bucket's is built by its SDK
+        # a bucket's is built by its SDK
+        return await asyncio.to_thread(destination.public_url, key, self._destinations.urls.url_of)
+
+    def signed_url(self, url: str) -> str:
+        """A FileUrl as handed out: the node's own recordings get a fresh signed link."""
+        return self._destinations.urls.signed(url)
 
     async def _save(self, file: FileRecord) -> None:
         await self._store.upsert_file(file)
@@ -172,7 +179,8 @@ class FileBook:
             return
         room_id, url = self._tasks[file.task_id]
         await self._emit(file.task_id, room_id, url, CallbackEvent.PLAYLIST_UPLOADED, "hls playlist uploaded",
-                         {"stream_id": file.stream_id, "file_id": file.file_id, "file_url": file.file_url,
+                         {"stream_id": file.stream_id, "file_id": file.file_id,
+                          "file_url": self.signed_url(file.file_url),
                           "media_track_type": file.media_track_type})
 
     async def reconcile(self, files: list[FileRecord]) -> None:

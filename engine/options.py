@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -158,6 +159,16 @@ def storage_endpoints(values: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(endpoints)
 
 
+def base_url(value: str) -> str:
+    """An http(s) URL without a query, or empty (the default applies); no trailing '/'."""
+    if not value:
+        return ""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
+    return value.rstrip("/")
+
+
 def switch(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -234,6 +245,11 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--webrtc-ports", "RECNODE_WEBRTC_PORTS", optional_port_range, "",
        "UDP port range for WebRTC (ICE), MIN-MAX; default: any"),
     _o("--whip-cors-origin", "RECNODE_WHIP_CORS_ORIGIN", text, "*", "Access-Control-Allow-Origin for WHIP"),
+    _o("--advertised-url", "RECNODE_ADVERTISED_URL", base_url, "",
+       "the node's base URL as clients reach it: Vendor 0 FileUrl and the console's links "
+       "(default: http://<advertised address>:<port>)"),
+    _o("--recording-url-ttl", "RECNODE_RECORDING_URL_TTL", positive_seconds, defaults.RECORDING_URL_TTL_S,
+       "seconds a signed Vendor 0 FileUrl stays valid after it is handed out"),
     _o("--max-streams", "RECNODE_MAX_STREAMS", at_least(0), 0,
        "published streams this node takes (0: the measured default for the cores it may use)"),
     _o("--max-tasks", "RECNODE_MAX_TASKS", at_least(1), defaults.MAX_TASKS, "active tasks this node takes"),

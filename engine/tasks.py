@@ -347,7 +347,7 @@ class TaskManager:
             metrics.STOP_TO_DURABLE.observe(max(0, self._clock.wall_ms() - task.record.end_ms) / 1000)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
         await self._emit(task, CallbackEvent.UPLOADED, "upload finished" if uploaded else "upload partly finished",
-                         {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
+                         {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f, self.files.signed_url) for f in files]})
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
         self.files.forget(task.task_id)
@@ -357,7 +357,7 @@ class TaskManager:
         record = await self._store.get_task(task_id)
         if record is None:
             raise errors.TaskNotFound()
-        return views.task_status(record, await self._store.files_of_task(task_id))
+        return views.task_status(record, await self._store.files_of_task(task_id), self.files.signed_url)
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
         statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES

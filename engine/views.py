@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from engine.store import FileRecord, TaskRecord
 
+# How a stored FileUrl is handed out (engine.files.FileBook.signed_url: the node's
+# own recordings get a fresh signed link).
+HandOut = Callable[[str], str]
 
-def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
+
+def task_status(record: TaskRecord, files: list[FileRecord], hand_out: HandOut) -> dict:
     """DescribeRecordStatus's Data."""
     return {
         "TaskId": record.task_id,
@@ -17,7 +22,7 @@ def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
         "Status": int(record.status),
         "RecordBeginTimestamp": record.begin_ms or 0,
         "RecordEndTimestamp": record.end_ms or 0,
-        "RecordFiles": [file_view(f) for f in files],
+        "RecordFiles": [file_view(f, hand_out) for f in files],
     }
 
 
@@ -32,18 +37,19 @@ def task_page(page_offset: int, page_size: int, total: int, records: list[TaskRe
     }
 
 
-def file_info(file: FileRecord) -> dict:
+def file_info(file: FileRecord, hand_out: HandOut) -> dict:
     """A file as callbacks carry it: the RecordFiles fields in snake_case."""
-    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in file_view(file).items()}
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value
+            for key, value in file_view(file, hand_out).items()}
 
 
-def file_view(file: FileRecord) -> dict:
+def file_view(file: FileRecord, hand_out: HandOut) -> dict:
     return {
         "UserId": file.user_id,
         "UserName": file.user_name,
         "StreamId": file.stream_id,
         "FileId": file.file_id,
-        "FileUrl": file.file_url,
+        "FileUrl": hand_out(file.file_url),
         "OutputFileFormat": file.output_format,
         "FileSize": file.size,
         "Duration": file.duration_ms,
