@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from engine.capacity import Capacity
 from engine.status import TaskStatus
+from engine.version import package_version, version
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUS_NAMES = {TaskStatus.INITIALISING: "initialising", TaskStatus.RECORDING: "recording",
@@ -87,19 +87,8 @@ INGEST_COUNTERS = {
 }
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def recnode_version() -> str:
-    return _version("recnode")
-
-
-BUILD.info({"version": recnode_version(), "python": platform.python_version(), "av": _version("av"),
-            "aiortc": _version("aiortc")})
+BUILD.info({"version": version(), "python": platform.python_version(), "av": package_version("av"),
+            "aiortc": package_version("aiortc")})
 
 
 def api_action_label(action: str) -> str:
