@@ -15,6 +15,7 @@ from engine import defaults, errors, metrics, models
 from engine.admission import NodeState
 from engine.auth import Authenticator, NonceCache, NonceStore
 from engine.config import NodeConfig
+from engine.console import Console
 from engine.recordings_http import RecordingFiles
 from engine.rooms import PublishedStream
 from engine.signed_urls import RecordingUrls
@@ -79,8 +80,9 @@ def publish_outcome(status: int, reason: str) -> str:
 
 
 class Api:
-    def __init__(self, node: RecordingService):
+    def __init__(self, node: RecordingService, console: Console | None = None):
         self.node = node
+        self.console = console
         self.config = node.config
         self.auth = Authenticator(self.config.app_id, self.config.server_secret, NonceCache(store=node.store))
         self.limits = self.config.limits
@@ -111,6 +113,8 @@ class Api:
             web.options("/whip/{tail:.*}", self.whip_options),
             *RecordingFiles(self.config.storage_root, RecordingUrls.for_config(self.config)).routes(),
         ])
+        if self.console is not None:
+            app.add_routes(self.console.routes())
         app.middlewares.append(self._access_log)
         app.middlewares.append(self._cors)
         return app

@@ -58,11 +58,12 @@ async def serve(config: config_module.NodeConfig, started: asyncio.Event | None 
     from aiohttp import web
 
     from engine.api import Api
+    from engine.console import Console
     from engine.node import RecordingNode
 
     sockets = listen(config.host, config.port)
     node = await RecordingNode.create(config)
-    runner = web.AppRunner(Api(node).app(), access_log=None)
+    runner = web.AppRunner(Api(node, Console(node)).app(), access_log=None)
     await runner.setup()
     for sock in sockets:
         await web.SockSite(runner, sock, backlog=defaults.HTTP_BACKLOG).start()
@@ -99,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         found = secret_env.take_secrets(reexec=getattr(args, "own_command_line", False))
         config = config_module.from_args(args, found)
         configure_logging(config.log_level,
-                          secrets=(config.server_secret, config.ingest_token, config.callback_secret))
+                          secrets=(config.server_secret, config.ingest_token, config.callback_secret,
+                                   config.console_token))
         asyncio.run(serve(config))
     except options.ConfigError as error:
         print(f"recnode serve: {error}", file=sys.stderr)

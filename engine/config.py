@@ -47,6 +47,7 @@ class NodeConfig:
     whip_cors_origin: str = "*"
     advertised_url: str = ""  # the node's base URL for clients; "" = http://<advertised_address>:<port>
     recording_url_ttl_s: float = defaults.RECORDING_URL_TTL_S
+    console_token: str = field(default="", repr=False)  # logs in to /console besides the ServerSecret
     max_streams: int = 0  # 0: measured default for this machine (engine.capacity)
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
@@ -140,6 +141,7 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         whip_cors_origin=v["whip_cors_origin"],
         advertised_url=v["advertised_url"],
         recording_url_ttl_s=v["recording_url_ttl"],
+        console_token=v["console_token"],
         max_streams=v["max_streams"],
         max_tasks=v["max_tasks"],
         cpu_cap=v["cpu_cap"],

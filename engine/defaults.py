@@ -92,5 +92,10 @@ SPOOL_DIRNAME = "spool"
 SPOOL_MAX_BYTES = 10 * 1024**3
 # Vendor 0 FileUrls: signed links into /recordings/, valid this long after they are handed out
 RECORDING_URL_TTL_S = 86400.0
+# The web console: a login lasts this long; a wrong token answers after this pause
+CONSOLE_SESSION_S = 12 * 3600
+CONSOLE_LOGIN_FAILURE_DELAY_S = 0.5
+CONSOLE_TASKS = 50  # tasks it lists
+CONSOLE_CALLBACKS = 20  # recent callbacks it lists
 
 # Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)

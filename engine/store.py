@@ -256,6 +256,15 @@ class Store:
         )
         return total, [self._task(row) for row in rows]
 
+    def recent_tasks(self, statuses: tuple[TaskStatus, ...], room_id: str | None, limit: int) -> list[TaskRecord]:
+        """The newest tasks with these statuses (in a room), newest first (for the console)."""
+        marks = ",".join("?" * len(statuses))
+        where = f"status IN ({marks})" + (" AND room_id=?" if room_id is not None else "")
+        params: list[Any] = [*(int(s) for s in statuses), *((room_id,) if room_id is not None else ())]
+        rows = self._db.execute(f"SELECT * FROM tasks WHERE {where} ORDER BY created_ms DESC, task_id LIMIT ?",
+                                (*params, limit))
+        return [self._task(row) for row in rows]
+
     def count_tasks(self, statuses: tuple[TaskStatus, ...]) -> dict[TaskStatus, int]:
         marks = ",".join("?" * len(statuses))
         rows = self._db.execute(f"SELECT status, COUNT(*) FROM tasks WHERE status IN ({marks}) GROUP BY status",
