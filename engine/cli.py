@@ -155,6 +155,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from engine.finalize import FinalizeError, default_output, finalize
+
+    source = Path(args.input)
+    try:
+        target = finalize(source, Path(args.output) if args.output else default_output(source))
+    except (FinalizeError, OSError) as error:
+        print(f"recnode finalize: {error}", file=sys.stderr)
+        return 1
+    print(target)
+    return 0
+
+
+def _add_finalize(commands) -> None:
+    finalize = commands.add_parser(
+        "finalize", help="write a faststart MP4 (moov first, real durations) from a recorded fragmented MP4",
+        description="Copy every packet of a finished recording (a fragmented MP4, as the node writes them) "
+                    "into an MP4 with one moov at the front, without re-encoding: for players and editors "
+                    "that handle fragmented MP4 badly.")
+    finalize.add_argument("input", help="a finished fragmented MP4")
+    finalize.add_argument("output", nargs="?", default="",
+                          help="where to write it (default: INPUT with .faststart.mp4 for .mp4)")
+    finalize.set_defaults(func=cmd_finalize)
+
+
 def _add_publish(commands) -> None:
     publish = commands.add_parser(
         "publish", help="send a test pattern or a media file to a node over plain RTP or WHIP",
@@ -190,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="record a synthetic stream in every format, print what was written")
     demo_parser.set_defaults(func=cmd_demo)
     _add_publish(commands)
+    _add_finalize(commands)
     return parser
 
 

@@ -48,6 +48,7 @@ class NodeConfig:
     advertised_url: str = ""  # the node's base URL for clients; "" = http://<advertised_address>:<port>
     recording_url_ttl_s: float = defaults.RECORDING_URL_TTL_S
     console_token: str = field(default="", repr=False)  # logs in to /console besides the ServerSecret
+    finalize_mp4: bool = False  # finished MP4s on the node's disk rewritten faststart
     max_streams: int = 0  # 0: measured default for this machine (engine.capacity)
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
@@ -142,6 +143,7 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         advertised_url=v["advertised_url"],
         recording_url_ttl_s=v["recording_url_ttl"],
         console_token=v["console_token"],
+        finalize_mp4=v["finalize_mp4"],
         max_streams=v["max_streams"],
         max_tasks=v["max_tasks"],
         cpu_cap=v["cpu_cap"],

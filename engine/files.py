@@ -14,6 +14,7 @@ from contract import protocol
 from contract.codes import CallbackEvent
 from engine import checks, metrics, models
 from engine.config import NodeConfig
+from engine.finalize import FinalizeError, finalize
 from engine.signed_urls import RecordingUrls
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
@@ -36,6 +37,7 @@ class TaskDestinations:
         self._store = store
         self._by_task: dict[str, Destination] = {}
         self.urls = RecordingUrls.for_config(config)  # the node's disk, served over HTTP
+        self.finalize_mp4 = config.finalize_mp4
 
     def of(self, task_id: str, storage: models.Storage) -> Destination:
         destination = self._by_task.get(task_id)
@@ -164,10 +166,27 @@ class FileBook:
             status = FileStatus.UPLOADING
         else:
             status = FileStatus.UPLOADED
+            if self._destinations.finalize_mp4 and file.output_format == "mp4":
+                file, size = await self._finalized(file, size)
         await self._save(replace(file, size=size, duration_ms=duration_ms, status=status))
         if status is FileStatus.UPLOADING:
             await self._uploads.refresh()  # the worker spooled the file's last objects before it said so
             await self.settle()
+
+    async def _finalized(self, file: FileRecord, size: int) -> tuple[FileRecord, int]:
+        """--finalize-mp4: a finished MP4 on the node's disk rewritten faststart (moov
+        first) in place; its size is the new one (and its SHA-256 no longer the worker's)."""
+        destination = self._destinations.known(file.task_id)
+        if destination is None:
+            return file, size
+        try:
+            path = destination.upload_adapter().path_of(file.file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(finalize, path, path)
+            size = await asyncio.to_thread(lambda: path.stat().st_size)
+        except (FinalizeError, OSError, StorageError) as error:
+            log.warning("finalize_failed", file_id=file.file_id, task_id=file.task_id, error=str(error))
+            return file, size
+        return replace(file, sha256=""), size
 
     async def playlist_written(self, event: protocol.PlaylistWritten) -> None:
         if not self._remote(event.task_id):  # on the node's disk it is in place now

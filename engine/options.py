@@ -259,6 +259,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--console-token", "RECNODE_CONSOLE_TOKEN", text, "",
        "a token that logs in to the web console at /console (the ServerSecret always does)", secret=True,
        shown="none: the ServerSecret logs in"),
+    _o("--finalize-mp4", "RECNODE_FINALIZE_MP4", switch, "",
+       "rewrite each finished MP4 on the node's disk (Vendor 0) as faststart MP4 (moov first, real "
+       "durations; the packets copied, not re-encoded), for players and editors that dislike fragmented MP4",
+       kind="switch"),
     _o("--recording-url-ttl", "RECNODE_RECORDING_URL_TTL", positive_seconds, defaults.RECORDING_URL_TTL_S,
        "seconds a signed Vendor 0 FileUrl stays valid after it is handed out"),
     _o("--max-streams", "RECNODE_MAX_STREAMS", at_least(0), 0,
