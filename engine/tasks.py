@@ -346,8 +346,9 @@ class TaskManager:
         if reason == EndReason.STOPPED and task.record.end_ms is not None:
             metrics.STOP_TO_DURABLE.observe(max(0, self._clock.wall_ms() - task.record.end_ms) / 1000)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
+        file_info = [views.file_info(f, self.files.signed_url) for f in files]
         await self._emit(task, CallbackEvent.UPLOADED, "upload finished" if uploaded else "upload partly finished",
-                         {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f, self.files.signed_url) for f in files]})
+                         {"upload_status": 1 if uploaded else 2, "file_info": file_info})
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
         self.files.forget(task.task_id)

@@ -81,17 +81,18 @@ async def _drive_console(node, task_id: str) -> None:
         try:
             await page.wait_for("document.getElementById('player').currentTime > 1.5", timeout=30)
         except TimeoutError:
-            state = await page.evaluate("(v => [v.currentTime, v.readyState, v.networkState, v.paused, v.src, "
-                                        "v.error && v.error.message, document.getElementById('player-error').textContent,"
-                                        " !!window.Hls, v.buffered.length])(document.getElementById('player'))")
+            state = await page.evaluate(
+                "(v => [v.currentTime, v.readyState, v.networkState, v.paused, v.src, v.error && v.error.message, "
+                "document.getElementById('player-error').textContent, !!window.Hls, v.buffered.length])"
+                "(document.getElementById('player'))")
             raise AssertionError(f"{state} {browser.problems}") from None
-        errors = await page.evaluate("[document.getElementById('player-error').textContent, "
-                                     "document.getElementById('player').error && document.getElementById('player').error.code]")
+        errors = await page.evaluate("(v => [document.getElementById('player-error').textContent, "
+                                     "v.error && v.error.code])(document.getElementById('player'))")
         assert errors == ["", None], errors
         wide = await page.evaluate("document.documentElement.scrollWidth")
         assert wide <= PHONE[0], f"the page is {wide} px wide on a {PHONE[0]} px screen"
         await page.screenshot(ARTIFACTS / "console-phone.png")
         await page.evaluate(f"{task}.querySelector('button[data-action=\"stop\"]').click()")
-        await page.wait_for(f"(document.querySelector('[data-status-of=\"{task_id}\"]') || {{}}).textContent === 'ended'",
-                            timeout=20)
+        badge = f"document.querySelector('[data-status-of=\"{task_id}\"]')"
+        await page.wait_for(f"({badge} || {{}}).textContent === 'ended'", timeout=20)
         assert browser.problems == [], browser.problems

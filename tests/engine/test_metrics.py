@@ -208,7 +208,8 @@ async def test_callback_failures_retries_and_give_ups_count(tmp_path):
 
             async def delivered_and_given_up() -> bool:
                 text = await http.metrics()
-                return value(text, "recnode_callbacks_given_up_total") > value(before, "recnode_callbacks_given_up_total")
+                name = "recnode_callbacks_given_up_total"
+                return value(text, name) > value(before, name)
 
             await eventually(delivered_and_given_up)
             after = await http.metrics()

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers.chromium import CHROMIUM, FLAGS
+from tests.helpers.chromium import CHROMIUM, FLAGS, _end_group
 
 
 class CdpError(Exception):
@@ -66,13 +65,7 @@ class Browser:
         if self._session is not None:
             await self._session.close()
         if self._process is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self._process.pid, sig)
-                    await asyncio.wait_for(self._process.wait(), 5)
-                    break
-                except (ProcessLookupError, TimeoutError):
-                    continue
+            await _end_group(self._process)
         self._stderr.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
 

@@ -156,7 +156,8 @@ def test_a_refusal_for_good_fails_the_entry_and_keeps_it(tmp_path, known):
     assert h.bucket.objects == {} and h.uploader.failed_files() == {"rec/a.m3u8"}
     [entry] = h.spool.entries()
     assert entry.data_path.read_bytes() == b"seg"
-    assert [t for t in h.seen.told if t[0] != "sent"] == [("failed", h.destination.spec.target.vendor if known else None)]
+    vendor = h.destination.spec.target.vendor if known else None
+    assert [t for t in h.seen.told if t[0] != "sent"] == [("failed", vendor)]
 
 
 def test_results_name_the_file_each_object_belongs_to(tmp_path):
