@@ -11,13 +11,16 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from engine import defaults, errors, models
+from engine import defaults, errors, metrics, models
 from engine.admission import NodeState
 from engine.auth import Authenticator, NonceCache, NonceStore
 from engine.config import NodeConfig
+from engine.console import Console
 from engine.pull_api import pull_routes
 from engine.pulls import PullSources
+from engine.recordings_http import RecordingFiles
 from engine.rooms import PublishedStream
+from engine.signed_urls import RecordingUrls
 
 log = structlog.get_logger("api")
 
@@ -57,17 +60,34 @@ class RecordingService(Protocol):
 
     async def stream_stats(self, resource_id: str) -> dict[str, Any]: ...
 
-    async def metrics(self) -> str:
+    async def metrics(self) -> bytes:
         """/metrics in the Prometheus text format."""
 
 
+API_CODE = web.ResponseKey("recnode_api_code", int)  # an API answer's Code, for the access log and the metrics
+QUIET_PATHS = ("/healthz", "/readyz", "/metrics")  # polled by machines: logged at debug level
+
+
 def envelope(code: int, message: str, request_id: str, data: dict | None = None) -> web.Response:
-    return web.json_response({"Code": code, "Message": message, "RequestId": request_id, "Data": data or {}})
+    response = web.json_response({"Code": code, "Message": message, "RequestId": request_id, "Data": data or {}})
+    response[API_CODE] = code
+    return response
+
+
+def publish_outcome(status: int, reason: str) -> str:
+    """A refused publish's reason as a bounded metric label."""
+    if status == 503:
+        if reason.startswith("node at capacity"):
+            return "capacity"
+        return "draining" if "draining" in reason else "unavailable"
+    return {400: "invalid_offer", 401: "unauthorized", 406: "unsupported_offer", 409: "already_published",
+            415: "not_sdp"}.get(status, str(status))
 
 
 class Api:
-    def __init__(self, node: RecordingService):
+    def __init__(self, node: RecordingService, console: Console | None = None):
         self.node = node
+        self.console = console
         self.config = node.config
         self.auth = Authenticator(self.config.app_id, self.config.server_secret, NonceCache(store=node.store))
         self.limits = self.config.limits
@@ -97,9 +117,42 @@ class Api:
             web.patch("/whip/resource/{resource_id}", self.no_trickle),
             web.options("/whip/{tail:.*}", self.whip_options),
             *pull_routes(self.node.pulls, self._check_token, self._ingest_error),
+            *RecordingFiles(self.config.storage_root, RecordingUrls.for_config(self.config)).routes(),
         ])
+        if self.console is not None:
+            app.add_routes(self.console.routes())
+        app.middlewares.append(self._access_log)
         app.middlewares.append(self._cors)
         return app
+
+    @web.middleware
+    async def _access_log(self, request: web.Request, handler):
+        """One line per request (never its query: signatures and tokens live there),
+        the API's metrics, and any exception a handler let through as a JSON event."""
+        started = time.perf_counter()
+        status, code = 500, None
+        try:
+            response = await handler(request)
+            status, code = response.status, response.get(API_CODE)
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        except Exception:
+            log.exception("http_handler_failed", method=request.method, path=request.path)
+            return web.Response(status=500, text="internal error\n")
+        finally:
+            elapsed = time.perf_counter() - started
+            action = request.query.get("Action", "") if request.path == "/" and request.method == "POST" else ""
+            if action:
+                label = metrics.api_action_label(action)
+                metrics.API_REQUESTS.labels(label, str(code if code is not None else status)).inc()
+                metrics.API_LATENCY.labels(label).observe(elapsed)
+            fields = {"method": request.method, "path": request.path, "status": status,
+                      "duration_ms": round(elapsed * 1000, 2), "client": request.remote}
+            if action:
+                fields.update(action=action[:64], code=code)
+            (log.debug if request.path in QUIET_PATHS else log.info)("http_request", **fields)
 
     @web.middleware
     async def _cors(self, request: web.Request, handler):
@@ -191,8 +244,8 @@ class Api:
         return web.json_response({"status": str(state)}, status=200 if state is NodeState.READY else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=await self.node.metrics(), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=await self.node.metrics(),
+                            headers={"Content-Type": metrics.CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
 
     # publishing: plain RTP (an SDP offer of what will be sent) and WHIP (RFC 9725)
     def _check_token(self, request: web.Request) -> None:
@@ -234,9 +287,12 @@ class Api:
                 stream = await self.node.publish_rtp(room_id, stream_id, user_id, user_name, sdp_text,
                                                      announcer=request.remote or "")
         except errors.InvalidParameter as error:
+            metrics.PUBLISHES.labels(kind, "invalid_request").inc()
             return web.Response(status=400, text=error.message + "\n")
         except errors.IngestError as error:
+            metrics.PUBLISHES.labels(kind, publish_outcome(error.status, error.reason)).inc()
             return self._ingest_error(error)
+        metrics.PUBLISHES.labels(kind, "accepted").inc()
         # Absolute: FFmpeg's WHIP client does not resolve a relative Location.
         location = f"{request.scheme}://{request.host}/{kind}/resource/{stream.resource_id}"
         return web.Response(status=201, text=stream.answer, content_type="application/sdp",

@@ -17,7 +17,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from engine import egress
+from engine import egress, metrics
 from engine.config import NodeConfig
 from engine.defaults import CALLBACK_TIMEOUT_S
 from engine.store import AsyncStore, CallbackRecord
@@ -111,12 +111,15 @@ class CallbackSender:
             attempts = record.attempts + 1
             done = delivered or attempts > self._config.callback_retries
             await self._store.callback_attempted(record.id, delivered, int(time.time() * 1000) if done else None)
+            metrics.CALLBACK_DELIVERIES.labels("delivered" if delivered else "failed").inc()
             if done:
                 self._next_attempt.pop(record.id, None)
                 if not delivered:
+                    metrics.CALLBACKS_GIVEN_UP.inc()
                     log.error("callback_given_up", task_id=record.task_id, sequence=record.sequence,
                               event_type=record.event_type, attempts=attempts)
             else:
+                metrics.CALLBACK_RETRIES.inc()
                 self._next_attempt[record.id] = time.monotonic() + retry_delay(
                     self._config.callback_retry_interval_s, attempts)
         finally:

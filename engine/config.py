@@ -46,6 +46,10 @@ class NodeConfig:
     webrtc_hosts: tuple[str, ...] = ("127.0.0.1",)
     webrtc_ports: tuple[int, int] | None = None
     whip_cors_origin: str = "*"
+    advertised_url: str = ""  # the node's base URL for clients; "" = http://<advertised_address>:<port>
+    recording_url_ttl_s: float = defaults.RECORDING_URL_TTL_S
+    console_token: str = field(default="", repr=False)  # logs in to /console besides the ServerSecret
+    finalize_mp4: bool = False  # finished MP4s on the node's disk rewritten faststart
     max_streams: int = 0  # 0: measured default for this machine (engine.capacity)
     max_tasks: int = defaults.MAX_TASKS
     cpu_cap: float = defaults.CPU_CAP
@@ -70,6 +74,14 @@ class NodeConfig:
     @property
     def room_empty_event_s(self) -> float:
         return defaults.TEST_EVENT_INTERVAL_S if self.test_limits else defaults.ROOM_EMPTY_EVENT_S
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this node's HTTP API (links it hands out start with it)."""
+        if self.advertised_url:
+            return self.advertised_url
+        host = self.advertised_address
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @property
     def store_path(self) -> Path:
@@ -136,6 +148,10 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         webrtc_hosts=v["webrtc_hosts"],
         webrtc_ports=v["webrtc_ports"],
         whip_cors_origin=v["whip_cors_origin"],
+        advertised_url=v["advertised_url"],
+        recording_url_ttl_s=v["recording_url_ttl"],
+        console_token=v["console_token"],
+        finalize_mp4=v["finalize_mp4"],
         max_streams=v["max_streams"],
         max_tasks=v["max_tasks"],
         cpu_cap=v["cpu_cap"],

@@ -69,6 +69,10 @@ TEST_EVENT_INTERVAL_S = 2.0
 
 DRAIN_TIMEOUT_S = 30.0
 
+# Metrics: workers' per-track counters are polled this often (and at each scrape)
+STATS_POLL_S = 5.0
+STATS_TIMEOUT_S = 2.0
+
 # Capacity (admission). benchmarks/results: 56 plain-RTP 720p 2.5 Mb/s streams
 # recorded with zero defects on one core (71 % busy; the largest N tried), WHIP
 # streams cost ~1.7x as much CPU; 40 per core leaves room for bursts and uploads,
@@ -95,6 +99,14 @@ SPOOL_MAX_BYTES = 10 * 1024**3
 # HLS needs ~30 MB: box headers, moofs, segment heads; FLV/WebM are demuxed whole).
 SETTLE_PARALLEL_FILES = 2
 SETTLE_READ_MAX_BYTES = 256 * 1024**2
+
+# Vendor 0 FileUrls: signed links into /recordings/, valid this long after they are handed out
+RECORDING_URL_TTL_S = 86400.0
+# The web console: a login lasts this long; a wrong token answers after this pause
+CONSOLE_SESSION_S = 12 * 3600
+CONSOLE_LOGIN_FAILURE_DELAY_S = 0.5
+CONSOLE_TASKS = 50  # tasks it lists
+CONSOLE_CALLBACKS = 20  # recent callbacks it lists
 
 # Media plane: contract/tuning.py (handed to every worker in WorkerConfig.tuning)
 

@@ -20,8 +20,10 @@ import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent
-from engine import checks, defaults, models, settle, views
+from engine import checks, defaults, metrics, models, settle, views
 from engine.config import NodeConfig
+from engine.finalize import FinalizeError, finalize
+from engine.signed_urls import RecordingUrls
 from engine.status import FileStatus
 from engine.store import AsyncStore, FileRecord
 from storage_adapters.base import StorageError
@@ -62,6 +64,8 @@ class TaskDestinations:
         self._config = config
         self._store = store
         self._by_task: dict[str, Destination] = {}
+        self.urls = RecordingUrls.for_config(config)  # the node's disk, served over HTTP
+        self.finalize_mp4 = config.finalize_mp4
 
     def of(self, task_id: str, storage: models.Storage) -> Destination:
         destination = self._by_task.get(task_id)
@@ -135,7 +139,12 @@ class FileBook:
         destination = self._destinations.known(task_id)
         if destination is None:
             return worker_url
-        return await asyncio.to_thread(destination.public_url, key)  # a bucket's is built by its SDK
+        # a bucket's is built by its SDK
+        return await asyncio.to_thread(destination.public_url, key, self._destinations.urls.url_of)
+
+    def signed_url(self, url: str) -> str:
+        """A FileUrl as handed out: the node's own recordings get a fresh signed link."""
+        return self._destinations.urls.signed(url)
 
     async def _save(self, file: FileRecord) -> None:
         await self._store.upsert_file(file)
@@ -152,15 +161,22 @@ class FileBook:
         self._recording[file.file_id] = file
         await self._save(file)
 
+    def _count_written(self, file: FileRecord, size: int) -> None:
+        destination = self._destinations.known(file.task_id)
+        if destination is not None and size > file.size:
+            metrics.STORAGE_WRITTEN.labels(metrics.vendor_label(destination.spec.target.vendor)).inc(size - file.size)
+
     async def progress(self, event: protocol.FileProgress) -> None:
         file = self._recording.get(event.file_id)
         if file is not None:
+            self._count_written(file, event.size)
             self._recording[file.file_id] = replace(file, size=event.size, duration_ms=event.duration_ms)
             await self._save(self._recording[file.file_id])
 
     async def closed(self, event: protocol.FileClosed) -> None:
         file = self._recording.pop(event.file_id, None)
         if file is not None:
+            self._count_written(file, event.size)
             await self._finish(replace(file, sha256=event.sha256), event.size, event.duration_ms, event.ok)
 
     async def worker_lost(self, room_streams: Callable[[FileRecord], bool]) -> None:
@@ -241,10 +257,27 @@ class FileBook:
             status = FileStatus.UPLOADING
         else:
             status = FileStatus.UPLOADED
+            if self._destinations.finalize_mp4 and file.output_format == "mp4":
+                file, size = await self._finalized(file, size)
         await self._save(replace(file, size=size, duration_ms=duration_ms, status=status))
         if status is FileStatus.UPLOADING:
             await self._uploads.refresh()  # the worker spooled the file's last objects before it said so
             await self.settle()
+
+    async def _finalized(self, file: FileRecord, size: int) -> tuple[FileRecord, int]:
+        """--finalize-mp4: a finished MP4 on the node's disk rewritten faststart (moov
+        first) in place; its size is the new one (and its SHA-256 no longer the worker's)."""
+        destination = self._destinations.known(file.task_id)
+        if destination is None:
+            return file, size
+        try:
+            path = destination.upload_adapter().path_of(file.file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(finalize, path, path)
+            size = await asyncio.to_thread(lambda: path.stat().st_size)
+        except (FinalizeError, OSError, StorageError) as error:
+            log.warning("finalize_failed", file_id=file.file_id, task_id=file.task_id, error=str(error))
+            return file, size
+        return replace(file, sha256=""), size
 
     async def playlist_written(self, event: protocol.PlaylistWritten) -> None:
         if not self._remote(event.task_id):  # on the node's disk it is in place now
@@ -256,7 +289,8 @@ class FileBook:
             return
         room_id, url = self._tasks[file.task_id]
         await self._emit(file.task_id, room_id, url, CallbackEvent.PLAYLIST_UPLOADED, "hls playlist uploaded",
-                         {"stream_id": file.stream_id, "file_id": views.file_name(file), "file_url": file.file_url,
+                         {"stream_id": file.stream_id, "file_id": views.file_name(file),
+                          "file_url": self.signed_url(file.file_url),
                           "media_track_type": file.media_track_type})
 
     async def reconcile(self, files: list[FileRecord]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from contract import protocol
 from engine import defaults, models
 from engine.admission import Admission, NodeState
 from engine.callbacks import CallbackSender, CallbackTransport, HttpTransport
@@ -22,7 +23,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.events import WorkerEvents
 from engine.files import FileBook, TaskDestinations
-from engine.metrics import render_metrics
+from engine.metrics import IngestTotals, NodeSnapshot, UploadMetrics, render_metrics
 from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
@@ -55,7 +56,9 @@ class RecordingNode:
         self.pulls = pulls  # streams the node subscribes to (POST /pull/...)
         self.events = events
         self.supervisor = supervisor
+        self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._stats_poller = asyncio.get_running_loop().create_task(self._poll_stats())
 
     @classmethod
     async def create(cls, config: NodeConfig, *, spawner: Spawner | None = None, clock: Clock = SYSTEM_CLOCK,
@@ -73,7 +76,8 @@ class RecordingNode:
             await files.object_uploaded(result)
 
         destinations = TaskDestinations(config, store)
-        uploader = Uploader(Spool(config.spool_root, config.spool_max_bytes), destinations.resolve, object_uploaded)
+        uploader = Uploader(Spool(config.spool_root, config.spool_max_bytes), destinations.resolve, object_uploaded,
+                            observer=UploadMetrics())
         files = FileBook(store, destinations, uploader, callbacks.emit)
         rooms, events = Rooms(), WorkerEvents()
         tasks = TaskManager(config, store, rooms, events, callbacks.emit, files, clock)
@@ -102,12 +106,35 @@ class RecordingNode:
             except Exception:
                 log.exception("tick_failed")
 
+    async def _poll_stats(self) -> None:
+        while True:
+            await asyncio.sleep(defaults.STATS_POLL_S)
+            try:
+                await self.poll_ingest()
+            except Exception:
+                log.exception("stats_poll_failed")
+
+    async def poll_ingest(self) -> None:
+        """Take in every worker's per-track counters (for /metrics)."""
+        streams = [(s, s.worker) for s in self.streams.published() if s.worker is not None]
+        replies = await asyncio.gather(*(w.request(protocol.GetStats, timeout=defaults.STATS_TIMEOUT_S)
+                                         for _, w in streams), return_exceptions=True)
+        seen = set()
+        for (stream, worker), reply in zip(streams, replies, strict=True):
+            if isinstance(reply, protocol.Reply) and isinstance(reply.payload, protocol.StreamStats):
+                key = f"{stream.resource_id}/{worker.pid}"
+                seen.add(key)
+                self.ingest.observe(key, str(stream.kind), reply.payload.tracks)
+        self.ingest.keep_only(seen)
+
     async def stop(self, deadline_s: float = 10.0) -> None:
         """Drain: refuse new work, finish every file, then give uploads and callbacks
         until the deadline. Streams and tasks stay in the store for the next start."""
         deadline = time.monotonic() + deadline_s
         self.admission.drain()
         self._ticker.cancel()
+        self._stats_poller.cancel()
+        await self.poll_ingest()  # the last counts of streams about to end
         await self.pulls.close()
         await self.streams.unpublish_all()
         await self.supervisor.stop_all()
@@ -159,8 +186,12 @@ class RecordingNode:
     async def stream_stats(self, resource_id: str) -> dict[str, Any]:
         return await self.streams.stats(resource_id)
 
-    async def metrics(self) -> str:
-        return render_metrics(self.admission.capacity, streams=self.streams.count,
-                              workers=len(self.supervisor.workers), active_tasks=self.tasks.status_counts(),
-                              ended_tasks=await self.store.count_tasks(ENDED_TASK_STATUSES),
-                              upload_backlog=self.uploader.backlog, ready=self.state is NodeState.READY)
+    async def metrics(self) -> bytes:
+        await self.poll_ingest()
+        spool_bytes = await asyncio.to_thread(self.uploader.spool_bytes)
+        snapshot = NodeSnapshot(
+            self.admission.capacity, streams=self.streams.count, workers=len(self.supervisor.workers),
+            active_tasks=self.tasks.status_counts(), ended_tasks=await self.store.count_tasks(ENDED_TASK_STATUSES),
+            upload_backlog=self.uploader.backlog, spool_bytes=spool_bytes, spool_max_bytes=self.config.spool_max_bytes,
+            callback_backlog=await self.store.count_undone_callbacks(), ready=self.state is NodeState.READY)
+        return render_metrics(snapshot, self.ingest)

@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -178,6 +179,16 @@ def node_id(value: str) -> str:
     return value.strip()
 
 
+def base_url(value: str) -> str:
+    """An http(s) URL without a query, or empty (the default applies); no trailing '/'."""
+    if not value:
+        return ""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
+    return value.rstrip("/")
+
+
 def switch(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -196,6 +207,15 @@ class Option:
     help: str = ""
     kind: str = "value"  # "value"; "switch" (a flag without a value); "list" (repeatable, comma-separated in env)
     secret: bool = False  # its environment variable is read through engine.secret_env, never echoed
+    shown: str = ""  # the default as --help describes it, when the value itself says too little
+
+    @property
+    def default_text(self) -> str:
+        if self.shown:
+            return self.shown
+        if self.kind == "switch":
+            return "off"
+        return self.default or "none"
 
     @property
     def dest(self) -> str:
@@ -223,12 +243,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
        "(default: the host name)"),
     _o("--app-id", "RECNODE_APP_ID", at_least(0), defaults.APP_ID, "the AppId clients sign with"),
     _o("--server-secret", "RECNODE_SERVER_SECRET", text, "",
-       "API signing secret (prefer the environment: a command line is visible to other users)", secret=True),
+       "API signing secret (prefer the environment: a command line is visible to other users)", secret=True,
+       shown="generated once into <data-dir>/server-secret"),
     _o("--advertised-address", "RECNODE_ADVERTISED_ADDRESS", text, "127.0.0.1", "the address put in SDP answers"),
     _o("--rtp-bind-host", "RECNODE_RTP_BIND_HOST", text, "0.0.0.0", "where workers bind their UDP sockets"),
     _o("--rtp-ports", "RECNODE_RTP_PORTS", port_range, "%d-%d" % defaults.RTP_PORT_RANGE,
        "UDP port range for RTP ingest, MIN-MAX"),
-    _o("--ingest-token", "RECNODE_INGEST_TOKEN", text, "", "bearer token for publishing", secret=True),
+    _o("--ingest-token", "RECNODE_INGEST_TOKEN", text, "", "bearer token for publishing", secret=True,
+       shown="none: publishing needs no token"),
     _o("--disable-local-storage", "RECNODE_DISABLE_LOCAL_STORAGE", switch, "", "refuse Vendor 0", kind="switch"),
     _o("--log-level", "RECNODE_LOG_LEVEL", log_level, "info", "debug, info, warning, error or critical"),
     _o("--rtp-timeout", "RECNODE_RTP_TIMEOUT", positive_seconds, defaults.RTP_INACTIVITY_TIMEOUT_S,
@@ -239,30 +261,43 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--rtp-require-srtp", "RECNODE_RTP_REQUIRE_SRTP", switch, "",
        "refuse plain-RTP offers that are not SRTP (RTP/SAVP with a=crypto) with 400", kind="switch"),
     _o("--callback-url", "RECNODE_CALLBACK_URL", text, "",
-       "default receiver of status callbacks (a task's CallbackUrl wins)"),
-    _o("--callback-secret", "RECNODE_CALLBACK_SECRET", text, "", "signs callbacks (default: the server secret)",
-       secret=True),
+       "default receiver of status callbacks (a task's CallbackUrl wins)", shown="none"),
+    _o("--callback-secret", "RECNODE_CALLBACK_SECRET", text, "", "signs callbacks",
+       secret=True, shown="the server secret"),
     _o("--callback-retries", "RECNODE_CALLBACK_RETRIES", at_least(0), defaults.CALLBACK_RETRIES,
        "retries after a failed callback delivery"),
     _o("--callback-retry-interval", "RECNODE_CALLBACK_RETRY_INTERVAL", positive_seconds,
        defaults.CALLBACK_RETRY_INTERVAL_S, "seconds before the first retry (then doubling)"),
     _o("--storage-endpoint", "RECNODE_STORAGE_ENDPOINTS", storage_endpoints, "",
-       "send a Vendor's requests to this endpoint, VENDOR=URL (repeatable)", kind="list"),
+       "send a Vendor's requests to this endpoint, VENDOR=URL (repeatable)", kind="list",
+       shown="none: each vendor's own endpoint"),
     _o("--spool-max-bytes", "RECNODE_SPOOL_MAX_BYTES", size, defaults.SPOOL_MAX_BYTES,
-       "disk the upload spool may use (bytes, or 500M, 10G: units are powers of 1024)"),
+       "disk the upload spool may use (bytes, or 500M, 10G: units are powers of 1024)", shown="10G"),
     _o("--drain-timeout", "RECNODE_DRAIN_TIMEOUT", seconds, defaults.DRAIN_TIMEOUT_S,
        "on SIGTERM, seconds to finish uploads and callbacks before exiting"),
     _o("--callback-deny", "RECNODE_CALLBACK_DENY", networks, ",".join(defaults.CALLBACK_DENY_NETWORKS),
        "comma-separated networks CallbackUrl may not point into ('' allows all); every delivery is checked"),
     _o("--storage-endpoint-allow", "RECNODE_STORAGE_ENDPOINT_ALLOW", networks, "",
-       "comma-separated networks a StorageParams.EndPoint may point into although refused"),
+       "comma-separated networks a StorageParams.EndPoint may point into although refused", shown="none"),
     _o("--webrtc-hosts", "RECNODE_WEBRTC_HOSTS", addresses, "127.0.0.1",
        "comma-separated local addresses WebRTC offers as ICE host candidates (no STUN)"),
     _o("--webrtc-ports", "RECNODE_WEBRTC_PORTS", optional_port_range, "",
-       "UDP port range for WebRTC (ICE), MIN-MAX; default: any"),
+       "UDP port range for WebRTC (ICE), MIN-MAX", shown="any"),
     _o("--whip-cors-origin", "RECNODE_WHIP_CORS_ORIGIN", text, "*", "Access-Control-Allow-Origin for WHIP"),
+    _o("--advertised-url", "RECNODE_ADVERTISED_URL", base_url, "",
+       "the node's base URL as clients reach it: Vendor 0 FileUrl and the console's links",
+       shown="http://<advertised address>:<port>"),
+    _o("--console-token", "RECNODE_CONSOLE_TOKEN", text, "",
+       "a token that logs in to the web console at /console (the ServerSecret always does)", secret=True,
+       shown="none: the ServerSecret logs in"),
+    _o("--finalize-mp4", "RECNODE_FINALIZE_MP4", switch, "",
+       "rewrite each finished MP4 on the node's disk (Vendor 0) as faststart MP4 (moov first, real "
+       "durations; the packets copied, not re-encoded), for players and editors that dislike fragmented MP4",
+       kind="switch"),
+    _o("--recording-url-ttl", "RECNODE_RECORDING_URL_TTL", positive_seconds, defaults.RECORDING_URL_TTL_S,
+       "seconds a signed Vendor 0 FileUrl stays valid after it is handed out"),
     _o("--max-streams", "RECNODE_MAX_STREAMS", at_least(0), 0,
-       "published streams this node takes (0: the measured default for the cores it may use)"),
+       "published streams this node takes (0: the measured default for the cores it may use)", shown="0"),
     _o("--max-tasks", "RECNODE_MAX_TASKS", at_least(1), defaults.MAX_TASKS, "active tasks this node takes"),
     _o("--cpu-cap", "RECNODE_CPU_CAP", share, defaults.CPU_CAP,
        "share (0.85 or 85%%) of the CPU the node may use (its cgroup quota, else its cores) above which "
@@ -277,8 +312,8 @@ OPTIONS_BY_FLAG = {option.flag: option for option in SERVE_OPTIONS}
 def add_arguments(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
     """Every option takes its text as given (checked later by `resolve`, with the environment)."""
     for option in options:
-        shown = "" if option.secret else f", default {option.default!r}" if option.default else ""
-        help_text = f"{option.help} (env {option.env}{shown})"
+        # argparse formats help with %: a literal one is doubled
+        help_text = f"{option.help} (env {option.env}; default: {option.default_text.replace('%', '%%')})"
         if option.kind == "switch":
             parser.add_argument(option.flag, action="store_true", default=None, help=help_text)
         elif option.kind == "list":

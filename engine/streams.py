@@ -19,7 +19,7 @@ from contract import protocol
 from contract.codes import InputKind, OfferRefusal
 from contract.tuning import MediaTuning
 from contract.worker import PullSpec, StreamSpec, WorkerConfig
-from engine import defaults, errors
+from engine import defaults, errors, metrics
 from engine.admission import RETRY_AFTER_S, Admission
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
@@ -93,6 +93,9 @@ class StreamRegistry:
     @property
     def count(self) -> int:
         return len(self._rooms.all())
+
+    def published(self) -> list[PublishedStream]:
+        return self._rooms.all()
 
     # publishing
     def admit(self, room_id: str, stream_id: str, pull: bool = False) -> None:
@@ -261,6 +264,7 @@ class StreamRegistry:
                 on_event, on_exit = self._events.listen(stream, self._route)
                 worker = await self._spawner.spawn(self._worker_config(stream), on_event, on_exit)
             except WorkerStartError as error:
+                metrics.WORKER_START_FAILURES.inc()
                 last_error = error
                 log.warning("worker_start_failed", room_id=stream.room_id, stream_id=stream.stream_id,
                             reason=str(error))
@@ -269,6 +273,7 @@ class StreamRegistry:
                 # Ports some other program holds stay marked as used; the rest go back.
                 self._ports.release(tuple(p for p in stream.ports if p not in error.ports_in_use))
                 continue
+            metrics.WORKER_STARTS.inc()
             stream.worker = worker
             return worker
         raise errors.IngestError(503, f"could not start a worker: {last_error}", retry_after=RETRY_AFTER_S)
@@ -355,6 +360,7 @@ class StreamRegistry:
         still published gets a new one (at most WORKER_MAX_RESTARTS_PER_MINUTE)."""
         if exited.worker.stopping or stream.worker is not exited.worker:
             return
+        metrics.WORKER_DEATHS.inc()
         log.error("worker_died", room_id=stream.room_id, stream_id=stream.stream_id, pid=exited.worker.pid,
                   exitcode=exited.code)
         await self._tasks.worker_lost(stream)
@@ -379,5 +385,6 @@ class StreamRegistry:
             log.error("worker_restart_failed", room_id=stream.room_id, stream_id=stream.stream_id)
             await self.unpublish(stream.resource_id)
             return
+        metrics.WORKER_RESTARTS.inc()
         log.info("worker_restarted", room_id=stream.room_id, stream_id=stream.stream_id, pid=worker.pid)
         await self._tasks.stream_ready(stream)

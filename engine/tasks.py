@@ -15,7 +15,7 @@ import structlog
 from contract import protocol
 from contract.codes import CallbackEvent, QuitReason
 from contract.worker import RecordingSpec
-from engine import checks, defaults, errors, models, views
+from engine import checks, defaults, errors, metrics, models, views
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.files import FileBook
@@ -395,9 +395,12 @@ class TaskManager:
 
     async def _after_uploads(self, task: ActiveTask, reason: str) -> None:
         files = await self.files.wait_settled(task.task_id)
+        if reason == EndReason.STOPPED and task.record.end_ms is not None:
+            metrics.STOP_TO_DURABLE.observe(max(0, self._clock.wall_ms() - task.record.end_ms) / 1000)
         uploaded = all(f.status is FileStatus.UPLOADED for f in files)
+        file_info = [views.file_info(f, self.files.signed_url) for f in files]
         await self._emit(task, CallbackEvent.UPLOADED, "upload finished" if uploaded else "upload partly finished",
-                         {"upload_status": 1 if uploaded else 2, "file_info": [views.file_info(f) for f in files]})
+                         {"upload_status": 1 if uploaded else 2, "file_info": file_info})
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
         await self.files.forget(task.task_id)
@@ -407,7 +410,7 @@ class TaskManager:
         record = await self._store.get_task(task_id)
         if record is None:
             raise errors.TaskNotFound()
-        return views.task_status(record, await self._store.files_of_task(task_id))
+        return views.task_status(record, await self._store.files_of_task(task_id), self.files.signed_url)
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
         statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES

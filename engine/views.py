@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from engine.store import FileRecord, TaskRecord
 
 # OutputFileFormat of tasks that take pictures: the hosted service lists no RecordFiles for them
 SNAPSHOT_FORMATS = ("jpg",)
+# How a stored FileUrl is handed out (engine.files.FileBook.signed_url: the node's
+# own recordings get a fresh signed link).
+HandOut = Callable[[str], str]
 
 
-def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
+def task_status(record: TaskRecord, files: list[FileRecord], hand_out: HandOut) -> dict:
     """DescribeRecordStatus's Data. RecordFiles is left out, as the hosted service
     does, for a snapshot task and for a task that ended without recording a file."""
     data = {
@@ -25,7 +29,7 @@ def task_status(record: TaskRecord, files: list[FileRecord]) -> dict:
     snapshots = record.request.output.output_format in SNAPSHOT_FORMATS
     ended_empty = not files and record.status.terminal
     if not (snapshots or ended_empty):
-        data["RecordFiles"] = [file_view(f) for f in files]
+        data["RecordFiles"] = [file_view(f, hand_out) for f in files]
     return data
 
 
@@ -47,18 +51,19 @@ def file_name(file: FileRecord) -> str:
     return file.file_id.rsplit("/", 1)[-1]
 
 
-def file_info(file: FileRecord) -> dict:
+def file_info(file: FileRecord, hand_out: HandOut) -> dict:
     """A file as callbacks carry it: the RecordFiles fields in snake_case."""
-    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in file_view(file).items()}
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value
+            for key, value in file_view(file, hand_out).items()}
 
 
-def file_view(file: FileRecord) -> dict:
+def file_view(file: FileRecord, hand_out: HandOut) -> dict:
     return {
         "UserId": file.user_id,
         "UserName": file.user_name,
         "StreamId": file.stream_id,
         "FileId": file_name(file),
-        "FileUrl": file.file_url,
+        "FileUrl": hand_out(file.file_url),
         "VideoId": "",  # set by VOD vendors (5, 6) only, which this node does not serve
         "OutputFileFormat": file.output_format,
         "FileSize": file.size,

@@ -78,6 +78,10 @@ class ObjectSink(abc.ABC):
         """Give up on the object, keeping nothing half-written where that is possible."""
 
 class StorageAdapter(abc.ABC):
+    # The objects are files the node itself serves over HTTP (the node's disk): an HLS
+    # playlist lists its segments by name (relative to it) and is kept current while recording.
+    served_by_node = False
+
     @abc.abstractmethod
     def open_object(self, key: str, part_of: str | None = None) -> ObjectSink:
         """Begin writing the object `key` (a bucket-relative key). `part_of` is the

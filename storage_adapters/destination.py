@@ -85,9 +85,12 @@ class Destination:
         the node's endpoint override (if any), or the node's disk."""
         return adapter_for(self.spec.target, self.spec.endpoint_override or None)
 
-    def public_url(self, key: str) -> str:
+    def public_url(self, key: str, node_url: Callable[[str, str], str] | None = None) -> str:
         """FileUrl: the vendor's public form of the object's URL (never the
-        endpoint override), or "" when the target cannot name one."""
+        endpoint override), or "" when the target cannot name one. On the node's
+        disk, `node_url(bucket, key)` names it when given (the node serves it over HTTP)."""
+        if node_url is not None and not self.is_remote:
+            return node_url(self.spec.target.bucket, key)
         try:
             if self._public is None:
                 self._public = adapter_for(self.spec.target)

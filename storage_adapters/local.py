@@ -59,6 +59,8 @@ class LocalFileSink(ObjectSink):
 
 
 class LocalAdapter(StorageAdapter):
+    served_by_node = True
+
     def __init__(self, root: Path | str, bucket: str):
         self.bucket_root = (Path(root) / bucket).resolve()
         if not self.bucket_root.is_relative_to(Path(root).resolve()):

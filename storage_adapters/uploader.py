@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -71,6 +71,32 @@ class UploadResult:
     error: str = ""
 
 
+class UploadObserver(Protocol):
+    """Told what the uploader does, by Vendor (None: the entry's task is unknown), for the node's metrics."""
+
+    def sent(self, vendor: int, size: int) -> None: ...
+
+    def uploaded(self, vendor: int) -> None: ...
+
+    def retried(self, vendor: int) -> None: ...
+
+    def failed(self, vendor: int | None) -> None: ...
+
+
+class _Unobserved:
+    def sent(self, vendor: int, size: int) -> None:
+        pass
+
+    def uploaded(self, vendor: int) -> None:
+        pass
+
+    def retried(self, vendor: int) -> None:
+        pass
+
+    def failed(self, vendor: int | None) -> None:
+        pass
+
+
 def _writer_alive(pid: int) -> bool:
     return pid > 0 and Path(f"/proc/{pid}").exists()
 
@@ -82,8 +108,10 @@ class Uploader:
 
     def __init__(self, spool: Spool, resolve: Callable[[str], Awaitable[Destination | None]],
                  on_done: Callable[[UploadResult], Awaitable[None]], *, clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = _jitter, poll_s: float = POLL_S):
+                 jitter: Callable[[], float] = _jitter, poll_s: float = POLL_S,
+                 observer: UploadObserver | None = None):
         self._spool = spool
+        self._observer = observer or _Unobserved()
         self._resolve = resolve
         self._on_done = on_done
         self._clock = clock
@@ -114,6 +142,10 @@ class Uploader:
     def backlog(self) -> int:
         """Entries not uploaded yet (failed ones are not waiting for anything)."""
         return sum(1 for _, meta in self._entries.values() if not meta.failed)
+
+    def spool_bytes(self) -> int:
+        """Bytes the spool holds now (blocks: reads the spool's directory)."""
+        return self._spool.used_bytes()
 
     def pending_files(self) -> set[str]:
         """Recorded files with an object still on its way to the bucket."""
@@ -187,12 +219,13 @@ class Uploader:
               destination: Destination | None) -> UploadResult | None:
         """Send what is new in one entry; the result once it is done for good."""
         if destination is None:
-            return self._fail(entry, meta, progress, f"its task {meta.task_id!r} is unknown to this node")
+            return self._fail(entry, meta, progress, f"its task {meta.task_id!r} is unknown to this node", None)
         with destination.guarded():
             return self._send(entry, meta, progress, destination)
 
     def _send(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress,
               destination: Destination) -> UploadResult | None:
+        vendor = destination.spec.target.vendor
         try:
             if progress.sink is None:
                 progress.sink = destination.upload_adapter().open_object(meta.key)
@@ -200,22 +233,24 @@ class Uploader:
                 progress.sink.flush()  # type: ignore[attr-defined]
                 progress.retry_pending = False
             closed = meta.closed or not _writer_alive(meta.writer_pid)
-            self._send_new_bytes(entry, progress)
+            self._send_new_bytes(entry, progress, vendor)
             if not closed:
                 return None
             if meta.closed and progress.offset < meta.size:
                 return None  # not all read yet
             if meta.closed and progress.sha256.hexdigest() != meta.sha256:
-                return self._fail(entry, meta, progress, "the spooled bytes do not match the worker's SHA-256")
+                return self._fail(entry, meta, progress, "the spooled bytes do not match the worker's SHA-256", vendor)
             progress.retry_pending = True  # a failed complete is retried by closing again
             info = progress.sink.close()
             entry.remove()
             log.info("object_uploaded", key=meta.key, size=info.size, entry=entry.id)
+            self._observer.uploaded(vendor)
             return UploadResult(meta.task_id, meta.file_id, meta.key, True)
         except PERMANENT as error:
-            return self._fail(entry, meta, progress, str(error))
+            return self._fail(entry, meta, progress, str(error), vendor)
         except StorageError as error:
             delay = self._retry_later(progress)
+            self._observer.retried(vendor)
             log.warning("upload_retry", key=meta.key, failures=progress.failures, in_s=round(delay, 2),
                         error=type(error).__name__, retryable=error.retryable)
             return None
@@ -226,7 +261,7 @@ class Uploader:
         progress.next_attempt = self._clock() + delay
         return delay
 
-    def _send_new_bytes(self, entry: SpoolEntry, progress: _Progress) -> None:
+    def _send_new_bytes(self, entry: SpoolEntry, progress: _Progress, vendor: int) -> None:
         assert progress.sink is not None
         with open(entry.data_path, "rb") as data:
             data.seek(progress.offset)
@@ -239,9 +274,13 @@ class Uploader:
                 except StorageError:
                     progress.retry_pending = True
                     raise
+                finally:
+                    self._observer.sent(vendor, len(chunk))
 
-    def _fail(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress, reason: str) -> UploadResult:
+    def _fail(self, entry: SpoolEntry, meta: SpoolMeta, progress: _Progress, reason: str,
+              vendor: int | None) -> UploadResult:
         log.error("upload_failed", key=meta.key, reason=reason)
+        self._observer.failed(vendor)
         if progress.sink is not None:
             progress.sink.abort()  # a multipart upload begun for it is dropped (best effort)
         meta.failed = reason

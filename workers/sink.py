@@ -104,6 +104,11 @@ class FileObjects:
     def url(self, name: str) -> str:
         return self._adapter.object_url(self.key(name))
 
+    @property
+    def served_by_node(self) -> bool:
+        """The node serves these objects itself (storage_adapters.base.StorageAdapter.served_by_node)."""
+        return self._adapter.served_by_node
+
     def open(self, name: str, part_of: str | None = None) -> StreamingObject:
         """Begin the object `name`; `part_of` names the file it belongs to when it
         is not that file itself (an HLS segment: its playlist's name)."""

@@ -23,8 +23,14 @@ import structlog
 from engine.status import FileStatus, TaskStatus
 from engine.store import schema
 from engine.store.database import Database, Row, open_database
-from engine.store.records import (CallbackRecord, FileRecord, StreamRecord, TaskRecord, request_from_json,
-                                  request_to_json)
+from engine.store.records import (
+    CallbackRecord,
+    FileRecord,
+    StreamRecord,
+    TaskRecord,
+    request_from_json,
+    request_to_json,
+)
 from engine.store.url import SQLITE
 
 log = structlog.get_logger("store")
@@ -141,6 +147,23 @@ class Store:
             rows = tx.execute(f"SELECT * FROM tasks WHERE {where} ORDER BY created_ms, task_id LIMIT ? OFFSET ?",
                               (*params, limit, offset))
         return total, [self._task(row) for row in rows]
+
+    def recent_tasks(self, statuses: tuple[TaskStatus, ...], room_id: str | None, limit: int) -> list[TaskRecord]:
+        """The newest tasks with these statuses (in a room), newest first (for the console)."""
+        where = f"status IN ({_marks(statuses)})" + (" AND room_id=?" if room_id is not None else "")
+        params: list[Any] = [*(int(s) for s in statuses), *((room_id,) if room_id is not None else ())]
+        rows = self._db.execute(f"SELECT * FROM tasks WHERE {where} ORDER BY created_ms DESC, task_id LIMIT ?",
+                                (*params, limit))
+        return [self._task(row) for row in rows]
+
+    def count_undone_callbacks(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM callbacks WHERE done_ms IS NULL").fetchone()[0]
+
+    def recent_callbacks(self, limit: int) -> list[dict]:
+        """The newest callbacks, newest first, with their delivery state (for the console)."""
+        columns = ("task_id", "sequence", "event_type", "url", "created_ms", "attempts", "done_ms", "delivered")
+        rows = self._db.execute(f"SELECT {', '.join(columns)} FROM callbacks ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def count_tasks(self, statuses: tuple[TaskStatus, ...]) -> dict[TaskStatus, int]:
         """This node's tasks in these states, by state (its metrics)."""

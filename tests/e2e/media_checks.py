@@ -9,12 +9,15 @@ from testkit.rtp import Manifest
 
 
 def recorded_path(node, file_entry: dict) -> Path:
+    """Where a Vendor 0 file is on the node's disk, from its FileUrl (a signed link
+    into the node's /recordings/<Bucket>/<key>)."""
     from urllib.parse import unquote, urlparse
 
     url = urlparse(file_entry["FileUrl"])
-    assert url.scheme == "file"
-    path = Path(unquote(url.path))
-    assert path.is_relative_to(node.data_dir / "storage")
+    assert f"{url.scheme}://{url.netloc}" == node.base_url and url.path.startswith("/recordings/"), url
+    assert "Signature=" in url.query and "Expires=" in url.query
+    path = node.data_dir / "storage" / unquote(url.path[len("/recordings/"):])
+    assert path.resolve().is_relative_to((node.data_dir / "storage").resolve())
     return path
 
 

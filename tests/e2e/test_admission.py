@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from testkit.node import NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.rtp import PublisherSpec, offer_sdp
+from tests.metrics_text import value
 
 
 def test_a_full_node_answers_busy_and_metrics_show_it(tmp_path):
@@ -27,11 +28,10 @@ def test_a_full_node_answers_busy_and_metrics_show_it(tmp_path):
         metrics = http("GET", node.base_url + "/metrics")
         assert metrics.status == 200 and metrics.headers["Content-Type"].startswith("text/plain")
         text = metrics.body.decode()
-        values = dict(re.findall(r"^(recnode_\w+(?:\{[^}]*\})?) ([0-9.e+-]+)$", text, re.M))
-        assert values["recnode_streams"] == "1" and values["recnode_capacity_streams"] == "1"
-        assert values['recnode_tasks{status="recording"}'] == "2"
-        assert float(values["recnode_load"]) >= 1.0
-        assert values["recnode_workers"] == "1" and values["recnode_upload_backlog_objects"] == "0"
+        assert value(text, "recnode_streams") == 1 and value(text, "recnode_capacity_streams") == 1
+        assert value(text, "recnode_tasks", status="recording") == 2
+        assert value(text, "recnode_load") >= 1.0
+        assert value(text, "recnode_workers") == 1 and value(text, "recnode_upload_backlog_objects") == 0
         assert "# TYPE recnode_load gauge" in text
         node.ok("StopRecord", {"TaskId": tasks[0]})
         assert node.call("StartRecord", start_record_body("busy-room"))["Code"] == 0

@@ -21,6 +21,7 @@ from testkit.rtp import PublisherSpec, TrackSpec, offer_sdp, parse_answer, wait_
 from testkit.rtp.plan import packetize_h264
 from tests.e2e.media_checks import assert_opus_tail_equal, assert_slices_equal, recorded_path, sent_video_aus
 from tests.e2e.publishing import publish, run_publisher, stop_and_describe
+from tests.metrics_text import value
 
 KINDS = ("video", "audio")
 
@@ -193,7 +194,7 @@ def _offer(video_rtpmap="96 H264/90000", audio_rtpmap="111 opus/48000/2", video_
 def test_a_bad_value_is_a_400_naming_its_line_and_starts_no_worker(node, sdp, line):
     def workers() -> int:
         metrics = http("GET", node.base_url + "/metrics").body.decode()
-        return int(re.search(r"^recnode_workers (\d+)", metrics, re.M).group(1))
+        return int(value(metrics, "recnode_workers"))
 
     before, logged = workers(), len(node.logs())
     answer = node.publish("room-bad-sdp", "cam", sdp)

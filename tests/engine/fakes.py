@@ -64,6 +64,7 @@ class FakeWorker:
         self._offer_refusal = offer_refusal
         self._ids = itertools.count(1)
         self._files: dict[str, _OpenFile] = {}  # by task id
+        self.track_stats: dict[str, dict[str, float]] = {"video": {"frames": 1.0}}  # what GetStats answers
 
     def of_type[R](self, kind: type[R]) -> list[R]:
         return [r for r in self.requests if isinstance(r, kind)]
@@ -90,7 +91,7 @@ class FakeWorker:
             case protocol.StartInput():
                 payload = protocol.InputBound(message.rtp_ports)
             case protocol.GetStats():
-                payload = protocol.StreamStats({"video": {"frames": 1.0}}, tuple(self._files))
+                payload = protocol.StreamStats(self.track_stats, tuple(self._files))
         return protocol.Reply(message.request_id, True, payload)
 
     async def stop(self) -> None:

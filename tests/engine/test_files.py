@@ -177,7 +177,8 @@ def test_files_on_the_nodes_disk_settle_when_closed_or_when_their_worker_dies(tm
         assert {k: f.status for k, f in files.items()} == {"rec/a.mp4": FileStatus.UPLOADED,
                                                           "rec/b.mp4": FileStatus.UPLOADED}
         assert files["rec/b.mp4"].size == 5
-        assert files["rec/a.mp4"].file_url == (tmp_path / "storage" / "media" / "rec" / "a.mp4").as_uri()
+        # stored unsigned, as the node serves it; signed whenever it is handed out
+        assert files["rec/a.mp4"].file_url == node.config.base_url + "/recordings/media/rec/a.mp4"
         assert node.uploader.backlog == 0 and not node.config.spool_root.exists()
 
     on_node(tmp_path, scenario, request(vendor=0))

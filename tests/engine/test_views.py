@@ -12,6 +12,8 @@ from tests.engine.control_plane import start_request
 KEY = "rec/day1/TTTTTTTTTTTTTTTT_room_u_cam_VA_20240101000000000.mp4"
 URL = "https://bucket.s3.us-east-1.amazonaws.com/" + KEY
 
+AS_STORED = str  # hand FileUrls out as stored (the node signs its own links: engine.files)
+
 
 def file_record(**changes) -> FileRecord:
     record = FileRecord(KEY, "T" * 16, "cam", "u", "U", "mp4", URL, 3, 1_700_000_000_000, FileStatus.UPLOADED,
@@ -26,7 +28,7 @@ def task_record(status=TaskStatus.ENDED, output_format="mp4") -> TaskRecord:
 
 
 def test_file_id_is_the_bare_name_and_file_url_the_whole_location():
-    view = views.file_view(file_record())
+    view = views.file_view(file_record(), AS_STORED)
     assert view["FileId"] == "TTTTTTTTTTTTTTTT_room_u_cam_VA_20240101000000000.mp4"
     assert view["FileUrl"] == URL
     # a client that joins OutputFolder and FileId finds the object
@@ -34,13 +36,13 @@ def test_file_id_is_the_bare_name_and_file_url_the_whole_location():
 
 
 def test_file_at_the_bucket_root():
-    assert views.file_view(file_record(file_id="a_VA_1.flv"))["FileId"] == "a_VA_1.flv"
+    assert views.file_view(file_record(file_id="a_VA_1.flv"), AS_STORED)["FileId"] == "a_VA_1.flv"
 
 
 def test_every_file_has_an_empty_video_id_in_answers_and_callbacks():
-    assert views.file_view(file_record())["VideoId"] == ""
-    info = views.file_info(file_record())
-    assert info["video_id"] == "" and info["file_id"] == views.file_view(file_record())["FileId"]
+    assert views.file_view(file_record(), AS_STORED)["VideoId"] == ""
+    info = views.file_info(file_record(), AS_STORED)
+    assert info["video_id"] == "" and info["file_id"] == views.file_view(file_record(), AS_STORED)["FileId"]
     assert set(info) == {"user_id", "user_name", "stream_id", "file_id", "file_url", "video_id",
                          "output_file_format", "file_size", "duration", "resolution_width", "resolution_height",
                          "media_track_type", "begin_timestamp", "status"}
@@ -54,13 +56,13 @@ def test_every_file_has_an_empty_video_id_in_answers_and_callbacks():
     (TaskStatus.ENDED, [file_record()], True),
 ])
 def test_record_files_left_out_of_an_ended_task_without_files(status, files, listed):
-    data = views.task_status(task_record(status), files)
+    data = views.task_status(task_record(status), files, AS_STORED)
     assert ("RecordFiles" in data) is listed
     if listed:
-        assert data["RecordFiles"] == [views.file_view(f) for f in files]
+        assert data["RecordFiles"] == [views.file_view(f, AS_STORED) for f in files]
 
 
 @pytest.mark.parametrize("status", [TaskStatus.RECORDING, TaskStatus.ENDED])
 def test_snapshot_tasks_have_no_record_files(status):
-    data = views.task_status(task_record(status, output_format="jpg"), [file_record(output_format="jpg")])
+    data = views.task_status(task_record(status, output_format="jpg"), [file_record(output_format="jpg")], AS_STORED)
     assert "RecordFiles" not in data and data["Status"] == int(status)

@@ -18,6 +18,28 @@ from tests.storage.twins import Clock, twin_destination
 TASK = "T" * 16
 
 
+class Observed:
+    """The uploader's observer (the node's metrics), as a list of what it was told."""
+
+    def __init__(self):
+        self.told: list[tuple] = []
+
+    def sent(self, vendor, size):
+        self.told.append(("sent", vendor, size))
+
+    def uploaded(self, vendor):
+        self.told.append(("uploaded", vendor))
+
+    def retried(self, vendor):
+        self.told.append(("retried", vendor))
+
+    def failed(self, vendor):
+        self.told.append(("failed", vendor))
+
+    def count(self, what: str) -> int:
+        return sum(1 for t in self.told if t[0] == what)
+
+
 class Harness:
     def __init__(self, tmp_path, known_tasks=(TASK,)):
         self.spool = Spool(tmp_path / "spool", 1 << 30)
@@ -26,7 +48,9 @@ class Harness:
         self.clock = Clock()
         self.results: list[UploadResult] = []
         self.known_tasks = known_tasks
-        self.uploader = Uploader(self.spool, self._resolve, self._done, clock=self.clock, jitter=lambda: 1.0)
+        self.seen = Observed()
+        self.uploader = Uploader(self.spool, self._resolve, self._done, clock=self.clock, jitter=lambda: 1.0,
+                                 observer=self.seen)
         self.writer = SpoolAdapter(self.spool, TASK)
 
     async def _resolve(self, task_id):
@@ -77,6 +101,9 @@ def test_an_unreachable_bucket_is_retried_with_backoff_until_it_answers(tmp_path
     assert h.bucket.objects["rec/a.mp4"] == data
     assert h.results == [UploadResult(TASK, "rec/a.mp4", "rec/a.mp4", True)]
     assert h.spool.entries() == [] and h.uploader.backlog == 0
+    vendor = h.destination.spec.target.vendor
+    assert (h.seen.count("retried"), h.seen.count("uploaded"), h.seen.count("failed")) == (3, 1, 0)
+    assert ("uploaded", vendor) in h.seen.told and sum(t[2] for t in h.seen.told if t[0] == "sent") == len(data)
 
 
 def test_an_object_goes_up_in_parts_while_it_is_written(tmp_path):
@@ -129,6 +156,8 @@ def test_a_refusal_for_good_fails_the_entry_and_keeps_it(tmp_path, known):
     assert h.bucket.objects == {} and h.uploader.failed_files() == {"rec/a.m3u8"}
     [entry] = h.spool.entries()
     assert entry.data_path.read_bytes() == b"seg"
+    vendor = h.destination.spec.target.vendor if known else None
+    assert [t for t in h.seen.told if t[0] != "sent"] == [("failed", vendor)]
 
 
 def test_results_name_the_file_each_object_belongs_to(tmp_path):

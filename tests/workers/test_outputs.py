@@ -131,8 +131,24 @@ def test_hls_segments_of_an_escaped_name_are_named_and_listed_as_it(tmp_path, sh
     folder = tmp_path / "bucket" / "rec"
     segments = sorted(p.name for p in folder.glob("*.ts"))
     assert segments == [f"{stem}_{n}.ts" for n in range(len(segments))] and len(segments) >= 2
-    base = "" if short_paths else (folder / "x").as_uri()[:-1]
+    base = ""  # the node's disk: by name, relative to the playlist (the node serves both), whatever was asked
     listed = [line for line in (folder / f"{stem}.m3u8").read_text().splitlines() if not line.startswith("#")]
     assert listed == [base + name for name in segments]
     report = probe.decode_all(folder / f"{stem}.m3u8")
     assert report.errors == () and report.video_frames == len(media.video)
+
+
+def test_hls_on_a_bucket_lists_segments_at_the_buckets_url_unless_short_paths(tmp_path):
+    media = make_test_media(3.0)
+    adapter = MemoryAdapter()
+    with ThreadPoolExecutor(1) as uploader:
+        files = FileObjects(adapter, "rec/", uploader)
+        writer = HlsWriter(files, "s", VideoParams("h264", 320, 240), None, WriterOptions(fragment_seconds=2,
+                                                                                           short_segment_paths=False))
+        for au in media.video:
+            writer.write_video(au.data, round(au.time_s * 90000), au.keyframe)
+        writer.close()
+        for future in files.close():
+            future.result()
+    listed = [line for line in adapter.objects["rec/s.m3u8"].decode().splitlines() if not line.startswith("#")]
+    assert listed and all(line.startswith("memory://rec/s_") for line in listed)

@@ -61,7 +61,7 @@ class HlsWriter(ContainerWriter):
             "hls_segment_filename": self.stem.replace("%", "%%") + f"_%d.{SEGMENT_EXTENSION}",
             "max_interleave_delta": "1000000",
         }
-        if not self.options.short_segment_paths:
+        if not self.options.short_segment_paths and not self.objects.served_by_node:
             # the URL of the key prefix: a name's URL with a one-letter name, less the letter
             # (the adapter may percent-encode a name, so the name's length cannot be cut off)
             options["hls_base_url"] = self.objects.url("x")[:-1]
@@ -79,9 +79,10 @@ class HlsWriter(ContainerWriter):
 
     def _playlist_written(self, text: bytes) -> None:
         self.playlist = text = text.replace(b"%%", b"%")  # segments listed by their names
-        if self.options.realtime_playlist and not self._closing:
+        # On the node's disk the playlist is kept current anyway: it is watched live over HTTP.
+        if (self.options.realtime_playlist or self.objects.served_by_node) and not self._closing:
             self.objects.put(self.name, text)
-            if self.on_playlist is not None:
+            if self.options.realtime_playlist and self.on_playlist is not None:
                 self.on_playlist()
 
     def write_video(self, data: bytes, pts: int, keyframe: bool) -> None:
