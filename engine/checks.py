@@ -14,7 +14,8 @@ from storage_adapters.base import (
     StorageUnavailable,
 )
 from storage_adapters.destination import Destination, destination_for
-from storage_adapters.vendors import VENDOR_NAMES, supported
+from storage_adapters.vendor_codes import VENDOR_NAMES
+from storage_adapters.vendors import supported
 
 
 async def check_storage(config: NodeConfig, request: models.StartRecordRequest) -> None:

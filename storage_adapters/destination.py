@@ -26,7 +26,8 @@ from storage_adapters.base import StorageAdapter, StorageError
 from storage_adapters.local import LocalAdapter
 from storage_adapters.multipart import ProbeResult, probe
 from storage_adapters.spool import Spool, SpoolAdapter
-from storage_adapters.vendors import LOCAL_DISK, adapter_for, require_supported
+from storage_adapters.vendor_codes import LOCAL_DISK
+from storage_adapters.vendors import adapter_for, require_supported
 
 # The engine's outbound-address policy for a caller's EndPoint (engine.egress), as a
 # context manager every connection to the bucket is made inside of.

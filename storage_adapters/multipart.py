@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 from storage_adapters.base import (
     InvalidObjectKey,
-    ObjectStore,
     ObjectSink,
+    ObjectStore,
     StorageAccessDenied,
     StorageAdapter,
     StorageError,

@@ -57,7 +57,7 @@ from storage_adapters.endpoints import (
     quote_key,
 )
 from storage_adapters.errors import VendorStore, server_error
-from storage_adapters.vendors import S3_COMPATIBLE
+from storage_adapters.vendor_codes import S3_COMPATIBLE
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30

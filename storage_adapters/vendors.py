@@ -19,30 +19,18 @@ from contract.storage import StorageTarget
 from storage_adapters.base import StorageAdapter, StorageError
 from storage_adapters.local import LocalAdapter
 from storage_adapters.multipart import ObjectStoreAdapter
-
-LOCAL_DISK = 0
-AMAZON_S3 = 1
-ALIBABA_OSS = 2
-TENCENT_COS = 3
-QINIU_KODO = 4
-HUAWEI_OBS = 7
-GOOGLE_CLOUD_STORAGE = 8
-CHINA_MOBILE_EOS = 9
-S3_COMPATIBLE = 10
-
-VENDOR_NAMES = {
-    0: "node disk",
-    1: "Amazon S3",
-    2: "Alibaba Cloud OSS",
-    3: "Tencent COS",
-    4: "Qiniu Kodo",
-    5: "Alibaba VOD",
-    6: "Tencent VOD",
-    7: "Huawei OBS",
-    8: "Google Cloud Storage",
-    9: "China Mobile EOS",
-    10: "S3-compatible",
-}
+from storage_adapters.vendor_codes import (
+    ALIBABA_OSS,
+    AMAZON_S3,
+    CHINA_MOBILE_EOS,
+    GOOGLE_CLOUD_STORAGE,
+    HUAWEI_OBS,
+    LOCAL_DISK,
+    QINIU_KODO,
+    S3_COMPATIBLE,
+    TENCENT_COS,
+    VENDOR_NAMES,
+)
 
 
 def _local(target: StorageTarget, endpoint_override: str | None = None) -> StorageAdapter:
