@@ -31,7 +31,9 @@ from tests.e2e.media_checks import (
 )
 from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 
-JITTER_MAX_WAIT_S = 0.25
+JITTER_MAX_WAIT_S = 0.25  # README: the jitter buffer waits at most 250 ms for a missing packet
+READ_TICK_S = 0.05  # README: a worker reads its sockets every 50 ms
+LOAD_ALLOWANCE_S = 0.2  # a worker's tick running late on a busy machine
 
 
 def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
@@ -106,8 +108,10 @@ def test_unrepairable_loss_never_stalls_and_decodes_cleanly(node, tmp_path):
     assert video["jitter_lost_packets"] == 2 and video["jitter_dropped_frames"] == 1
     assert video["dropped_waiting_keyframe"] == 29 + 14
     assert stats["Tracks"]["audio"]["jitter_lost_packets"] == 1
-    assert video["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
-    assert stats["Tracks"]["audio"]["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
+    # the frame after each hole waited the whole 250 ms for it (kernel arrival times), and not much longer
+    for kind in ("video", "audio"):
+        waited = stats["Tracks"][kind]["max_release_delay_s"]
+        assert JITTER_MAX_WAIT_S <= waited <= JITTER_MAX_WAIT_S + READ_TICK_S + LOAD_ALLOWANCE_S, (kind, waited)
     assert video["keyframe_requests"] >= 1
     plis = [p for _, _, data in manifest.feedback for p in RtcpPacket.parse(data)
             if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI]
