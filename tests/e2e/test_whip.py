@@ -3,14 +3,17 @@ processes), the node's worker answering with its own peer connection."""
 
 import asyncio
 import base64
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from testkit import bitstream, probe
-from testkit.node import NodeProcess, http, start_record_body
+from testkit.node import REPO, NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.whip import PublisherSpec, read_manifest, start_publisher
 from tests.e2e.media_checks import recorded_path
@@ -231,6 +234,36 @@ def test_vanished_publisher_finishes_the_file_and_the_room_goes_idle(node, tmp_p
     [entry] = data["RecordFiles"]
     assert entry["Status"] == 3
     assert probe.decode_all(recorded_path(node, entry)).errors == ()
+
+
+def test_a_b_frame_publisher_is_visible_and_its_file_never_goes_back_in_time(node, tmp_path):
+    """No publisher the node serves sends B-frames, and RTP gives no decode times for
+    them: the node counts the frames whose timestamps go back (stats, one warning) and
+    writes only those that keep the track's time moving forward, so the file stays valid."""
+    room = "whip-bframes"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    publisher = subprocess.Popen([sys.executable, "-m", "tests.helpers.bframe_publisher", whip_url(node, room), "90"],
+                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        answer = json.loads(publisher.stdout.readline())
+        assert answer["status"] == 201, answer
+        sent_pts = json.loads(publisher.stdout.readline())["pts"]
+        deadline = time.monotonic() + 10
+        while (video := node.stream_stats(answer["location"])["Tracks"]["video"])["frames"] < len(sent_pts):
+            assert time.monotonic() < deadline, video
+            time.sleep(0.05)
+        node.unpublish(answer["location"])
+    finally:
+        publisher.kill()
+        publisher.wait()
+    going_back = [pts for i, pts in enumerate(sent_pts) if i and pts < max(sent_pts[:i])]
+    assert video["reordered_timestamps"] == len(going_back) >= len(sent_pts) // 2
+    warnings = [line for line in node.logs().splitlines() if "webrtc_video_timestamps_go_back" in line]
+    assert [json.loads(line)["room_id"] for line in warnings] == [room]  # once, not per frame
+    [path], _ = recorded(node, task_id)
+    report = probe.decode_all(path)
+    assert report.errors == () and report.video_frames == len(sent_pts) - len(going_back)
+    assert all(b > a for a, b in zip(report.video_pts_s, report.video_pts_s[1:]))
 
 
 def test_whip_http_rules(tmp_path):
