@@ -103,8 +103,7 @@ def test_killed_worker_sends_no_abnormal_end(receiver, tmp_path):
         body["RecordOutputParams"]["CallbackUrl"] = receiver.url
         task_id = node.ok("StartRecord", body)["TaskId"]
         process, spec = run_publisher(spec, targets, tmp_path)
-        node.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)
-        time.sleep(2.0)
+        wait_until(lambda: video_frames_seen(node, location) >= 60)
         os.kill(node.stream_stats(location)["WorkerPid"], signal.SIGKILL)
         node.wait_task(task_id, lambda d: len(d["RecordFiles"]) == 2 and d["RecordFiles"][1]["FileSize"] > 0)
         wait_manifest(spec.manifest_path, proc=process)

@@ -36,19 +36,22 @@ def whip_url(node, room, stream="cam"):
     return f"{node.base_url}/whip/{room}/{stream}?UserId=u-{stream}"
 
 
-async def _publish(kind, spec, kill_after=None):
+async def _publish(kind, spec):
+    """Run a publisher to its end; one that vanishes is killed once its media ran (its manifest is out)."""
     process = await start_publisher(kind, spec)
-    if kill_after is not None:
-        await asyncio.sleep(kill_after)
+    if spec.vanish:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(spec.manifest) and process.returncode is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         process.kill()
     await asyncio.wait_for(process.wait(), 60)
     return process.returncode
 
 
-def publish(kind, node, room, tmp_path, kill_after=None, **spec):
+def publish(kind, node, room, tmp_path, **spec):
     manifest = tmp_path / f"{kind}-{room}.json"
     url = whip_url(node, room)
-    code = asyncio.run(_publish(kind, PublisherSpec(url=url, manifest=str(manifest), **spec), kill_after))
+    code = asyncio.run(_publish(kind, PublisherSpec(url=url, manifest=str(manifest), **spec)))
     return code, (read_manifest(manifest) if manifest.exists() else None)
 
 
@@ -227,7 +230,7 @@ async def _start_detached(kind, spec):
 def test_vanished_publisher_finishes_the_file_and_the_room_goes_idle(node, tmp_path):
     room = "whip-vanish"
     task_id = node.ok("StartRecord", start_record_body(room, MaxIdleTime=2))["TaskId"]
-    publish("aiortc", node, room, tmp_path, kill_after=4.0, vanish=True)
+    publish("aiortc", node, room, tmp_path, vanish=True)  # killed: no DELETE, no DTLS close
     killed = time.monotonic()
     data = node.wait_task(task_id, lambda d: d["Status"] == 3, timeout=20)
     assert time.monotonic() - killed < 10  # consent fails (~1 s, test-lowered), then MaxIdleTime
