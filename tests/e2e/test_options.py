@@ -17,19 +17,12 @@ ORIGIN = "https://app.example"
 
 
 @pytest.fixture(scope="module")
-def default_receiver():
-    server = CallbackReceiver(CALLBACK_SECRET)
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, moto_server, s3_bucket, default_receiver):
+def node(tmp_path_factory, moto_server, s3_bucket, receiver):
     base = tmp_path_factory.mktemp("options")
     process = NodeProcess(base / "data", free_port(), free_udp_range(20), base / "node.log",
                           extra_env={"RECNODE_CALLBACK_SECRET": CALLBACK_SECRET, "RECNODE_DISABLE_LOCAL_STORAGE": "1"},
                           extra_args=("--storage-endpoint", f"1={moto_server.endpoint}", "--whip-cors-origin", ORIGIN,
-                                      "--callback-url", default_receiver.url)).start()
+                                      "--callback-url", receiver.url)).start()
     yield process
     process.stop()
 
@@ -49,18 +42,23 @@ def test_whip_answers_carry_the_configured_origin(node):
     assert refused.status in (400, 406) and refused.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 
-def test_callback_url_is_the_default_and_a_task_s_own_wins(node, moto_server, s3_bucket, default_receiver, receiver):
-    default_task = node.ok("StartRecord", s3_body("opt-callback", moto_server, s3_bucket))["TaskId"]
-    own = s3_body("opt-callback", moto_server, s3_bucket)
-    own["RecordOutputParams"]["CallbackUrl"] = receiver.url
-    own_task = node.ok("StartRecord", own)["TaskId"]
-    for task_id in (default_task, own_task):
-        node.ok("StopRecord", {"TaskId": task_id})
-    got = default_receiver.wait_for(default_task, lambda e: e == [7, 1, 5])
-    assert all(r.signature_ok for r in got)
-    receiver.wait_for(own_task, lambda e: e == [7, 1, 5])
-    assert default_receiver.of_task(own_task, delivered_only=False) == []
-    assert receiver.of_task(default_task, delivered_only=False) == []
+def test_callback_url_is_the_default_and_a_task_s_own_wins(node, moto_server, s3_bucket, receiver):
+    """`receiver` is the node's --callback-url."""
+    own_receiver = CallbackReceiver(CALLBACK_SECRET)
+    try:
+        default_task = node.ok("StartRecord", s3_body("opt-callback", moto_server, s3_bucket))["TaskId"]
+        own = s3_body("opt-callback", moto_server, s3_bucket)
+        own["RecordOutputParams"]["CallbackUrl"] = own_receiver.url
+        own_task = node.ok("StartRecord", own)["TaskId"]
+        for task_id in (default_task, own_task):
+            node.ok("StopRecord", {"TaskId": task_id})
+        got = receiver.wait_for(default_task, lambda e: e == [7, 1, 5])
+        assert all(r.signature_ok for r in got)
+        own_receiver.wait_for(own_task, lambda e: e == [7, 1, 5])
+        assert receiver.of_task(own_task, delivered_only=False) == []
+        assert own_receiver.of_task(default_task, delivered_only=False) == []
+    finally:
+        own_receiver.close()
 
 
 def sign(action, node, **env):
