@@ -206,11 +206,7 @@ def test_first_video_frame_on_disk_soon_after_start_record(node, tmp_path):
     spec = PublisherSpec(url=whip_url(node, room), manifest=str(manifest), video_frames=30, vanish=True)
     publisher = asyncio.run(_start_detached("aiortc", spec))
     try:
-        deadline = time.monotonic() + 30
-        while not manifest.exists():  # written once the publisher has sent its first second of media
-            assert time.monotonic() < deadline, "the publisher never got going"
-            time.sleep(0.05)
-        assert not read_manifest(manifest).error
+        wait_for_manifest(manifest)
         started = time.monotonic()
         task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
         path = recorded_path(node, node.wait_task(task_id, lambda d: d["RecordFiles"])["RecordFiles"][0])
@@ -227,10 +223,26 @@ async def _start_detached(kind, spec):
     return (await start_publisher(kind, spec)).pid
 
 
+def wait_for_manifest(path):
+    """Until a vanishing publisher has sent its first `video_frames` (it writes its manifest then)."""
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, "the publisher never got going"
+        time.sleep(0.05)
+    assert not read_manifest(path).error
+
+
 def test_vanished_publisher_finishes_the_file_and_the_room_goes_idle(node, tmp_path):
     room = "whip-vanish"
-    task_id = node.ok("StartRecord", start_record_body(room, MaxIdleTime=2))["TaskId"]
-    publish("aiortc", node, room, tmp_path, vanish=True)  # killed: no DELETE, no DTLS close
+    manifest = tmp_path / "m.json"
+    spec = PublisherSpec(url=whip_url(node, room), manifest=str(manifest), video_frames=30, vanish=True)
+    publisher = asyncio.run(_start_detached("aiortc", spec))
+    try:
+        wait_for_manifest(manifest)
+        task_id = node.ok("StartRecord", start_record_body(room, MaxIdleTime=2))["TaskId"]  # with it there
+        node.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)
+    finally:
+        os.kill(publisher, signal.SIGKILL)  # gone: no DELETE, no DTLS close
     killed = time.monotonic()
     data = node.wait_task(task_id, lambda d: d["Status"] == 3, timeout=20)
     assert time.monotonic() - killed < 10  # consent fails (~1 s, test-lowered), then MaxIdleTime
