@@ -1,6 +1,9 @@
 """The image cannot be built here (no Docker engine), so its install step runs the
 same way in a fresh venv, from a build context made of exactly what the
-Dockerfile copies, and the installed `recnode` must serve."""
+Dockerfile copies, and the installed `recnode` must serve.
+
+That install downloads recnode's dependencies from the package index (PyPI, or the
+one pip is configured with), as `docker build` would: the test needs access to it."""
 
 import os
 import shlex
@@ -82,8 +85,13 @@ def test_install_step_in_a_fresh_venv_gives_a_working_recnode(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"  # `python` and `pip` are the fresh venv's
     for command in runs:
-        subprocess.run(["bash", "-c", command], cwd=context, check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PATH": path, "VIRTUAL_ENV": str(venv)})
+        installed = subprocess.run(["bash", "-c", command], cwd=context, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PATH": path, "VIRTUAL_ENV": str(venv)})
+        assert installed.returncode == 0, (
+            f"the Dockerfile's `{command}` failed in a fresh venv. It downloads recnode's dependencies from the "
+            f"package index pip is configured with (PyPI unless PIP_INDEX_URL or pip.conf say otherwise), so this "
+            f"test needs access to it. pip said:\n{installed.stderr[-3000:]}")
     recnode = venv / "bin" / "recnode"
     assert subprocess.run([str(recnode), "--help"], capture_output=True, check=True).stdout.startswith(b"usage")
     demo = subprocess.run([str(recnode), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -45,3 +45,32 @@ def assert_opus_tail_equal(path: Path, manifest: Manifest, max_skipped: int = 2)
 
 def duration_tolerance(fps: int) -> float:
     return 1 / fps + 0.020  # one video frame + one audio frame; 0.5 % is smaller at these lengths
+
+
+FRAGMENT_MAX_S = 1.0  # README: fragments are cut on key frames and at least every second
+
+
+def recorded_frame_indices(path: Path, manifest: Manifest) -> list[int]:
+    """Which published video frames a file holds (by their slices: one slice per frame in these clips)."""
+    sent = bitstream.h264_slice_nals_from_aus(sent_video_aus(manifest))
+    indices, at = [], 0
+    for nal in bitstream.h264_slice_nals_from_file(path):  # in order: each found after the one before
+        at = sent.index(nal, at)
+        indices.append(at)
+        at += 1
+    return indices
+
+
+def frames_sent_by(manifest: Manifest, monotonic_s: float) -> int:
+    """How many video frames the publisher had sent whole by `monotonic_s` (its own send times)."""
+    return sum(1 for packets in manifest.frames("video").values()
+               if all(p.sent_mono is not None and p.sent_mono <= monotonic_s for p in packets))
+
+
+def assert_lost_at_most_a_fragment(path: Path, manifest: Manifest, killed_mono: float) -> float:
+    """A file cut short by a kill at `killed_mono` holds every frame sent up to one
+    fragment before it (plus the 50 ms socket-read tick and a frame in transit)."""
+    last = recorded_frame_indices(path, manifest)[-1]
+    lost_s = (frames_sent_by(manifest, killed_mono) - 1 - last) / manifest.spec.clip.fps
+    assert lost_s <= FRAGMENT_MAX_S + 0.05 + 1 / manifest.spec.clip.fps, f"lost {lost_s:.3f} s"
+    return lost_s

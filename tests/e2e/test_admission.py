@@ -45,10 +45,9 @@ def test_default_capacity_comes_from_the_cores(tmp_path):
     import os
 
     from engine.capacity import allowed_cores, default_max_streams
-    from engine.defaults import MAX_STREAMS_PER_CORE
 
     assert allowed_cores() <= os.cpu_count()
-    assert default_max_streams() == int(MAX_STREAMS_PER_CORE * allowed_cores())
+    assert default_max_streams() == int(40 * allowed_cores())  # README: `--max-streams` 40 per core
 
 
 def concurrently(calls, count):

@@ -15,14 +15,20 @@ STORAGE_SECRET = start_record_body("r")["StorageParams"]["AccessKeySecret"]
 
 def test_every_action_answers_in_the_envelope(node):
     task_id = node.ok("StartRecord", start_record_body("api-room"))["TaskId"]
-    for action, body in [("DescribeRecordStatus", {"TaskId": task_id}), ("DescribeTasks", {"Status": 2}),
-                         ("PauseRecord", {"TaskId": task_id}), ("ResumeRecord", {"TaskId": task_id}),
-                         ("StopRecord", {"TaskId": task_id})]:
+    unknown = "Z" * 16
+    for action, body, code in [
+        ("DescribeRecordStatus", {"TaskId": task_id}, 0), ("DescribeTasks", {"Status": 2}, 0),
+        ("PauseRecord", {"TaskId": task_id}, 0), ("PauseRecord", {"TaskId": task_id}, 300000004),  # paused already
+        ("ResumeRecord", {"TaskId": task_id}, 0), ("ResumeRecord", {"TaskId": task_id}, 300001004),  # running
+        ("DescribeRecordStatus", {"TaskId": unknown}, 300001000), ("StopRecord", {"TaskId": unknown}, 300001000),
+        ("StartRecord", {"RoomId": "api-room"}, 300000004),
+        ("StopRecord", {"TaskId": task_id}, 0), ("StopRecord", {"TaskId": task_id}, 300001001),  # ended
+        ("PauseRecord", {"TaskId": task_id}, 300001001), ("ResumeRecord", {"TaskId": task_id}, 300001001),
+    ]:
         answer = node.call(action, body)
-        assert set(answer) == {"Code", "Message", "RequestId", "Data"}
-        assert answer["RequestId"]
-        assert (answer["Code"], answer["Message"]) == (0, "succeed")  # the hosted service's words
-    assert node.call("PauseRecord", {"TaskId": task_id})["Code"] == 300001001  # stopped above
+        assert set(answer) == {"Code", "Message", "RequestId", "Data"}, (action, answer)
+        assert (action, answer["Code"]) == (action, code), answer
+        assert answer["RequestId"] and (answer["Message"] == "succeed") == (code == 0), answer  # the hosted words
 
 
 @pytest.mark.parametrize("query, code", [

@@ -17,7 +17,7 @@ from testkit.rtsp.clips import h264_aac_clip, hevc_clip
 from testkit.rtsp.servers import file_launch, gst_available, relay_available, start_gst_server, start_relay
 from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import stop_and_describe
-from tests.e2e.pulling import pull, pull_ok, source_state, wait_source, workers
+from tests.e2e.pulling import pull_ok, source_state, wait_source, workers
 
 pytestmark = pytest.mark.skipif(not gst_available(), reason="GStreamer's RTSP server is not installed "
                                                             "(bash .ci/install-media-tools)")

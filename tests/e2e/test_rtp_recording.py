@@ -17,19 +17,22 @@ from testkit.rtp import (
     RtcpSpec,
     offer_sdp,
     parse_answer,
-    start_publisher,
     wait_manifest,
 )
 from tests.e2e.media_checks import (
+    assert_lost_at_most_a_fragment,
     assert_opus_tail_equal,
     assert_slices_equal,
     duration_tolerance,
+    recorded_frame_indices,
     recorded_path,
     sent_video_aus,
 )
 from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 
-JITTER_MAX_WAIT_S = 0.25
+JITTER_MAX_WAIT_S = 0.25  # README: the jitter buffer waits at most 250 ms for a missing packet
+READ_TICK_S = 0.05  # README: a worker reads its sockets every 50 ms
+LOAD_ALLOWANCE_S = 0.2  # a worker's tick running late on a busy machine
 
 
 def test_stream_recorded_exactly_with_lip_sync(node, tmp_path):
@@ -107,8 +110,10 @@ def test_unrepairable_loss_never_stalls_and_decodes_cleanly(node, tmp_path):
     assert video["jitter_lost_packets"] == 2 and video["jitter_dropped_frames"] == 1
     assert video["dropped_waiting_keyframe"] == 29 + 14
     assert stats["Tracks"]["audio"]["jitter_lost_packets"] == 1
-    assert video["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
-    assert stats["Tracks"]["audio"]["max_release_delay_s"] <= JITTER_MAX_WAIT_S + 0.1
+    # the frame after each hole waited the whole 250 ms for it (kernel arrival times), and not much longer
+    for kind in ("video", "audio"):
+        waited = stats["Tracks"][kind]["max_release_delay_s"]
+        assert JITTER_MAX_WAIT_S <= waited <= JITTER_MAX_WAIT_S + READ_TICK_S + LOAD_ALLOWANCE_S, (kind, waited)
     assert video["keyframe_requests"] >= 1
     plis = [p for _, _, data in manifest.feedback for p in RtcpPacket.parse(data)
             if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI]
@@ -140,15 +145,17 @@ def test_garbage_and_foreign_datagrams_are_counted_and_ignored(node, tmp_path):
 
 
 def test_killed_worker_keeps_what_it_wrote_and_node_goes_on(node, tmp_path):
-    spec = PublisherSpec(duration_s=9.0)
+    spec = PublisherSpec(duration_s=9.0, clip=ClipSpec(keyint=90))  # 3 s GOPs: fragments are cut by time
+
     location, targets = publish(node, "room-kill", "cam", spec)
     task_id = node.ok("StartRecord", start_record_body("room-kill"))["TaskId"]
     process, spec = run_publisher(spec, targets, tmp_path)
-    first = node.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)
-    time.sleep(3.0)
+    deadline = time.monotonic() + 20
+    while node.stream_stats(location)["Tracks"]["video"]["frames"] < 165:  # 5.5 s: 2.5 s since the key frame
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     pid = node.stream_stats(location)["WorkerPid"]
-    started_ms = first["RecordFiles"][0]["BeginTimestamp"]
-    killed_at = time.time()
+    killed_mono = time.monotonic()
     os.kill(pid, signal.SIGKILL)
 
     # the node keeps serving and the task shows what was kept
@@ -160,13 +167,14 @@ def test_killed_worker_keeps_what_it_wrote_and_node_goes_on(node, tmp_path):
     assert kept["FileSize"] == path.stat().st_size > 0
     report = probe.decode_all(path)
     assert report.errors == ()
-    assert report.video_last_s >= (killed_at - started_ms / 1000) - 2.0
-    assert report.video_frames > 0
 
     # the stream is still published: a new worker records it into a new file
     data = node.wait_task(task_id, lambda d: len(d["RecordFiles"]) == 2 and d["RecordFiles"][1]["FileSize"] > 0)
     assert node.stream_stats(location)["WorkerPid"] != pid
-    wait_manifest(spec.manifest_path, proc=process)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    # everything sent up to one fragment before the kill is in the kept file, from its first frame
+    assert recorded_frame_indices(path, manifest)[0] == 0
+    assert_lost_at_most_a_fragment(path, manifest, killed_mono)
     data = stop_and_describe(node, task_id)
     second = recorded_path(node, data["RecordFiles"][1])
     assert second != path

@@ -6,9 +6,7 @@ Real node processes, a real RTP publisher, moto's S3 over HTTP."""
 import os
 import re
 import signal
-import time
 
-import pytest
 
 from testkit import probe
 from testkit.node import NodeProcess

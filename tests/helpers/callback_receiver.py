@@ -27,6 +27,7 @@ class CallbackReceiver:
     secret: str
     received: list[Received] = field(default_factory=list)
     fail_next: dict[int, int] = field(default_factory=dict)  # event_type -> how many times to answer 500
+    refusing: set[str] = field(default_factory=set)  # task ids whose every callback is answered 503
 
     def __post_init__(self) -> None:
         receiver = self
@@ -38,7 +39,9 @@ class CallbackReceiver:
                                                                   body.get("nonce", ""))
                 status = 200
                 with receiver._lock:
-                    if receiver.fail_next.get(body.get("event_type"), 0) > 0:
+                    if body.get("task_id") in receiver.refusing:
+                        status = 503
+                    elif receiver.fail_next.get(body.get("event_type"), 0) > 0:
                         receiver.fail_next[body["event_type"]] -= 1
                         status = 500
                     receiver.received.append(Received(body, time.monotonic(), ok, status))

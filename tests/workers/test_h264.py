@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from aiortc.codecs.h264 import H264Encoder, H264PayloadDescriptor
 
-from workers.codecs import h264
+from contract.codes import MediaKind
+from contract.worker import TrackSpec
+from workers.codecs import video_codec
 from workers.codecs.h264 import (
     NAL_AUD,
     NAL_FU_A,
@@ -21,6 +23,7 @@ from workers.codecs.h264 import (
     NAL_SLICE,
     NAL_SPS,
     NAL_STAP_A,
+    H264Codec,
     ParameterSets,
     SpsInfo,
     depayload_frame,
@@ -534,7 +537,23 @@ def test_parameter_sets_observe_tracks_the_latest_and_tolerates_junk() -> None:
     assert tracker.sps == b"\x67\x42" and tracker.resolution is None
 
 
-def test_module_exports() -> None:
-    for name in ("split_annexb", "to_annexb", "split_avcc", "nal_type", "is_keyframe",
-                 "depayload_frame", "parse_sps", "parse_sprop_parameter_sets", "ParameterSets"):
-        assert callable(getattr(h264, name))
+def test_the_worker_s_h264_codec_turns_rtp_into_key_frames_a_file_can_start_on() -> None:
+    """What a worker does with each H.264 frame (workers.codecs.video_codec("H264")): an
+    aiortc-packetized IDR sent without SPS/PPS (they were only in the SDP) comes out of
+    depayload + prepare_keyframe with them, decodes on its own, and gives the picture size."""
+    units = encode(64, 64, frames=12, noise=True)
+    sps, pps = split_annexb(units[0])[:2]
+    sprop = ",".join(base64.b64encode(nal).decode() for nal in (sps, pps))
+    spec = TrackSpec(MediaKind.VIDEO, "H264", 96, 90000, fmtp=(("packetization-mode", "1"),
+                                                               ("sprop-parameter-sets", sprop)))
+    codec = video_codec("h264")(spec)
+    assert isinstance(codec, H264Codec) and codec.container_codec == "h264"
+    bare = strip_parameter_sets(units[10])
+    frame = codec.depayload(rtp_payloads(bare, 10))
+    assert codec.is_keyframe(frame) and codec.payload_starts_frame(rtp_payloads(bare, 10)[0])
+    keyframe = codec.prepare_keyframe(frame)
+    assert keyframe == to_annexb([sps, pps, *split_annexb(bare)])
+    assert codec.keyframe_size(keyframe) == (64, 64)
+    assert len(decode([keyframe, units[11]])) == 2
+    delta = codec.depayload(rtp_payloads(units[11], 11))
+    assert not codec.is_keyframe(delta) and codec.prepare_keyframe(delta) == delta

@@ -15,7 +15,7 @@ from workers.unwrap import Unwrapper
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
 TS_STEP = 3000  # 90 kHz at 30 fps
-WAIT = DEFAULT_MAX_WAIT
+WAIT = 0.25  # README: "the jitter buffer waits at most 250 ms for a missing packet"
 
 
 def pkt(seq: int, ts: int, marker: bool = False, payload: bytes = b"p") -> RtpPacket:
@@ -559,3 +559,7 @@ def test_random_reorder_within_wait_loses_nothing(seed: int) -> None:
     assert [f.packets for f in out] == [tuple(frame) for frame in frames]
     assert all(f.clean_start and not f.after_loss for f in out)
     assert (jb.stats.lost_packets, jb.stats.late, jb.stats.dropped_frames) == (0, 0, 0)
+
+
+def test_the_default_wait_is_the_documented_one() -> None:
+    assert DEFAULT_MAX_WAIT == WAIT

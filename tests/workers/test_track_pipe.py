@@ -6,13 +6,9 @@ from aiortc.rtp import RtcpByePacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
 from contract.codes import MediaKind
 from contract.worker import TrackSpec
-from workers.inputs.track_pipe import (
-    KEYFRAME_REQUEST_MIN_INTERVAL_S,
-    KEYFRAME_REQUEST_RETRY_S,
-    MAX_EARLY_REPORTS,
-    RTP_SOURCE_SILENCE_S,
-    TrackPipe,
-)
+from workers.inputs.track_pipe import KEYFRAME_REQUEST_RETRY_S, MAX_EARLY_REPORTS, RTP_SOURCE_SILENCE_S, TrackPipe
+
+KEYFRAME_REQUEST_MIN_INTERVAL_S = 0.5  # README: "the worker asks for a key frame (PLI, at most every 0.5 s)"
 
 V, A = MediaKind.VIDEO, MediaKind.AUDIO
 SSRC = 77

@@ -30,9 +30,7 @@ in decode order with non-monotonic RTP timestamps, and we could not give the mux
 correct DTS without parsing slice headers and the SPS reorder depth. We do not, because
 the publishers this input serves do not send B-frames:
 - FFmpeg's whip muxer refuses a video stream with B-frames when it opens
-  ("Unsupported B frames by RTC", `par->video_delay > 0`, libavformat/whip.c); checked
-  against this machine's FFmpeg by
-  tests/workers/test_webrtc_input.py::test_ffmpeg_whip_refuses_b_frames.
+  ("Unsupported B frames by RTC", `par->video_delay > 0`, libavformat/whip.c).
 - OBS's WHIP service forces `bf=0` on the encoder (plugins/obs-webrtc
   whip-service.cpp, `ApplyEncoderSettings`); read in the source, not tested here.
 - Browsers: libwebrtc encodes H.264 with OpenH264 (Constrained Baseline: no B slices)
@@ -40,7 +38,9 @@ the publishers this input serves do not send B-frames:
   Chromium's frames are recorded exactly (tests/e2e/test_chromium_whip.py).
 Frames are emitted in arrival (= decode) order; a video frame whose RTP timestamp is
 below the highest one seen is counted (`reordered_timestamps` in stats) and logged
-once, so a B-frame publisher would be visible rather than silently mis-timed.
+once, so a B-frame publisher would be visible rather than silently mis-timed; a recording
+writes only the frames that keep its track's time going forward (checked with a B-frame publisher by
+tests/e2e/test_whip.py::test_a_b_frame_publisher_is_visible_and_its_file_never_goes_back_in_time).
 
 The peer is gone (`on_closed(reason)`) when the connection state becomes failed
 (ICE failure or consent freshness expiry: aioice checks consent every ~5 s and gives
