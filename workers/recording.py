@@ -109,7 +109,8 @@ class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
                  adapters: Callable[[DestinationSpec], StorageAdapter] | None = None,
-                 fragment_duration_us: int = FRAGMENT_DURATION_US):
+                 fragment_duration_us: int = FRAGMENT_DURATION_US,
+                 request_keyframe: Callable[[], object] = lambda: None):
         self.spec = spec
         self.stream = stream
         self._clock = clock
@@ -118,6 +119,7 @@ class Recording:
         self._wallclock = wallclock
         self._adapters = adapters
         self._fragment_duration_us = fragment_duration_us
+        self._request_keyframe = request_keyframe  # a container needs one (an HLS segment is due)
         present = {t.kind for t in stream.tracks}
         self._file_kinds = [frozenset(k & present) for k in STREAM_KINDS[spec.stream_type] if k & present]
         wanted = set().union(*self._file_kinds) if self._file_kinds else set()
@@ -344,6 +346,8 @@ class Recording:
         timeline.last_pts = pts
         if duration:
             timeline.last_duration = duration
+        if frame.kind is MediaKind.VIDEO and any(o.writer.keyframe_due() for o in self._outputs):
+            self._request_keyframe()
 
     def duration_ms(self, kinds: frozenset[MediaKind]) -> int:
         ends = [t.end for kind, t in self._timelines.items() if kind in kinds]

@@ -53,7 +53,8 @@ class StreamRecordings:
 
     def _new_recording(self, spec: RecordingSpec) -> Recording:
         return Recording(spec, self.stream, self.clock, self._uploader, self._emit,
-                         fragment_duration_us=self._tuning.fragment_duration_us)
+                         fragment_duration_us=self._tuning.fragment_duration_us,
+                         request_keyframe=self._request_keyframe)
 
     # what the supervisor asks
     def start(self, spec: RecordingSpec, now: float) -> None:

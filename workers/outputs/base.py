@@ -92,6 +92,10 @@ class ContainerWriter(abc.ABC):
             assert self.audio is not None
             self._mux(self._audio_stream, data, pts, self.audio.time_base, True, duration)
 
+    def keyframe_due(self) -> bool:
+        """Whether the container needs a key frame it has not had (HLS: to cut a segment)."""
+        return False
+
     def close(self) -> None:
         """Write what is buffered and the trailer; objects are closed by their FileObjects."""
         try:
