@@ -50,6 +50,7 @@ class NodeConfig:
     cpu_cap: float = defaults.CPU_CAP
     callback_deny: tuple[str, ...] = defaults.CALLBACK_DENY_NETWORKS
     storage_endpoint_allow: tuple[str, ...] = ()  # networks a caller's EndPoint may reach though refused
+    mp4_audio: str = defaults.MP4_AUDIO_DEFAULT  # "opus" kept as sent, or "aac"
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
     test_limits: bool = False
@@ -133,5 +134,6 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         cpu_cap=v["cpu_cap"],
         callback_deny=v["callback_deny"],
         storage_endpoint_allow=v["storage_endpoint_allow"],
+        mp4_audio=v["mp4_audio"],
         test_limits=v["test_limits"],
     )
