@@ -137,11 +137,19 @@ class StreamRecordings:
                 recording.write(frame)
             elif recording.state is State.PENDING:
                 self._try_begin(recording, now, frame)
+        self._split_muted(now)
 
     def tick(self, now: float) -> None:
         for recording in self.by_task.values():
             if recording.state is State.PENDING:
                 self._try_begin(recording, now)
+        self._split_muted(now)
+
+    def _split_muted(self, now: float) -> None:
+        """mp3 with RecordMuteAudioSplitThreshold: a long enough mute ends the file; the next sound begins one."""
+        for task_id, recording in list(self.by_task.items()):
+            if isinstance(recording, Recording) and recording.split_due(now):
+                self._next_file(task_id, recording, "mute_split")
 
     def progress(self) -> list[protocol.FileProgress]:
         return [progress for recording in self.by_task.values() for progress in recording.progress()]
@@ -150,6 +158,8 @@ class StreamRecordings:
         log.info(reason, task_id=task_id)
         self._close(old)
         new = self._new_recording(old.spec)
+        if isinstance(old, Recording) and isinstance(new, Recording):
+            new.follow(old)
         if old.state is State.PAUSED:
             new.pause()
         self.by_task[task_id] = new
