@@ -20,6 +20,7 @@ from testkit.media import make_test_media
 from workers.mute import MuteGate
 from workers.outputs.audio import audio_params
 from workers.recordings import StreamRecordings
+from tests.e2e.test_containers import decoded_mono, tone_correlation
 from tests.workers.test_recording import SPEC, STREAM, frames
 
 BEEPS_S = (0.5, 1.5, 2.5, 3.5, 4.5)
@@ -70,20 +71,7 @@ def test_mp3_holds_the_published_tone(tmp_path):
     assert abs(report.audio_duration_s - 5.0) < 0.1
     beeps = np.array(onsets(path))
     assert len(beeps) == len(BEEPS_S) and np.allclose(np.diff(beeps), 1.0, atol=0.002)  # the tone, on time
-    assert tone_correlation(path, media) >= 0.9
-
-
-def tone_correlation(path: Path, media) -> float:
-    """Normalised correlation of the decoded file with the published PCM at the best small lag."""
-    with av.open(str(path)) as container:
-        got = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(audio=0)])
-    sent = media.pcm
-    best = 0.0
-    for lag in range(0, 4800, 4):  # the encoders' delays, < 0.1 s
-        n = min(len(sent), len(got) - lag)
-        a, b = sent[:n], got[lag:lag + n]
-        best = max(best, float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))))
-    return best
+    assert tone_correlation(decoded_mono(path), media.pcm) >= 0.9
 
 
 def test_muted_audio_left_out(tmp_path):
