@@ -2,17 +2,13 @@
 writer knows where FFmpeg's muxer will cut, and the recording asks for a key frame
 once per segment whose end passed without one."""
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+
 from contract.codes import MediaKind
-from storage_adapters.memory import MemoryAdapter
 from testkit.media import make_test_media
-from workers.clock import StreamClock
 from workers.outputs.hls import SegmentCuts
-from workers.recording import Recording, State
-from tests.workers.test_recording import SPEC, STREAM, frames
+from tests.workers.test_recording import SPEC, frames, run_recording
 
 SECOND = 90000
 
@@ -38,44 +34,39 @@ def test_a_key_frame_before_the_end_does_not_cut():
     assert cuts.keyframe_due()
 
 
-def record_hls(media, fragment_seconds, answers=False):
+def record_hls(uploader, media, fragment_seconds, answers=False):
     """(media time of the latest video frame at each key-frame request, the segments written).
     With `answers`, the publisher sends a key frame only when asked (the clip must be all
     key frames: the others go out flagged as delta frames), the next frame after a request."""
-    adapter, asked, latest = MemoryAdapter(), [], [0.0]
-    spec = replace(SPEC, output_format="hls", fragment_seconds=fragment_seconds)
-    clock = StreamClock({t.kind: t.clock_rate for t in STREAM.tracks}, sync_wait_s=0)
-    with ThreadPoolExecutor(1) as uploader:
-        recording = Recording(spec, STREAM, clock, uploader, lambda event: None, adapters=lambda target: adapter,
-                              request_keyframe=lambda: asked.append(latest[-1]))
+    asked, latest = [], [0.0]
+
+    def publisher():
         for frame in frames(media):
             if frame.kind is MediaKind.VIDEO:
                 if answers and frame.arrival > 10:
                     frame = replace(frame, keyframe=bool(asked) and asked[-1] == latest[-1])
                 latest.append(round(frame.arrival - 10, 3))
-            clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
-            if recording.state is State.PENDING:
-                recording.begin([frame], frame.arrival)
-            else:
-                recording.write(frame)
-        asyncio.run(recording.close())
-    return asked, sorted(k for k in adapter.objects if k.endswith(".ts"))
+            yield frame
+
+    spec = replace(SPEC, output_format="hls", fragment_seconds=fragment_seconds)
+    objects, _, _ = run_recording(publisher(), uploader, spec=spec, request_keyframe=lambda: asked.append(latest[-1]))
+    return asked, sorted(k for k in objects if k.endswith(".ts"))
 
 
-def test_nobody_answering_is_asked_once_per_segment():
+def test_nobody_answering_is_asked_once_per_segment(uploader):
     media = make_test_media(7.0, keyint=300)  # one key frame, at 0: a browser that is not asked
-    asked, segments = record_hls(media, 2)
+    asked, segments = record_hls(uploader, media, 2)
     assert asked == [2.0]  # and no more: the input repeats its request until a key frame comes
     assert len(segments) == 1  # nobody answered: the muxer could not cut
 
 
-def test_a_publisher_that_answers_is_asked_at_every_segment_end():
+def test_a_publisher_that_answers_is_asked_at_every_segment_end(uploader):
     media = make_test_media(7.0, keyint=1)
-    asked, segments = record_hls(media, 2, answers=True)
+    asked, segments = record_hls(uploader, media, 2, answers=True)
     assert asked == [2.0, 4.0, 6.0] and len(segments) == 4
 
 
-def test_key_frames_on_time_need_no_request():
+def test_key_frames_on_time_need_no_request(uploader):
     media = make_test_media(7.0, keyint=30)  # a key frame every second, so on every segment end
-    asked, segments = record_hls(media, 2)
+    asked, segments = record_hls(uploader, media, 2)
     assert asked == [] and len(segments) == 4

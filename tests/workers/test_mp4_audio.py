@@ -1,7 +1,6 @@
 """--mp4-audio aac: MP4 files carry AAC made from the stream's Opus (QuickTime, older
 Safari and most editors do not open Opus in MP4); the video stays as sent."""
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import av
@@ -10,12 +9,6 @@ import pytest
 from testkit import bitstream, probe
 from testkit.media import make_test_media
 from tests.workers.test_recording import SPEC, frames, record
-
-
-@pytest.fixture
-def uploader():
-    with ThreadPoolExecutor(1) as pool:
-        yield pool
 
 
 @pytest.mark.parametrize("mp4_audio, codec", [("opus", "opus"), ("aac", "aac")])
