@@ -14,6 +14,7 @@ import numpy as np
 
 from contract import protocol
 from contract.codes import MediaKind
+from contract.worker import TrackSpec
 from storage_adapters.memory import MemoryAdapter
 from testkit.media import LUMA_SQUARE, SQUARE_SIZE, make_test_media
 from workers.clock import StreamClock
@@ -42,14 +43,14 @@ def shown_frame(luma: np.ndarray, media) -> int | str:
                 if abs((i * 4) % (media.width - SQUARE_SIZE) - x) <= 2 and abs((i * 3) % (media.height - SQUARE_SIZE) - y) <= 2)
 
 
-def snapshot(stream_frames, spec=JPG, take_at=(), keyframe_requests=None):
+def snapshot(stream_frames, spec=JPG, take_at=(), keyframe_requests=None, stream=STREAM):
     """Feed a SnapshotRecording in an event loop: (pictures by time, SnapshotTaken events, objects)."""
     adapter, events = MemoryAdapter(), []
 
     async def run():
         clock = StreamClock({t.kind: t.clock_rate for t in STREAM.tracks}, sync_wait_s=0)
         with ThreadPoolExecutor(1) as uploader:
-            recording = SnapshotRecording(spec, STREAM, clock, uploader, events.append, wallclock=lambda: WALL,
+            recording = SnapshotRecording(spec, stream, clock, uploader, events.append, wallclock=lambda: WALL,
                                           adapters=lambda target: adapter,
                                           request_keyframe=lambda: keyframe_requests is not None and
                                           keyframe_requests.append(recording_time[-1]))
@@ -135,3 +136,11 @@ def test_the_decoder_is_reused_picture_after_picture():
     maker.close()
     assert shown_frame(decode_jpeg(first.jpeg), media) == 9
     assert shown_frame(decode_jpeg(second.jpeg), media) == 30
+
+
+def test_pictures_of_vp8():
+    media = make_test_media(6.0, keyint=90, flash_period_s=1.0, flash_offset_s=0.0, video_codec="vp8")
+    vp8 = replace(STREAM, tracks=(TrackSpec(MediaKind.VIDEO, "VP8", 97, 90000), STREAM.tracks[1]))
+    taken, objects = snapshot(frames(media), stream=vp8)
+    assert [e.taken_ms - WALL * 1000 for e in taken] == [0, 5000]
+    assert [shown_frame(decode_jpeg(objects[e.file_id]), media) for e in taken] == ["white", "white"]
