@@ -200,7 +200,7 @@ class Recording:
                                         folder=self.spec.output_folder)
                 objects = FileObjects(adapter, self.spec.output_folder, self._uploader)
                 writer = writer_class(objects, stem, video if MediaKind.VIDEO in kinds else None,
-                                     audio if MediaKind.AUDIO in kinds else None, options)
+                                      audio if MediaKind.AUDIO in kinds else None, options)
                 if isinstance(writer, HlsWriter):
                     writer.on_playlist = lambda key=writer.key: self._emit(
                         protocol.PlaylistWritten(self.spec.task_id, key))
