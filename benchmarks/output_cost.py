@@ -44,8 +44,9 @@ from workers.frames import EncodedFrame
 from workers.recording import Recording, State
 from workers.snapshots import SnapshotRecording
 
+# Opus declared stereo, as SDP declares it
 STREAM = StreamSpec("room", "stream", "user", (TrackSpec(MediaKind.VIDEO, "H264", 96, 90000),
-                                               TrackSpec(MediaKind.AUDIO, "opus", 111, 48000, 2)))  # as SDP declares Opus
+                                               TrackSpec(MediaKind.AUDIO, "opus", 111, 48000, 2)))
 KINDS = {  # name -> changes to the task's RecordingSpec
     "mp4, Opus kept (baseline)": {},
     "mp4, --mp4-audio aac": {"mp4_audio": "aac"},

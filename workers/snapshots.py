@@ -206,7 +206,8 @@ class SnapshotRecording:
 
     def codec_changed(self, stream: StreamSpec) -> bool:
         video = stream.track(MediaKind.VIDEO)
-        return self.video_spec is not None and video is not None and video.codec.upper() != self.video_spec.codec.upper()
+        return (self.video_spec is not None and video is not None
+                and video.codec.upper() != self.video_spec.codec.upper())
 
     def resolution_changed(self, frame: EncodedFrame) -> bool:
         return False  # pictures take the size of their frame

@@ -16,7 +16,6 @@ import pytest
 from testkit.node import start_record_body
 from testkit.rtp import ClipSpec, PublisherSpec, offer_sdp, parse_answer, wait_manifest
 from tests.e2e.publishing import run_publisher
-from tests.e2e.test_storage import bucket_node, s3_body  # noqa: F401 (a fixture)
 
 CLIP = ClipSpec(keyint=90, flash_period_s=1.0, flash_offset_s=0.0)
 INTERVAL_S = 5
@@ -88,25 +87,3 @@ def test_take_snapshot_of_a_task_that_records_files(node, receiver, tmp_path):
 def test_take_snapshot_answers_like_the_other_task_actions(node, body, code):
     assert node.call("TakeSnapshot", body)["Code"] == code
 
-
-def test_pictures_for_a_bucket_are_announced_once_it_holds_them(bucket_node, moto_server, s3_bucket, receiver,
-                                                                  tmp_path):
-    """S3 (moto): a picture goes through the node's spool and uploader; its event 1 comes
-    when the bucket holds it, with the bucket's URL."""
-    spec = PublisherSpec(duration_s=6.0, clip=CLIP)
-    answer = bucket_node.publish("pictures-s3", "cam", offer_sdp(spec, True, True), user_id="u-cam")
-    body = s3_body("pictures-s3", moto_server, s3_bucket, fmt="jpg")
-    body["RecordOutputParams"].update(SnapshotInterval=INTERVAL_S, CallbackUrl=receiver.url)
-    task_id = bucket_node.ok("StartRecord", body)["TaskId"]
-    process, spec = run_publisher(spec, parse_answer(answer.body.decode()), tmp_path)
-    wait_manifest(spec.manifest_path, proc=process)
-    bucket_node.ok("StopRecord", {"TaskId": task_id})
-    events = [r.body["event_type"] for r in receiver.wait_for(task_id, lambda events: 5 in events)]
-    assert sorted(events) == [1, 1, 5, 7] and events[-1] == 5  # the end waits for the pictures' uploads
-    for info in pictures_of(receiver, task_id):
-        data = moto_server.client().get_object(Bucket=s3_bucket, Key=info["file_id"])["Body"].read()
-        assert len(data) == info["file_size"] and info["file_url"].startswith("http")
-        assert info["file_url"].endswith(info["file_id"]) and info["status"] == 3
-        with av.open(io.BytesIO(data)) as container:
-            assert next(container.decode(video=0)).to_ndarray(format="gray").mean() > 200  # the flashes, 0 and 5 s
-    bucket_node.unpublish(answer.headers["Location"])

@@ -27,7 +27,8 @@ def parse(*changes):
 
 def test_jpg_takes_a_snapshot_interval_from_5_to_3600_s():
     assert parse((OUT + ("OutputFileFormat",), "jpg")).output.snapshot_interval == 10
-    assert parse((OUT + ("OutputFileFormat",), "jpg"), (OUT + ("SnapshotInterval",), 3600)).output.snapshot_interval == 3600
+    longest = parse((OUT + ("OutputFileFormat",), "jpg"), (OUT + ("SnapshotInterval",), 3600))
+    assert longest.output.snapshot_interval == 3600
     for bad in (4, 3601, "10", 2.5):
         with pytest.raises(InvalidParameter, match="RecordOutputParams.SnapshotInterval"):
             parse((OUT + ("OutputFileFormat",), "jpg"), (OUT + ("SnapshotInterval",), bad))
@@ -39,7 +40,8 @@ def test_formats_refuse_the_stream_type_they_cannot_record():
     with pytest.raises(InvalidParameter, match="mp3.*StreamType 2"):
         parse((OUT + ("OutputFileFormat",), "mp3"), (IN + ("StreamType",), 2))
     for stream_type in (1, 3, 4):
-        assert parse((OUT + ("OutputFileFormat",), "mp3"), (IN + ("StreamType",), stream_type)).output.output_format == "mp3"
+        audio = parse((OUT + ("OutputFileFormat",), "mp3"), (IN + ("StreamType",), stream_type))
+        assert audio.output.output_format == "mp3"
     with pytest.raises(InvalidParameter, match="OutputFileFormat must be one of mp4, flv, hls, jpg, mp3"):
         parse((OUT + ("OutputFileFormat",), "wav"))
 

@@ -4,11 +4,10 @@ once per segment whose end passed without one."""
 
 from dataclasses import replace
 
-
 from contract.codes import MediaKind
 from testkit.media import make_test_media
-from workers.outputs.hls import SegmentCuts
 from tests.workers.test_recording import SPEC, frames, run_recording
+from workers.outputs.hls import SegmentCuts
 
 SECOND = 90000
 
@@ -16,8 +15,8 @@ SECOND = 90000
 def test_cuts_aim_at_multiples_of_the_target_and_ask_once_per_segment():
     cuts = SegmentCuts(2)
     asked = []
-    for pts, key in [(0, True), (SECOND, False), (2 * SECOND - 1, False), (2 * SECOND, False), (2 * SECOND + 3000, False),
-                     (2 * SECOND + 6000, True),  # the asked-for key frame: the first segment ends here
+    for pts, key in [(0, True), (SECOND, False), (2 * SECOND - 1, False), (2 * SECOND, False),
+                     (2 * SECOND + 3000, False), (2 * SECOND + 6000, True),  # asked for: the first segment ends
                      (3 * SECOND, False), (4 * SECOND, False), (4 * SECOND + 3000, False), (5 * SECOND, False)]:
         cuts.on_video(pts, key)
         if cuts.keyframe_due():

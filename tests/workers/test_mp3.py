@@ -17,11 +17,11 @@ from contract.storage import DestinationSpec, StorageTarget
 from contract.tuning import MediaTuning
 from testkit import probe
 from testkit.media import make_test_media
+from tests.e2e.test_containers import decoded_mono, tone_correlation
+from tests.workers.test_recording import SPEC, STREAM, frames
 from workers.mute import MuteGate
 from workers.outputs.audio import audio_params
 from workers.recordings import StreamRecordings
-from tests.e2e.test_containers import decoded_mono, tone_correlation
-from tests.workers.test_recording import SPEC, STREAM, frames
 
 BEEPS_S = (0.5, 1.5, 2.5, 3.5, 4.5)
 SOUND_PACKET_MAX_S = 0.12  # a beep and the packets that ring after it

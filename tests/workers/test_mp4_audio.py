@@ -17,7 +17,8 @@ def test_mp4_audio_codec_is_the_nodes_choice(uploader, tmp_path, mp4_audio, code
     _, path, _, _ = record(frames(media), uploader, tmp_path, spec=replace(SPEC, mp4_audio=mp4_audio))
     report = probe.decode_all(path)
     assert report.errors == () and (report.video_codec, report.audio_codec) == ("h264", codec)
-    assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(au.data for au in media.video)
+    sent = bitstream.h264_slice_nals_from_aus(au.data for au in media.video)
+    assert bitstream.h264_slice_nals_from_file(path) == sent
     offsets = probe.av_offsets(path)
     assert len(offsets) == len(media.flash_times) and max(abs(o) for o in offsets) <= 0.020, offsets
     assert abs(report.audio_duration_s - 3.0) <= 0.05

@@ -17,11 +17,11 @@ from contract.codes import MediaKind
 from contract.worker import TrackSpec
 from storage_adapters.memory import MemoryAdapter
 from testkit.media import LUMA_SQUARE, SQUARE_SIZE, make_test_media
+from tests.workers.test_recording import SPEC, STREAM, frames
 from workers.clock import StreamClock
 from workers.outputs import jpeg
 from workers.recording import State
 from workers.snapshots import OneShot, SnapshotRecording
-from tests.workers.test_recording import SPEC, STREAM, frames
 
 WALL = 1_700_000_000.0  # the wall clock at arrival 10.0 (monotonic), the clip's time 0
 JPG = replace(SPEC, output_format="jpg", stream_type=2, snapshot_interval_s=5)
@@ -39,8 +39,8 @@ def shown_frame(luma: np.ndarray, media) -> int | str:
         return "white"
     ys, xs = np.nonzero(np.abs(luma.astype(int) - LUMA_SQUARE) < 20)
     y, x = int(np.median(ys)) - SQUARE_SIZE // 2, int(np.median(xs)) - SQUARE_SIZE // 2
-    return next(i for i in range(len(media.video))
-                if abs((i * 4) % (media.width - SQUARE_SIZE) - x) <= 2 and abs((i * 3) % (media.height - SQUARE_SIZE) - y) <= 2)
+    return next(i for i in range(len(media.video)) if abs((i * 4) % (media.width - SQUARE_SIZE) - x) <= 2
+                and abs((i * 3) % (media.height - SQUARE_SIZE) - y) <= 2)
 
 
 def snapshot(stream_frames, spec=JPG, take_at=(), keyframe_requests=None, stream=STREAM):

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import av
 
-from workers.outputs.transcode import AAC, AudioEncoder, Transcoder
 from workers.outputs.params import VIDEO_TIME_BASE, AudioParams, VideoParams, WriterOptions
+from workers.outputs.transcode import AAC, AudioEncoder, Transcoder
 
 if TYPE_CHECKING:
     from workers.sink import FileObjects
