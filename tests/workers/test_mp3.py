@@ -15,10 +15,13 @@ from contract import protocol
 from contract.codes import MediaKind
 from contract.storage import DestinationSpec, StorageTarget
 from contract.tuning import MediaTuning
+from contract.worker import TrackSpec
 from testkit import probe
 from testkit.media import make_test_media
 from tests.e2e.test_containers import decoded_mono, tone_correlation
 from tests.workers.test_recording import SPEC, STREAM, frames
+from workers.codecs import aac
+from workers.frames import EncodedFrame
 from workers.mute import MuteGate
 from workers.outputs.audio import audio_params
 from workers.recordings import StreamRecordings
@@ -32,12 +35,12 @@ def mp3_spec(tmp_path: Path, **changes):
     return replace(SPEC, output_format="mp3", storage=storage, **changes)
 
 
-def record(stream_frames, spec, tick_every_s=0.05):
+def record(stream_frames, spec, tick_every_s=0.05, stream=STREAM):
     """Through StreamRecordings, as a worker does: (the files by begin time, the events)."""
     events = []
 
     async def run():
-        recordings = StreamRecordings(STREAM, MediaTuning(sync_wait_for_sr_s=0), events.append, lambda: True)
+        recordings = StreamRecordings(stream, MediaTuning(sync_wait_for_sr_s=0), events.append, lambda: True)
         recordings.start(spec, stream_frames[0].arrival)
         now = stream_frames[0].arrival
         for frame in stream_frames:
@@ -116,3 +119,23 @@ def test_muted_audio_is_recorded_by_default(tmp_path):
     [path], _ = record(sounding, mp3_spec(tmp_path))  # RecordMuteAudio 1: the holes are silence
     assert abs(probe.decode_all(path).audio_duration_s - (BEEPS_S[-1] - BEEPS_S[0] + 0.1)) < 0.1
     assert np.allclose(np.diff(onsets(path)), 1.0, atol=0.002)
+
+
+def test_aac_audio_becomes_mp3_too(tmp_path):
+    """An RTSP camera's AAC-LC (kept as sent in the other containers) is transcoded as Opus is."""
+    media = make_test_media(3.0)
+    encoder = aac.encoder_for(48000, 1)
+    chunk = aac.FRAME_SAMPLES
+    packets = []
+    for start in range(0, len(media.pcm) - chunk + 1, chunk):
+        frame = av.AudioFrame.from_ndarray(media.pcm[None, start:start + chunk], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, start
+        packets.extend(encoder.encode(frame))
+    track = TrackSpec(MediaKind.AUDIO, "aac", 97, 48000, 1, (("config", bytes(encoder.extradata).hex()),))
+    camera = replace(STREAM, tracks=(track,))
+    frames_in = [EncodedFrame(MediaKind.AUDIO, bytes(p), 1000 + p.pts, 10 + p.pts / 48000) for p in packets]
+    [whole], _ = record(frames_in, mp3_spec(tmp_path), stream=camera)
+    assert np.allclose(np.diff(onsets(whole)), 1.0, atol=0.002) and len(onsets(whole)) == 3
+    [muted_out], _ = record(frames_in, mp3_spec(tmp_path / "skip", skip_mute_audio=True), stream=camera)
+    sounding_s = 3 * 4 * aac.FRAME_SAMPLES / 48000  # three beeps of four AAC frames each
+    assert onsets(muted_out) and probe.decode_all(muted_out).audio_duration_s <= sounding_s + 0.05
