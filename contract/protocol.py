@@ -38,6 +38,15 @@ class ResumeRecording:
 
 
 @dataclass(frozen=True)
+class TakeSnapshot:
+    """A JPEG of the stream now, for this task (TakeSnapshot). Replies ok when the task
+    records video of the stream; the picture follows as a SnapshotTaken event."""
+
+    request_id: int
+    task_id: str
+
+
+@dataclass(frozen=True)
 class StopInput:
     """The stream left the room: close the input, keep the recordings (FillBlank)."""
 
@@ -99,8 +108,8 @@ class GetStats:
     request_id: int
 
 
-Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | StopInput | StartInput | AcceptOffer
-           | MakeOffer | AcceptAnswer | OpenSource | StopStream | GetStats)
+Request = (StartRecording | StopRecording | PauseRecording | ResumeRecording | TakeSnapshot | StopInput | StartInput
+           | AcceptOffer | MakeOffer | AcceptAnswer | OpenSource | StopStream | GetStats)
 
 
 # worker -> supervisor
@@ -205,6 +214,22 @@ class PlaylistWritten:
 
 
 @dataclass(frozen=True)
+class SnapshotTaken:
+    """One picture (jpg tasks, TakeSnapshot), stored whole: on the node's disk it is in
+    place, in the spool it is on its way to the bucket. No file row: a callback of its own."""
+
+    task_id: str
+    file_id: str  # object key
+    file_url: str
+    taken_ms: int  # wall-clock time of the frame it shows
+    width: int
+    height: int
+    size: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class RecordingFailed:
     """The worker cannot go on recording for a task; quit_reason is the API's."""
 
@@ -222,5 +247,5 @@ class StreamInactive:
 
 
 
-Event = (Ready | StartFailed | FileOpened | FileProgress | FileClosed | PlaylistWritten | RecordingFailed
-         | StreamInactive)
+Event = (Ready | StartFailed | FileOpened | FileProgress | FileClosed | PlaylistWritten | SnapshotTaken
+         | RecordingFailed | StreamInactive)

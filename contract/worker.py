@@ -63,6 +63,10 @@ class RecordingSpec:
     storage: DestinationSpec  # where the objects go (storage_adapters.destination); no credentials
     realtime_playlist: bool = False  # RealtimeUploadFragment
     short_segment_paths: bool = False  # ShortFragmentPath
+    snapshot_interval_s: int = 10  # SnapshotInterval: jpg, a picture this often
+    skip_mute_audio: bool = False  # mp3: RecordMuteAudio 2, muted audio is left out
+    mute_split_s: int | None = None  # mp3: RecordMuteAudioSplitThreshold, a new file after this much mute
+    mp4_audio: str = "opus"  # the node's --mp4-audio: Opus kept in MP4, or turned into AAC
 
 
 @dataclass(frozen=True, slots=True)

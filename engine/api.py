@@ -45,6 +45,8 @@ class RecordingService(Protocol):
 
     async def resume_record(self, task_id: str) -> None: ...
 
+    async def take_snapshot(self, task_id: str) -> None: ...
+
     async def describe_record_status(self, task_id: str) -> dict: ...
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict: ...
@@ -98,6 +100,7 @@ class Api:
             "DescribeTasks": self.describe_tasks,
             "PauseRecord": self.pause_record,
             "ResumeRecord": self.resume_record,
+            "TakeSnapshot": self.take_snapshot,
         }
 
     def app(self) -> web.Application:
@@ -233,6 +236,10 @@ class Api:
 
     async def resume_record(self, body: Any) -> dict:
         await self.node.resume_record(models.parse_task_request(body).task_id)
+        return {}
+
+    async def take_snapshot(self, body: Any) -> dict:
+        await self.node.take_snapshot(models.parse_task_request(body).task_id)
         return {}
 
     # health

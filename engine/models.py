@@ -135,6 +135,8 @@ class RecordInput:
     max_idle_time: int
     max_record_time: int
     fill_blank: bool
+    record_mute_audio: int = defaults.RECORD_MUTE_AUDIO_DEFAULT  # mp3 only: 2 leaves muted audio out
+    mute_split_threshold: int | None = None  # mp3 with RecordMuteAudio 2: seconds of mute that start a new file
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class RecordOutput:
     realtime_upload_fragment: bool
     short_fragment_path: bool
     callback_url: str
+    snapshot_interval: int = defaults.SNAPSHOT_INTERVAL_DEFAULT  # jpg only
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class StartRecordRequest:
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """StopRecord, DescribeRecordStatus, PauseRecord, ResumeRecord."""
+    """StopRecord, DescribeRecordStatus, PauseRecord, ResumeRecord, TakeSnapshot."""
 
     task_id: str
 
@@ -257,6 +260,8 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
         max_record_time=inp.integer("MaxRecordTime", defaults.MAX_RECORD_TIME_DEFAULT,
                                     lo=limits.max_record_time[0], hi=limits.max_record_time[1]),
         fill_blank=inp.boolean("FillBlank", False),
+        record_mute_audio=inp.integer("RecordMuteAudio", defaults.RECORD_MUTE_AUDIO_DEFAULT, choices=(1, 2)),
+        mute_split_threshold=_split_threshold(inp),
     )
 
     out = top.obj("RecordOutputParams", required=False)
@@ -277,7 +282,10 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
         short_fragment_path=out.boolean("ShortFragmentPath", False) and realtime_upload_fragment,
         callback_url=parse_callback_url(out.string("CallbackUrl", "", max_len=2048),
                                         "RecordOutputParams.CallbackUrl"),
+        snapshot_interval=out.integer("SnapshotInterval", defaults.SNAPSHOT_INTERVAL_DEFAULT,
+                                      lo=defaults.SNAPSHOT_INTERVAL_RANGE[0], hi=defaults.SNAPSHOT_INTERVAL_RANGE[1]),
     )
+    _check_format_and_stream_type(output_format, record_input.stream_type)
 
     st = top.obj("StorageParams")
     vendor = st.integer("Vendor", lo=0, hi=10)
@@ -293,6 +301,21 @@ def parse_start_record(body: Any, limits: Limits = Limits()) -> StartRecordReque
         access_key_secret=st.string("AccessKeySecret", "", max_len=256),
     )
     return StartRecordRequest(room_id, record_input, record_output, storage, client_task_id)
+
+
+def _split_threshold(inp: Fields) -> int | None:
+    """RecordMuteAudioSplitThreshold: absent or negative means never split; 0 splits at every mute."""
+    value = inp.integer("RecordMuteAudioSplitThreshold", -1, lo=-(2**31), hi=defaults.MUTE_SPLIT_THRESHOLD_MAX)
+    return value if value >= 0 else None
+
+
+def _check_format_and_stream_type(output_format: str, stream_type: int) -> None:
+    if output_format == "jpg" and stream_type == 1:
+        raise InvalidParameter("RecordOutputParams.OutputFileFormat jpg takes pictures of video: "
+                               "not with RecordInputParams.StreamType 1 (audio only)")
+    if output_format == "mp3" and stream_type == 2:
+        raise InvalidParameter("RecordOutputParams.OutputFileFormat mp3 records audio: "
+                               "not with RecordInputParams.StreamType 2 (video only)")
 
 
 def parse_task_request(body: Any) -> TaskRequest:

@@ -27,6 +27,7 @@ from engine.metrics import IngestTotals, NodeSnapshot, UploadMetrics, render_met
 from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
+from engine.snapshots import SnapshotBook
 from engine.status import ENDED_TASK_STATUSES
 from engine.store import AsyncStore, Store
 from engine.streams import Spawner, StreamRegistry
@@ -74,13 +75,15 @@ class RecordingNode:
         # The uploader tells the FileBook what it stored; the FileBook asks it what is pending.
         async def object_uploaded(result: UploadResult) -> None:
             await files.object_uploaded(result)
+            await snapshots.object_uploaded(result)
 
         destinations = TaskDestinations(config, store)
         uploader = Uploader(Spool(config.spool_root, config.spool_max_bytes), destinations.resolve, object_uploaded,
                             observer=UploadMetrics())
         files = FileBook(store, destinations, uploader, callbacks.emit)
+        snapshots = SnapshotBook(destinations, callbacks.emit)
         rooms, events = Rooms(), WorkerEvents()
-        tasks = TaskManager(config, store, rooms, events, callbacks.emit, files, clock)
+        tasks = TaskManager(config, store, rooms, events, callbacks.emit, files, snapshots, clock)
         supervisor = spawner or Supervisor(config.worker_ready_timeout_s)
         admission = Admission(Capacity(config.max_streams or default_max_streams(), config.max_tasks, config.cpu_cap))
         streams = StreamRegistry(config, store, rooms, PortAllocator(*config.rtp_port_range), supervisor, admission,
@@ -165,6 +168,9 @@ class RecordingNode:
 
     async def resume_record(self, task_id: str) -> None:
         await self.tasks.resume_record(task_id)
+
+    async def take_snapshot(self, task_id: str) -> None:
+        await self.tasks.take_snapshot(task_id)
 
     async def describe_record_status(self, task_id: str) -> dict:
         return await self.tasks.describe(task_id)

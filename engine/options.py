@@ -103,6 +103,12 @@ def share(value: str) -> float:
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def mp4_audio(value: str) -> str:
+    if value.strip().lower() not in defaults.MP4_AUDIO_CODECS:
+        raise ValueError(f"{value!r} is not an MP4 audio codec ({' or '.join(defaults.MP4_AUDIO_CODECS)})")
+    return value.strip().lower()
+
+
 def log_level(value: str) -> str:
     if value.lower() not in LOG_LEVELS:
         raise ValueError(f"{value!r} is not a log level ({', '.join(LOG_LEVELS)})")
@@ -302,6 +308,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--cpu-cap", "RECNODE_CPU_CAP", share, defaults.CPU_CAP,
        "share (0.85 or 85%%) of the CPU the node may use (its cgroup quota, else its cores) above which "
        "it answers busy; counts the node and its workers only"),
+    _o("--mp4-audio", "RECNODE_MP4_AUDIO", mp4_audio, defaults.MP4_AUDIO_DEFAULT,
+       "audio in MP4 files: opus (as sent) or aac (transcoded: QuickTime, older Safari and editors play it)"),
     _o("--test-limits", "RECNODE_TEST_LIMITS", switch, "",
        "FOR TESTS ONLY: lower MaxIdleTime/MaxRecordTime minimums and event cadences", kind="switch"),
 )

@@ -105,6 +105,8 @@ class StreamWorker:
                 self._send(protocol.Reply(request_id, self.recordings.pause(task_id)))
             case protocol.ResumeRecording(request_id, task_id):
                 self._send(protocol.Reply(request_id, self.recordings.resume(task_id)))
+            case protocol.TakeSnapshot(request_id, task_id):
+                self._send(protocol.Reply(request_id, self.recordings.take_snapshot(task_id, time.monotonic())))
             case protocol.StopInput(request_id):
                 self._replace_input(None)
                 self._send(protocol.Reply(request_id, True))

@@ -3,9 +3,9 @@
 The timeline is latched when the recording opens: the origin is the media time
 of its first key frame and each track's offset from it is fixed by its first
 frame (on the clock basis the stream had then). From there each track advances
-by its own RTP timestamps, so a file's timeline never jumps. StreamType 4 fans
-the same timeline out to two files (video; audio as .aac or audio-only HLS).
-VP8 video goes into WebM whatever container was asked for: none of them can hold it.
+by its own RTP timestamps, so a file's timeline never jumps. Which files and
+writers a recording has is `workers.outputs.registry`'s. Muted audio left out of
+an mp3 (RecordMuteAudio 2, `workers.mute`) is cut from the timeline as a pause is.
 Audio is Opus (WebRTC, RTP, RTSP) or AAC-LC (RTSP); its timestamps count samples.
 """
 
@@ -32,23 +32,16 @@ from workers import naming
 from workers.clock import Basis, StreamClock
 from workers.codecs import video_codec
 from workers.frames import EncodedFrame
-from workers.outputs.adts import AdtsWriter
+from workers.mute import MuteGate
 from workers.outputs.audio import audio_params, packet_samples, silence_packet
 from workers.outputs.base import ContainerWriter
-from workers.outputs.flv import FlvWriter
 from workers.outputs.hls import HlsWriter
-from workers.outputs.mp4 import FragmentedMp4Writer
 from workers.outputs.params import AudioParams, VideoParams, WriterOptions
-from workers.outputs.webm import WebmWriter
+from workers.outputs.registry import file_kinds, writer_type
 from workers.sink import FileObjects
 
 log = structlog.get_logger("recording")
 
-WRITERS: dict[str, type[ContainerWriter]] = {"mp4": FragmentedMp4Writer, "flv": FlvWriter, "hls": HlsWriter}
-# StreamType 4: where the audio of each format goes
-SEPARATE_AUDIO_WRITERS: dict[str, type[ContainerWriter]] = {"mp4": AdtsWriter, "flv": AdtsWriter, "hls": HlsWriter}
-STREAM_KINDS = {1: ({MediaKind.AUDIO},), 2: ({MediaKind.VIDEO},), 3: ({MediaKind.VIDEO, MediaKind.AUDIO},),
-                4: ({MediaKind.VIDEO}, {MediaKind.AUDIO})}
 VIDEO_OUT_RATE = 90000
 MAX_CONSECUTIVE_MUX_ERRORS = 50
 
@@ -109,7 +102,8 @@ class Recording:
     def __init__(self, spec: RecordingSpec, stream: StreamSpec, clock: StreamClock, uploader: ThreadPoolExecutor,
                  emit: Callable[[protocol.Event], None], wallclock: Callable[[], float] = time.time,
                  adapters: Callable[[DestinationSpec], StorageAdapter] | None = None,
-                 fragment_duration_us: int = FRAGMENT_DURATION_US):
+                 fragment_duration_us: int = FRAGMENT_DURATION_US,
+                 request_keyframe: Callable[[], object] = lambda: None):
         self.spec = spec
         self.stream = stream
         self._clock = clock
@@ -118,8 +112,8 @@ class Recording:
         self._wallclock = wallclock
         self._adapters = adapters
         self._fragment_duration_us = fragment_duration_us
-        present = {t.kind for t in stream.tracks}
-        self._file_kinds = [frozenset(k & present) for k in STREAM_KINDS[spec.stream_type] if k & present]
+        self._request_keyframe = request_keyframe  # a container needs one (an HLS segment is due)
+        self._file_kinds = file_kinds(spec.output_format, spec.stream_type, {t.kind for t in stream.tracks})
         wanted = set().union(*self._file_kinds) if self._file_kinds else set()
         self.video_spec = stream.track(MediaKind.VIDEO) if MediaKind.VIDEO in wanted else None
         self.audio_spec = stream.track(MediaKind.AUDIO) if MediaKind.AUDIO in wanted else None
@@ -134,6 +128,8 @@ class Recording:
         self._rebase = Rebase.CONTINUE
         self._opened = False
         self._video_params: VideoParams | None = None
+        self._mute = MuteGate(self._audio, spec.mute_split_s) \
+            if spec.skip_mute_audio and spec.output_format == "mp3" and self._audio is not None else None
         self.dropped_frames = 0
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
@@ -164,7 +160,20 @@ class Recording:
     def _first_frame(self, frames: list[EncodedFrame]) -> EncodedFrame | None:
         if self.video_spec is not None:
             return next((f for f in frames if f.kind is MediaKind.VIDEO and f.keyframe), None)
-        return next((f for f in frames if f.kind is MediaKind.AUDIO), None)
+        return next((f for f in frames if f.kind is MediaKind.AUDIO and self._sounds(f)), None)
+
+    def _sounds(self, frame: EncodedFrame) -> bool:
+        return self._mute is None or self._mute.is_sound(frame)
+
+    def follow(self, previous: Recording) -> None:
+        """This file follows `previous` of the same task: the mute gate goes on (its Opus
+        decoder's state included: a fresh one would take the ringing after a sound for sound)."""
+        if previous._mute is not None and self._mute is not None:
+            self._mute = previous._mute
+
+    def split_due(self, now: float) -> bool:
+        """RecordMuteAudioSplitThreshold: the mute has lasted long enough for a new file."""
+        return self.state is State.ACTIVE and self._mute is not None and self._mute.split_due(now)
 
     def _params(self, first: EncodedFrame) -> tuple[VideoParams | None, AudioParams | None]:
         video = None
@@ -185,17 +194,17 @@ class Recording:
             options = WriterOptions(fragment_seconds=self.spec.fragment_seconds,
                                     realtime_playlist=self.spec.realtime_playlist,
                                     short_segment_paths=self.spec.short_segment_paths,
-                                    fragment_duration_us=self._fragment_duration_us)
+                                    fragment_duration_us=self._fragment_duration_us, mp4_audio=self.spec.mp4_audio)
             for index, kinds in enumerate(self._file_kinds):
-                writer_type = self._writer_type(index, kinds, video)
+                writer_class = writer_type(self.spec.output_format, index, kinds, video)
                 media_track_type = (1 if MediaKind.AUDIO in kinds else 0) | (2 if MediaKind.VIDEO in kinds else 0)
                 stem = naming.file_stem(task_id=self.spec.task_id, room_id=self.stream.room_id,
                                         user_id=self.stream.user_id, stream_id=self.stream.stream_id,
                                         media_track_type=media_track_type, begin_ms=begin_ms,
                                         folder=self.spec.output_folder)
                 objects = FileObjects(adapter, self.spec.output_folder, self._uploader)
-                writer = writer_type(objects, stem, video if MediaKind.VIDEO in kinds else None,
-                                     audio if MediaKind.AUDIO in kinds else None, options)
+                writer = writer_class(objects, stem, video if MediaKind.VIDEO in kinds else None,
+                                      audio if MediaKind.AUDIO in kinds else None, options)
                 if isinstance(writer, HlsWriter):
                     writer.on_playlist = lambda key=writer.key: self._emit(
                         protocol.PlaylistWritten(self.spec.task_id, key))
@@ -213,16 +222,6 @@ class Recording:
             ))
             self._log.info("file_opened", file_id=output.writer.key, basis=self._basis.value)
         return True
-
-    def _writer_type(self, index: int, kinds: frozenset[MediaKind],
-                     video: VideoParams | None) -> type[ContainerWriter]:
-        """The asked-for container, or WebM for video none of them can hold (VP8)."""
-        if index > 0:
-            return SEPARATE_AUDIO_WRITERS[self.spec.output_format]
-        asked = WRITERS[self.spec.output_format]
-        if MediaKind.VIDEO in kinds and video is not None and video.codec not in asked.video_codecs:
-            return WebmWriter
-        return asked
 
     # pause, resume, and a stream that comes back (FillBlank)
     def pause(self) -> None:
@@ -284,6 +283,12 @@ class Recording:
         spec = self.video_spec if frame.kind is MediaKind.VIDEO else self.audio_spec
         if spec is None:
             return
+        if frame.kind is MediaKind.AUDIO and self._mute is not None:
+            if not self._mute.is_sound(frame):
+                return
+            if self._mute.after_mute and self._timelines:  # the file goes on where it ends, without the mute
+                self._rebase = Rebase.CONTINUE
+                self._rebase_at(frame)
         timeline = self._timelines.get(frame.kind)
         if timeline is None:
             timeline = self._start_timeline(frame, spec.clock_rate)
@@ -348,6 +353,8 @@ class Recording:
         timeline.last_pts = pts
         if duration:
             timeline.last_duration = duration
+        if frame.kind is MediaKind.VIDEO and any(o.writer.keyframe_due() for o in self._outputs):
+            self._request_keyframe()
 
     def duration_ms(self, kinds: frozenset[MediaKind]) -> int:
         ends = [t.end for kind, t in self._timelines.items() if kind in kinds]

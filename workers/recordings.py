@@ -23,6 +23,7 @@ from workers.clock import StreamClock
 from workers.frames import EncodedFrame
 from workers.gop import GopCache
 from workers.recording import Recording, State
+from workers.snapshots import OneShot, Pictures, SnapshotRecording
 
 log = structlog.get_logger("recordings")
 
@@ -36,7 +37,8 @@ class StreamRecordings:
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uploader")
         self._closing: set[asyncio.Task] = set()
         self._keyframe_wanted = False
-        self.by_task: dict[str, Recording] = {}
+        self.by_task: dict[str, Recording | SnapshotRecording] = {}
+        self._one_shots: dict[str, OneShot] = {}  # TakeSnapshot of a task that records files, until taken
         self.new_session(stream)
 
     def new_session(self, stream: StreamSpec) -> None:
@@ -51,9 +53,13 @@ class StreamRecordings:
             else:
                 recording.new_session(self.clock)
 
-    def _new_recording(self, spec: RecordingSpec) -> Recording:
+    def _new_recording(self, spec: RecordingSpec) -> Recording | SnapshotRecording:
+        if spec.output_format == "jpg":
+            return SnapshotRecording(spec, self.stream, self.clock, self._uploader, self._emit,
+                                     request_keyframe=self._request_keyframe, gop_max_s=self._tuning.gop_cache_max_s)
         return Recording(spec, self.stream, self.clock, self._uploader, self._emit,
-                         fragment_duration_us=self._tuning.fragment_duration_us)
+                         fragment_duration_us=self._tuning.fragment_duration_us,
+                         request_keyframe=self._request_keyframe)
 
     # what the supervisor asks
     def start(self, spec: RecordingSpec, now: float) -> None:
@@ -63,8 +69,27 @@ class StreamRecordings:
 
     def stop(self, task_id: str) -> Awaitable[None] | None:
         """Close the task's file(s); the returned task ends when storage holds them."""
+        one_shot = self._one_shots.pop(task_id, None)
+        if one_shot is not None:
+            self._close(one_shot.pictures)
         recording = self.by_task.pop(task_id, None)
         return self._close(recording) if recording is not None else None
+
+    def take_snapshot(self, task_id: str, now: float) -> bool:
+        """TakeSnapshot: a picture now (or of the next key frame) if the task records video here."""
+        recording = self.by_task.get(task_id)
+        if recording is None or recording.video_spec is None or recording.state is State.CLOSED:
+            return False
+        if isinstance(recording, SnapshotRecording):
+            return recording.take_snapshot()
+        if task_id not in self._one_shots:
+            one_shot = OneShot(recording.spec, self.stream, self._uploader, self._emit)
+            if one_shot.take(self.gop.frames(), now):
+                self._close(one_shot.pictures)
+                return True
+            self._one_shots[task_id] = one_shot
+        self._request_keyframe()
+        return True
 
     def pause(self, task_id: str) -> bool:
         recording = self.by_task.get(task_id)
@@ -80,15 +105,16 @@ class StreamRecordings:
         return recording is not None
 
     async def close_all(self) -> None:
-        for recording in list(self.by_task.values()):
-            self._close(recording)
+        for closable in [*self.by_task.values(), *(o.pictures for o in self._one_shots.values())]:
+            self._close(closable)
         self.by_task.clear()
+        self._one_shots.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._uploader.shutdown(wait=True)
 
-    def _close(self, recording: Recording) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(recording.close())
+    def _close(self, closable: Recording | SnapshotRecording | Pictures) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(closable.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         return task
@@ -100,6 +126,10 @@ class StreamRecordings:
     def on_frame(self, frame: EncodedFrame, now: float) -> None:
         self.clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
         self.gop.add(frame, hold=any(r.state is State.PENDING for r in self.by_task.values()))
+        for task_id, one_shot in list(self._one_shots.items()):
+            one_shot.on_frame(frame, now)
+            if one_shot.taken:
+                self._close(self._one_shots.pop(task_id).pictures)
         for task_id, recording in list(self.by_task.items()):
             if recording.state is State.ACTIVE and recording.resolution_changed(frame):
                 recording = self._next_file(task_id, recording, "resolution_changed")
@@ -107,11 +137,19 @@ class StreamRecordings:
                 recording.write(frame)
             elif recording.state is State.PENDING:
                 self._try_begin(recording, now, frame)
+        self._split_muted(now)
 
     def tick(self, now: float) -> None:
         for recording in self.by_task.values():
             if recording.state is State.PENDING:
                 self._try_begin(recording, now)
+        self._split_muted(now)
+
+    def _split_muted(self, now: float) -> None:
+        """mp3 with RecordMuteAudioSplitThreshold: a long enough mute ends the file; the next sound begins one."""
+        for task_id, recording in list(self.by_task.items()):
+            if isinstance(recording, Recording) and recording.split_due(now):
+                self._next_file(task_id, recording, "mute_split")
 
     def progress(self) -> list[protocol.FileProgress]:
         return [progress for recording in self.by_task.values() for progress in recording.progress()]
@@ -120,6 +158,8 @@ class StreamRecordings:
         log.info(reason, task_id=task_id)
         self._close(old)
         new = self._new_recording(old.spec)
+        if isinstance(old, Recording) and isinstance(new, Recording):
+            new.follow(old)
         if old.state is State.PAUSED:
             new.pause()
         self.by_task[task_id] = new

@@ -2,16 +2,18 @@
 real HTTP, the node's spool and uploader, a killed node (outages: test_bucket_outage.py)."""
 
 import hashlib
+import io
 import sqlite3
 import time
 from urllib.parse import unquote
 
+import av
 import pytest
 
 from testkit import probe
 from testkit.node import NodeProcess, start_record_body
 from testkit.ports import free_port, free_udp_range
-from testkit.rtp import ClipSpec, PublisherSpec, offer_sdp, wait_manifest
+from testkit.rtp import ClipSpec, PublisherSpec, offer_sdp, parse_answer, wait_manifest
 from tests.conftest import OSS_BUCKET, OSS_KEY_ID, OSS_SECRET
 from tests.e2e.conftest import CALLBACK_SECRET
 from tests.e2e.publishing import publish, run_publisher
@@ -292,3 +294,30 @@ def test_a_full_spool_fails_clearly(moto_server, oss_server, s3_bucket, receiver
     finally:
         moto_server.resume()
         node.stop()
+
+
+# jpg: pictures whose flashes the clip puts on every whole second, key frames every 3 s
+PICTURE_CLIP = ClipSpec(keyint=90, flash_period_s=1.0, flash_offset_s=0.0)
+
+
+def test_pictures_for_a_bucket_are_announced_once_it_holds_them(bucket_node, moto_server, s3_bucket, receiver,
+                                                                  tmp_path):
+    """S3 (moto): a picture goes through the node's spool and uploader; its event 1 comes
+    when the bucket holds it, with the bucket's URL."""
+    spec = PublisherSpec(duration_s=6.0, clip=PICTURE_CLIP)
+    answer = bucket_node.publish("pictures-s3", "cam", offer_sdp(spec, True, True), user_id="u-cam")
+    body = s3_body("pictures-s3", moto_server, s3_bucket, fmt="jpg")
+    body["RecordOutputParams"].update(SnapshotInterval=5, CallbackUrl=receiver.url)
+    task_id = bucket_node.ok("StartRecord", body)["TaskId"]
+    process, spec = run_publisher(spec, parse_answer(answer.body.decode()), tmp_path)
+    wait_manifest(spec.manifest_path, proc=process)
+    bucket_node.ok("StopRecord", {"TaskId": task_id})
+    events = [r.body["event_type"] for r in receiver.wait_for(task_id, lambda events: 5 in events)]
+    assert sorted(events) == [1, 1, 5, 7] and events[-1] == 5  # the end waits for the pictures' uploads
+    for info in [r.body["detail"]["file_info"][0] for r in receiver.of_task(task_id) if r.body["event_type"] == 1]:
+        data = moto_server.client().get_object(Bucket=s3_bucket, Key=info["file_id"])["Body"].read()
+        assert len(data) == info["file_size"] and info["file_url"].startswith("http")
+        assert info["file_url"].endswith(info["file_id"]) and info["status"] == 3
+        with av.open(io.BytesIO(data)) as container:
+            assert next(container.decode(video=0)).to_ndarray(format="gray").mean() > 200  # the flashes, 0 and 5 s
+    bucket_node.unpublish(answer.headers["Location"])

@@ -115,7 +115,7 @@ class FakeWorker:
             self._on_exit(self, code)
 
     def _open(self, spec: RecordingSpec) -> None:
-        if spec.task_id in self._files:  # a worker's StartRecording is idempotent: the file goes on
+        if spec.task_id in self._files or spec.output_format == "jpg":  # idempotent; pictures are no file
             return
         stream = self.config.stream
         key = f"{spec.output_folder}{spec.task_id}_{stream.stream_id}_{self.pid}_{len(self.requests)}.mp4"

@@ -10,7 +10,7 @@ from engine import defaults, models
 from engine.errors import InvalidParameter
 from workers import naming
 from workers.outputs.hls import SEGMENT_EXTENSION
-from workers.recording import SEPARATE_AUDIO_WRITERS, WRITERS, WebmWriter
+from workers.outputs.registry import SEPARATE_AUDIO_WRITERS, WRITERS, WebmWriter
 
 SPECIALS = "~!@#$%^&*()_+=-`;',.<>/\\"
 ID_ALPHABET = string.ascii_letters + string.digits + SPECIALS

@@ -1,7 +1,6 @@
 """A Recording fed with real encoded frames, writing through the in-memory twin."""
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,20 +31,15 @@ def frames(media, audio_delay=0.0, v_base=1000, a_base=5000):
     return sorted(out, key=lambda f: f.arrival)
 
 
-@pytest.fixture
-def uploader():
-    with ThreadPoolExecutor(1) as pool:
-        yield pool
-
-
-def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None, adapter=None):
+def run_recording(frames_in, uploader, stream=STREAM, spec=SPEC, on_frame=None, adapter=None,
+                  request_keyframe=lambda: None):
     """Feed `frames_in` to one Recording and close it: (the objects written, events, the recording).
     Written through the in-memory twin unless another `adapter` is given."""
     adapter = adapter or MemoryAdapter()
     events = []
     clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, sync_wait_s=0)
     recording = Recording(spec, stream, clock, uploader, events.append, wallclock=lambda: 1_700_000_000.0,
-                          adapters=lambda target: adapter)
+                          adapters=lambda target: adapter, request_keyframe=request_keyframe)
     for frame in frames_in:
         if on_frame is not None:
             on_frame(recording, frame)

@@ -5,7 +5,8 @@ goes through `AacEncoding`: decoded, resampled to the encoder's float planes, la
 continuous timeline (a hole in the source's timestamps becomes silence, because ADTS has
 no timestamps and a gap would shift everything after it), and encoded by FFmpeg's
 native encoder in 1024-sample frames. Containers that cannot hold Opus use it on a
-stream's Opus (`workers.outputs.aac`); the RTSP input on G.711 and on AAC other than LC
+stream's Opus (`workers.outputs.transcode`, which also makes MP3 with it: another
+encoder, another frame size); the RTSP input on G.711 and on AAC other than LC
 (`AudioToAac`).
 """
 
@@ -39,8 +40,10 @@ class AacEncoding:
     """Packets of one codec in, AAC packets out (see the module docstring). Timestamps are
     in samples at `rate`, the encoder's rate."""
 
-    def __init__(self, decoder: av.CodecContext, rate: int, layout: str, encode: Encode):
+    def __init__(self, decoder: av.CodecContext, rate: int, layout: str, encode: Encode,
+                 frame_samples: int = FRAME_SAMPLES):
         self._decoder = decoder
+        self._frame_samples = frame_samples
         self.rate = rate
         self._layout = layout
         self._encode = encode
@@ -49,6 +52,7 @@ class AacEncoding:
         self._tolerance = max(1, round(GAP_TOLERANCE_S * rate))
         self._next_pts: int | None = None  # where the next decoded sample belongs
         self._fifo_start: int | None = None  # pts of the fifo's first sample
+        self._first_pts: int | None = None
         self.decode_errors = 0
 
     def write(self, packet: bytes, pts: int) -> list[av.Packet]:
@@ -67,7 +71,7 @@ class AacEncoding:
 
     def _append(self, frame: av.AudioFrame, pts: int) -> None:
         if self._next_pts is None:
-            self._next_pts = self._fifo_start = pts
+            self._next_pts = self._fifo_start = self._first_pts = pts
         gap = pts - self._next_pts
         if gap > self._tolerance:
             self._fifo.write(self._silence(gap))
@@ -87,15 +91,20 @@ class AacEncoding:
 
     def _encode_ready(self, flush: bool = False) -> list[av.Packet]:
         packets: list[av.Packet] = []
-        while self._fifo.samples >= FRAME_SAMPLES or (flush and self._fifo.samples):
-            frame = self._fifo.read(min(FRAME_SAMPLES, self._fifo.samples))
+        while self._fifo.samples >= self._frame_samples or (flush and self._fifo.samples):
+            frame = self._fifo.read(min(self._frame_samples, self._fifo.samples))
             frame.pts = self._fifo_start
             frame.time_base = Fraction(1, self.rate)
             self._fifo_start += frame.samples  # type: ignore[operator]
             packets.extend(self._encode(frame))
         return packets
 
-    def flush(self) -> list[av.Packet]:
+    def flush(self, min_samples: int = 0) -> list[av.Packet]:
+        """What is left, encoded; audio shorter than `min_samples` is made that long with silence."""
+        if self._next_pts is not None and self._first_pts is not None:
+            short = min_samples - (self._next_pts - self._first_pts)
+            if short > 0:
+                self._fifo.write(self._silence(short))
         return self._encode_ready(flush=True) + list(self._encode(None))
 
 

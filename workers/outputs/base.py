@@ -3,7 +3,8 @@
 A writer receives already-encoded frames with output timestamps (video in
 1/90000, audio in samples: 1/48000 for Opus) and writes them into objects of its
 FileObjects. It never decodes video; AAC is written as it comes; Opus is transcoded
-to AAC only by writers whose container cannot hold Opus. Codecs a container cannot take are refused here with a
+(to AAC, or MP3) only by writers whose container cannot hold Opus or is told not to
+(MP4 with --mp4-audio aac). Codecs a container cannot take are refused here with a
 ValueError, before FFmpeg could abort the process on them.
 """
 
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import av
 
-from workers.outputs.aac import AacTranscoder
 from workers.outputs.params import VIDEO_TIME_BASE, AudioParams, VideoParams, WriterOptions
+from workers.outputs.transcode import AAC, AudioEncoder, Transcoder
 
 if TYPE_CHECKING:
     from workers.sink import FileObjects
@@ -26,7 +27,9 @@ class ContainerWriter(abc.ABC):
     output_format: str  # as reported in RecordFiles
     video_codecs: tuple[str, ...] = ("h264", "hevc")  # H.265 in FLV: the enhanced FLV of FFmpeg >= 6.1
     audio_codecs: tuple[str, ...] = ("opus", "aac")
-    keeps_opus: bool = False  # False: Opus becomes AAC
+    keeps_opus: bool = False  # False: Opus becomes `audio_encoder`'s
+    audio_encoder: AudioEncoder = AAC
+    min_audio_samples: int = 0  # transcoded audio shorter than this is padded with silence
 
     def __init__(self, objects: FileObjects, stem: str, video: VideoParams | None, audio: AudioParams | None,
                  options: WriterOptions = WriterOptions()):
@@ -43,12 +46,12 @@ class ContainerWriter(abc.ABC):
         self.container = self._open_container()
         self._video_stream = None
         self._audio_stream = None
-        self._aac = None
+        self._transcoder = None
         if video is not None:
             self._video_stream = self.container.add_mux_stream(video.codec, width=video.width, height=video.height)
             self._video_stream.time_base = VIDEO_TIME_BASE
         if audio is not None:
-            if audio.codec == "aac" or self.keeps_opus:
+            if self._keeps(audio.codec):
                 # Written as it comes: an encoder's stream is the one PyAV muxes correctly
                 # (with the codec's extradata); its encoder is never fed.
                 stream = self.container.add_stream(audio.codec, rate=audio.sample_rate)
@@ -57,8 +60,14 @@ class ContainerWriter(abc.ABC):
                 stream.time_base = audio.time_base
                 self._audio_stream = stream
             else:
-                self._aac = AacTranscoder(self.container, audio)
+                self._transcoder = Transcoder(self.container, audio, self.audio_encoder)
 
+    def _keeps_opus(self) -> bool:
+        return self.keeps_opus
+
+    def _keeps(self, codec: str) -> bool:
+        """Whether audio in `codec` is written as it comes (else `audio_encoder` makes it)."""
+        return self._keeps_opus() if codec == "opus" else codec == self.audio_encoder.codec
     @property
     def key(self) -> str:
         return self.objects.key(self.name)
@@ -86,17 +95,21 @@ class ContainerWriter(abc.ABC):
 
     def write_audio(self, data: bytes, pts: int, duration: int) -> None:
         """One Opus packet or AAC frame, pts and duration in samples (`AudioParams.time_base`)."""
-        if self._aac is not None:
-            self._aac.write(data, pts)
+        if self._transcoder is not None:
+            self._transcoder.write(data, pts)
         else:
             assert self.audio is not None
             self._mux(self._audio_stream, data, pts, self.audio.time_base, True, duration)
 
+    def keyframe_due(self) -> bool:
+        """Whether the container needs a key frame it has not had (HLS: to cut a segment)."""
+        return False
+
     def close(self) -> None:
         """Write what is buffered and the trailer; objects are closed by their FileObjects."""
         try:
-            if self._aac is not None:
-                self._aac.close()
+            if self._transcoder is not None:
+                self._transcoder.close(self.min_audio_samples)
         finally:
             self.container.close()
             self._finish()

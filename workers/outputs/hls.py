@@ -9,6 +9,10 @@ FFmpeg lists the last segment as the sum of its video packets' durations (the
 others by the next segment's start). A video frame's duration is known only when
 the next one comes, so each is held back until then; the last one gets its
 predecessor's. Without that, a last segment of one frame was `#EXTINF:0.000000`.
+
+FFmpeg cuts a segment only on a video key frame. Browsers send one about every
+30 s unless asked, so the writer tells when the next cut is due and no key frame
+has come (`keyframe_due`): the worker then asks the publisher for one.
 """
 
 from __future__ import annotations
@@ -42,12 +46,42 @@ class _PlaylistBuffer:
         self._on_close(bytes(self._data))
 
 
+class SegmentCuts:
+    """Where FFmpeg's HLS muxer cuts (libavformat/hlsenc.c): at the first video key
+    frame whose pts, from the first packet's, reaches `n` times the target, `n`
+    counting the segments begun so far; so the cuts aim at multiples of the target."""
+
+    def __init__(self, target_s: int):
+        self._target = target_s * VIDEO_TIME_BASE.denominator
+        self._start: int | None = None
+        self._segment = 1  # the segment being written, from 1
+        self._latest = 0
+        self._asked = 0  # the last segment a key frame was asked for
+
+    def on_video(self, pts: int, keyframe: bool) -> None:
+        if self._start is None:
+            self._start = pts
+        elif keyframe and pts - self._start >= self._segment * self._target:
+            self._segment += 1
+        self._latest = pts
+
+    def keyframe_due(self) -> bool:
+        """True once per segment, when its end is reached and no key frame has cut it."""
+        if self._start is None or self._asked == self._segment:
+            return False
+        if self._latest - self._start < self._segment * self._target:
+            return False
+        self._asked = self._segment
+        return True
+
+
 class HlsWriter(ContainerWriter):
     extension = "m3u8"
     output_format = "hls"
     on_playlist = None  # called after each realtime playlist upload is queued
 
     def _open_container(self) -> av.container.OutputContainer:
+        self.cuts = SegmentCuts(self.options.fragment_seconds)
         self.playlist = b""
         self._held: tuple[bytes, int, bool] | None = None  # the last video frame: (data, pts, keyframe)
         self._frame_ticks = 0  # the last video frame interval
@@ -67,6 +101,9 @@ class HlsWriter(ContainerWriter):
             options["hls_base_url"] = self.objects.url("x")[:-1]
         return av.open(PLAYLIST_URL_PREFIX + self.name, "w", format="hls", options=options,
                        io_open=self._io_open)
+
+    def keyframe_due(self) -> bool:
+        return self.cuts.keyframe_due()
 
     def _io_open(self, url: str, flags: int, options: dict):
         if url == PLAYLIST_URL_PREFIX + self.name:
@@ -90,6 +127,7 @@ class HlsWriter(ContainerWriter):
             self._frame_ticks = pts - self._held[1]
             self._write_held()
         self._held = (data, pts, keyframe)
+        self.cuts.on_video(pts, keyframe)
 
     def _write_held(self) -> None:
         assert self._held is not None

@@ -37,3 +37,4 @@ class WriterOptions:
     realtime_playlist: bool = False  # HLS: upload the playlist after every segment too
     short_segment_paths: bool = True  # HLS: bare segment names in the playlist
     fragment_duration_us: int = FRAGMENT_DURATION_US  # fMP4 fragments, WebM clusters: at most this long
+    mp4_audio: str = "opus"  # MP4: Opus as sent, or "aac" (the node's --mp4-audio)
