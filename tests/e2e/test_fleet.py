@@ -90,7 +90,7 @@ def test_two_nodes_on_one_database_answer_for_each_others_tasks(postgres, tmp_pa
         location, targets = publish(one, "shared-room", "cam", spec)
         again = two.publish("shared-room", "cam", offer_sdp(spec, True, True), user_id="someone-else")
         assert again.status == 409 and b"another node" in again.body
-        assert "\nrecnode_streams 0\n" in http("GET", two.base_url + "/metrics").body.decode()  # nothing left behind
+        assert "\nrecnode_streams 0.0\n" in http("GET", two.base_url + "/metrics").body.decode()  # nothing left behind
         body = {**start_record_body("shared-room"), "ClientTaskId": "fleet-client-1"}
         task_id = one.ok("StartRecord", body)["TaskId"]
         assert two.ok("StartRecord", body)["TaskId"] == task_id
