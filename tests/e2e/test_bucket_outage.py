@@ -76,7 +76,8 @@ def test_an_outage_while_parts_fall_due_is_retried_and_loses_nothing(outage_node
     client = moto_server.client()  # straight to moto, not through the proxy
     spec = PublisherSpec(duration_s=duration_s, clip=FAST, loop_clip_s=2.0)
     location, targets = publish(outage_node, room, "cam", spec)
-    task_id = outage_node.ok("StartRecord", s3_body(room, moto_server, s3_bucket))["TaskId"]
+    body = s3_body(room, moto_server, s3_bucket)
+    task_id = outage_node.ok("StartRecord", body)["TaskId"]
     process, spec = run_publisher(spec, targets, tmp_path)
     try:
         key, parts_before = wait_for("the first part in the bucket", lambda: parts_in_bucket(client, s3_bucket, f"{room}/"),
@@ -111,7 +112,7 @@ def test_an_outage_while_parts_fall_due_is_retried_and_loses_nothing(outage_node
         assert len(retries) >= 1
     assert parts_during[1] <= parts_before + 1  # nothing got through but the part in flight
     # complete: the bucket's object is every byte the worker wrote, in as many parts as that makes
-    report = check_file(outage_node, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
+    report = check_file(outage_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
     assert report.video_frames == round(duration_s * FAST.fps) == len(manifest.frames("video"))
     etag = client.head_object(Bucket=s3_bucket, Key=key)["ETag"].strip('"')
     assert int(etag.rsplit("-", 1)[1]) == -(-entry["FileSize"] // MIN_PART_SIZE) >= 1 + PARTS_DUE_IN_OUTAGE

@@ -315,9 +315,10 @@ def test_pictures_for_a_bucket_are_announced_once_it_holds_them(bucket_node, mot
     events = [r.body["event_type"] for r in receiver.wait_for(task_id, lambda events: 5 in events)]
     assert sorted(events) == [1, 1, 5, 7] and events[-1] == 5  # the end waits for the pictures' uploads
     for info in [r.body["detail"]["file_info"][0] for r in receiver.of_task(task_id) if r.body["event_type"] == 1]:
-        data = moto_server.client().get_object(Bucket=s3_bucket, Key=info["file_id"])["Body"].read()
+        key = body["RecordOutputParams"]["OutputFolder"].rstrip("/") + "/" + info["file_id"]  # file_id: the name
+        data = moto_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         assert len(data) == info["file_size"] and info["file_url"].startswith("http")
-        assert info["file_url"].endswith(info["file_id"]) and info["status"] == 3
+        assert info["file_url"].endswith(key) and info["status"] == 3
         with av.open(io.BytesIO(data)) as container:
             assert next(container.decode(video=0)).to_ndarray(format="gray").mean() > 200  # the flashes, 0 and 5 s
     bucket_node.unpublish(answer.headers["Location"])
