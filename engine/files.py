@@ -76,6 +76,14 @@ class TaskDestinations:
     def known(self, task_id: str) -> Destination | None:
         return self._by_task.get(task_id)
 
+    async def file_url(self, task_id: str, key: str, worker_url: str) -> str:
+        """An object's FileUrl as stored: where its task's Destination says it is (a bucket's
+        built by its SDK, off the loop; the node's disk: its link on the node), else the worker's."""
+        destination = self.known(task_id)
+        if destination is None:
+            return worker_url
+        return await asyncio.to_thread(destination.public_url, key, self.urls.url_of)
+
     async def resolve(self, task_id: str) -> Destination | None:
         """The uploader's question, also about a task this run has not met (its
         spool entries outlived the previous run); None for no such task."""
@@ -135,13 +143,6 @@ class FileBook:
         destination = self._destinations.known(task_id)
         return destination is not None and destination.is_remote
 
-    async def _url(self, task_id: str, key: str, worker_url: str) -> str:
-        destination = self._destinations.known(task_id)
-        if destination is None:
-            return worker_url
-        # a bucket's is built by its SDK
-        return await asyncio.to_thread(destination.public_url, key, self._destinations.urls.url_of)
-
     def signed_url(self, url: str) -> str:
         """A FileUrl as handed out: the node's own recordings get a fresh signed link."""
         return self._destinations.urls.signed(url)
@@ -153,9 +154,10 @@ class FileBook:
     # worker events
     async def opened(self, event: protocol.FileOpened, stream_id: str, user_id: str, user_name: str,
                      writer_pid: int = 0) -> None:
+        url = await self._destinations.file_url(event.task_id, event.file_id, event.file_url)
         file = FileRecord(
             file_id=event.file_id, task_id=event.task_id, stream_id=stream_id, user_id=user_id, user_name=user_name,
-            output_format=event.output_format, file_url=await self._url(event.task_id, event.file_id, event.file_url),
+            output_format=event.output_format, file_url=url,
             media_track_type=event.media_track_type, begin_ms=event.begin_ms, status=FileStatus.RECORDING,
             width=event.width, height=event.height, writer_pid=writer_pid)
         self._recording[file.file_id] = file

@@ -50,8 +50,7 @@ class SnapshotBook:
     async def taken(self, event: protocol.SnapshotTaken, stream_id: str, user_id: str, user_name: str) -> None:
         destination = self._destinations.known(event.task_id)
         remote = destination is not None and destination.is_remote
-        url = event.file_url if destination is None else \
-            await asyncio.to_thread(destination.public_url, event.file_id, self._destinations.urls.url_of)
+        url = await self._destinations.file_url(event.task_id, event.file_id, event.file_url)
         picture = FileRecord(file_id=event.file_id, task_id=event.task_id, stream_id=stream_id, user_id=user_id,
                              user_name=user_name, output_format="jpg", file_url=url, media_track_type=2,
                              begin_ms=event.taken_ms, status=FileStatus.UPLOADING, size=event.size,

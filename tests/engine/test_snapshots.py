@@ -102,8 +102,11 @@ async def test_a_spooled_picture_is_announced_when_the_bucket_has_it_whichever_c
     async def emit(*args):
         sent.append(args)
 
+    async def file_url(task_id, key, worker_url):  # TaskDestinations.file_url of a bucket task
+        return _Bucket().public_url(key)
+
     urls = SimpleNamespace(url_of=None, signed=lambda url: url)  # a bucket's URLs are handed out as they are
-    book = SnapshotBook(SimpleNamespace(known=lambda task_id: _Bucket(), urls=urls), emit)
+    book = SnapshotBook(SimpleNamespace(known=lambda task_id: _Bucket(), urls=urls, file_url=file_url), emit)
     book.register("T", "room", "http://cb")
     first, second = picture("T", 0), picture("T", 1)
     await book.taken(first, "cam", "alice", "Alice")
