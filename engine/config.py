@@ -57,6 +57,7 @@ class NodeConfig:
     storage_endpoint_allow: tuple[str, ...] = ()  # networks a caller's EndPoint may reach though refused
     store_url: str = field(default="", repr=False)  # '': the data directory's SQLite file; may hold a password
     node_id: str = ""  # its rows in a shared store (from_args: the host name unless given)
+    node_lease_s: float = defaults.NODE_LEASE_S  # engine.fleet
     mp4_audio: str = defaults.MP4_AUDIO_DEFAULT  # "opus" kept as sent, or "aac"
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
@@ -160,6 +161,7 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         storage_endpoint_allow=v["storage_endpoint_allow"],
         store_url=v["store_url"],
         node_id=v["node_id"] or socket.gethostname(),
+        node_lease_s=v["node_lease"],
         mp4_audio=v["mp4_audio"],
         test_limits=v["test_limits"],
     )

@@ -75,6 +75,9 @@ TEST_EVENT_INTERVAL_S = 2.0
 
 DRAIN_TIMEOUT_S = 30.0
 
+# A fleet (engine.fleet): a node that has not renewed its lease for this long is gone
+NODE_LEASE_S = 10.0
+
 # Metrics: workers' per-track counters are polled this often (and at each scrape)
 STATS_POLL_S = 5.0
 STATS_TIMEOUT_S = 2.0

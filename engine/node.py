@@ -23,6 +23,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.events import WorkerEvents
 from engine.files import FileBook, TaskDestinations
+from engine.fleet import Fleet, Membership
 from engine.metrics import IngestTotals, NodeSnapshot, UploadMetrics, render_metrics
 from engine.ports import PortAllocator
 from engine.pulls import PullSources
@@ -44,8 +45,7 @@ UPLOAD_DRAIN_POLL_S = 0.2
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
                  admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
-                 events: WorkerEvents,
-                 supervisor: Spawner):
+                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
         self.store = store
@@ -57,6 +57,7 @@ class RecordingNode:
         self.pulls = pulls  # streams the node subscribes to (POST /pull/...)
         self.events = events
         self.supervisor = supervisor
+        self.fleet = fleet
         self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._stats_poller = asyncio.get_running_loop().create_task(self._poll_stats())
@@ -93,9 +94,18 @@ class RecordingNode:
         await supervisor.warm_up()
         pulls = streams.pulls = PullSources(config, streams)
         await streams.restore()
+
+        def membership() -> Membership:
+            capacity = admission.capacity
+            cpu_full = capacity.stream_refusal(0) is not None
+            return Membership(str(admission.state), 0 if cpu_full else max(0, capacity.max_streams - streams.count),
+                              max(0, capacity.max_tasks - sum(tasks.status_counts().values())))
+
+        fleet = Fleet(store, config.node_id, config.base_url, config.node_lease_s, membership, clock)
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
-                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor)
+                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet)
         admission.open()
+        await fleet.join()
         log.info("node_ready", data_dir=str(config.data_dir))
         return node
 
@@ -135,6 +145,7 @@ class RecordingNode:
         until the deadline. Streams and tasks stay in the store for the next start."""
         deadline = time.monotonic() + deadline_s
         self.admission.drain()
+        await self.fleet.renew()  # the others see it draining (and stop sending it publishers) at once
         self._ticker.cancel()
         self._stats_poller.cancel()
         await self.poll_ingest()  # the last counts of streams about to end
@@ -146,6 +157,7 @@ class RecordingNode:
             await asyncio.sleep(UPLOAD_DRAIN_POLL_S)
         await self.uploader.stop()
         await self.callbacks.stop(drain_s=max(0.0, deadline - time.monotonic()))
+        await self.fleet.leave()
         await asyncio.to_thread(self.store.close)
         log.info("node_stopped")
 

@@ -247,6 +247,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--node-id", "RECNODE_NODE_ID", node_id, "",
        "this node's name in a fleet sharing a store: it resumes the tasks, streams and uploads of this name "
        "(default: the host name)"),
+    _o("--node-lease", "RECNODE_NODE_LEASE", positive_seconds, defaults.NODE_LEASE_S,
+       "seconds after which a node of a fleet that stopped renewing its lease is gone (its streams no longer "
+       "count in their rooms)"),
     _o("--app-id", "RECNODE_APP_ID", at_least(0), defaults.APP_ID, "the AppId clients sign with"),
     _o("--server-secret", "RECNODE_SERVER_SECRET", text, "",
        "API signing secret (prefer the environment: a command line is visible to other users)", secret=True,

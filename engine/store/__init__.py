@@ -10,8 +10,8 @@
 from engine.store.asyncstore import AsyncStore
 from engine.store.database import Conflict
 from engine.store.queries import Store
-from engine.store.records import CallbackRecord, FileRecord, StreamRecord, TaskRecord
+from engine.store.records import CallbackRecord, FileRecord, NodeRecord, StreamRecord, TaskRecord
 from engine.store.schema import SCHEMA_VERSION, SchemaError
 
-__all__ = ["SCHEMA_VERSION", "AsyncStore", "CallbackRecord", "Conflict", "FileRecord", "SchemaError", "Store",
+__all__ = ["SCHEMA_VERSION", "AsyncStore", "CallbackRecord", "Conflict", "FileRecord", "NodeRecord", "SchemaError", "Store",
            "StreamRecord", "TaskRecord"]

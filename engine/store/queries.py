@@ -26,6 +26,7 @@ from engine.store.database import Database, Row, open_database
 from engine.store.records import (
     CallbackRecord,
     FileRecord,
+    NodeRecord,
     StreamRecord,
     TaskRecord,
     request_from_json,
@@ -246,6 +247,32 @@ class Store:
     def events_of_task(self, task_id: str) -> list[int]:
         return [r[0] for r in self._db.execute(
             "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]
+
+    # the fleet's members (engine.fleet)
+    def renew_node(self, url: str, state: str, free_streams: int, free_tasks: int, now_ms: int,
+                   lease_ms: int) -> None:
+        """This node is alive until now + lease_ms, reachable at `url`, with this much room."""
+        self._db.execute(
+            "INSERT INTO nodes (node_id, url, state, free_streams, free_tasks, started_ms, renewed_ms, lease_until_ms) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET url=excluded.url, state=excluded.state, "
+            "free_streams=excluded.free_streams, free_tasks=excluded.free_tasks, renewed_ms=excluded.renewed_ms, "
+            "lease_until_ms=excluded.lease_until_ms",
+            (self.node_id, url, state, free_streams, free_tasks, now_ms, now_ms, now_ms + lease_ms))
+
+    def rejoin_fleet(self, now_ms: int) -> None:
+        """A (re)started node: its membership starts now."""
+        self._db.execute("UPDATE nodes SET started_ms=? WHERE node_id=?", (now_ms, self.node_id))
+
+    def leave_fleet(self, now_ms: int) -> None:
+        """A node that stopped: its lease ends now (its row stays, for the record)."""
+        self._db.execute("UPDATE nodes SET lease_until_ms=?, state='stopped' WHERE node_id=?",
+                         (now_ms, self.node_id))
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node that ever joined, live or not (a lease in the past: gone)."""
+        rows = self._db.execute("SELECT * FROM nodes ORDER BY node_id")
+        return [NodeRecord(r["node_id"], r["url"], r["state"], r["free_streams"], r["free_tasks"], r["started_ms"],
+                           r["renewed_ms"], r["lease_until_ms"]) for r in rows]
 
     # signature nonces already used, so a replay is refused after a restart too
     def claim_nonce(self, nonce: str, seen_s: float, horizon_s: float) -> bool:

@@ -58,6 +58,19 @@ class StreamRecord:
 
 
 @dataclass(frozen=True)
+class NodeRecord:
+    """A member of the fleet, as its last lease renewal described it."""
+    node_id: str
+    url: str  # its advertised base URL
+    state: str  # engine.admission.NodeState
+    free_streams: int
+    free_tasks: int
+    started_ms: int
+    renewed_ms: int
+    lease_until_ms: int
+
+
+@dataclass(frozen=True)
 class CallbackRecord:
     id: int
     task_id: str

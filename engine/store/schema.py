@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,6 +106,20 @@ CREATE INDEX callbacks_undone ON callbacks (task_id, sequence) WHERE done_ms IS 
     7: """
 ALTER TABLE files ADD COLUMN writer_pid BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE files ADD COLUMN unsettled INTEGER NOT NULL DEFAULT 0;
+""",
+    # the fleet's members (engine.fleet): each renews its lease; a node whose lease
+    # ran out is gone, and so are its streams
+    8: """
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,
+    free_streams BIGINT NOT NULL,
+    free_tasks BIGINT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    renewed_ms BIGINT NOT NULL,
+    lease_until_ms BIGINT NOT NULL
+);
 """,
 }
 

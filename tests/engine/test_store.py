@@ -252,3 +252,25 @@ def test_a_nonce_is_claimed_once_across_the_nodes_sharing_a_store(store_location
     assert one.nonces_since(0) == [("n1", 2300.0)]
     one.close()
     two.close()
+
+
+def test_fleet_members_renew_leases_and_leave(store_location):
+    """engine.fleet's rows: a renewal is an upsert; a lease in the past is a node gone."""
+    one, two = Store(store_location, "node-1"), Store(store_location, "node-2")
+    try:
+        one.renew_node("http://a:1", "ready", 40, 500, now_ms=1_000, lease_ms=10_000)
+        two.renew_node("http://b:2", "ready", 3, 7, now_ms=2_000, lease_ms=10_000)
+        one.renew_node("http://a:1", "draining", 0, 499, now_ms=5_000, lease_ms=10_000)
+        members = {n.node_id: n for n in two.nodes()}
+        assert members["node-1"].state == "draining" and members["node-1"].lease_until_ms == 15_000
+        assert members["node-1"].started_ms == 1_000 and members["node-1"].renewed_ms == 5_000
+        assert (members["node-2"].url, members["node-2"].free_streams, members["node-2"].free_tasks) == \
+            ("http://b:2", 3, 7)
+        two.leave_fleet(now_ms=6_000)
+        gone = {n.node_id: n for n in one.nodes()}["node-2"]
+        assert gone.lease_until_ms == 6_000 and gone.state == "stopped"
+        two.rejoin_fleet(now_ms=7_000)
+        assert {n.node_id: n for n in one.nodes()}["node-2"].started_ms == 7_000
+    finally:
+        one.close()
+        two.close()
