@@ -17,7 +17,16 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, is_rtcp
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    is_rtcp,
+)
 from aiortc.sdp import SessionDescription
 
 from testkit.whip.spec import Manifest, PublisherSpec, pcm_s16, raw_media, write_manifest
@@ -46,6 +55,39 @@ def _report_capture_time(sender, delay_s: float) -> None:
             self.__dict__["capture_ntp"] = sent_ntp - delay_ntp if sent_ntp else 0
 
     sender.__class__ = CaptureTimeSender
+
+
+FAR_FUTURE_NTP_S = 0xFFFF0000  # NTP seconds in 2036, just before the era wraps
+UNRELATED_RTP = 0x7FFF0000  # added to the true RTP timestamp: half the 32-bit space away
+
+
+def hostile_reports(true: RtcpSrPacket) -> list[RtcpSrPacket]:
+    """Sender Reports a broken or hostile sender might send after `true`: NTP far in the
+    past (1900) and the future, an RTP timestamp unrelated to the media, another SSRC."""
+    info = true.sender_info
+
+    def report(ntp: int, rtp: int, ssrc: int = true.ssrc) -> RtcpSrPacket:
+        return RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=rtp & 0xFFFFFFFF,
+            packet_count=info.packet_count, octet_count=info.octet_count))
+
+    return [report(1 << 32, info.rtp_timestamp), report(FAR_FUTURE_NTP_S << 32, info.rtp_timestamp),
+            report(info.ntp_timestamp, info.rtp_timestamp + UNRELATED_RTP),
+            report(info.ntp_timestamp, info.rtp_timestamp, ssrc=true.ssrc ^ 0x5A5A5A5A)]
+
+
+def _send_hostile_reports(sender: RTCRtpSender) -> None:
+    """Each RTCP compound the sender sends is followed by `hostile_reports` of its SR."""
+    send_rtcp = sender._send_rtcp
+
+    async def with_hostile(packets) -> None:
+        await send_rtcp(packets)
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                for hostile in hostile_reports(packet):
+                    await send_rtcp([hostile])
+
+    sender._send_rtcp = with_hostile
 
 
 def _capture_encoders(manifest: Manifest) -> None:
@@ -91,14 +133,15 @@ class _Pacer:
     """The publisher's clock (capture time 0 = the first frame asked for) and how late
     each frame was handed over."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_delay_s: float = 0.0) -> None:
         self.start: float | None = None
+        self.start_delay_s = start_delay_s
         self.lags: dict[str, list[float]] = {"video": [], "audio": []}
 
     async def wait(self, kind: str, capture_s: float, delay_s: float = 0.0) -> None:
         """Until the frame captured at `capture_s` is due to leave (`delay_s` late)."""
         if self.start is None:
-            self.start = time.monotonic()
+            self.start = time.monotonic() + self.start_delay_s
         await asyncio.sleep(max(0.0, self.start + capture_s + delay_s - time.monotonic()))
         self.lags[kind].append(time.monotonic() - self.start - capture_s)
 
@@ -231,7 +274,7 @@ async def _publish(spec: PublisherSpec) -> None:
     manifest = Manifest()
     _capture_encoders(manifest)
     media, pictures = raw_media(spec.video_frames / FPS)
-    pacer = _Pacer()
+    pacer = _Pacer(spec.media_delay_s)
     sources: list[_Source] = []
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     if spec.audio:
@@ -261,6 +304,9 @@ async def _publish(spec: PublisherSpec) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     if spec.drop_video_packets:
         _drop_video_packets(pc, body, set(spec.drop_video_packets), manifest)
+    if spec.hostile_sender_reports:
+        for transceiver in pc.getTransceivers():
+            _send_hostile_reports(transceiver.sender)
     for source in sources:
         await source.done.wait()
     await asyncio.sleep(spec.linger_s)

@@ -31,6 +31,12 @@ class PublisherSpec:
     linger_s: float = 1.0  # after the last frame, before writing the manifest and closing
     video_codec: str = "h264"  # aiortc only: "h264" offers its defaults (VP8 first, then H.264), "vp8" only VP8
     audio_delay_s: float = 0.0  # aiortc only: audio leaves this late, its Sender Reports still correct
+    # aiortc only: no media for this long once connected; aiortc's RTCP loop meanwhile sends
+    # Sender Reports saying NTP 0 <-> RTP 0 (it has sent nothing to pair)
+    media_delay_s: float = 0.0
+    # aiortc only: after each Sender Report, hostile ones: NTP far in the past and the future,
+    # an RTP timestamp unrelated to the media, and one for an SSRC that sends no media
+    hostile_sender_reports: bool = False
 
 
 @dataclass
