@@ -4,14 +4,23 @@ Each track's RTP timestamps are mapped to a common time either through RTCP
 Sender Reports (the sender's NTP wall clock: exact lip sync) or, when a track
 has none (e.g. an SFU forwarding without RTCP), through arrival times. A
 recording latches one basis when it starts so its timeline never jumps.
+
+A Sender Report is checked against the track's own media before it is believed
+(`report_verdict`): NTP 0 (aiortc reports NTP 0 <-> RTP 0 until it has sent media),
+an RTP timestamp far from the media's at the report's arrival, or an NTP time whose
+transit (arrival - NTP) is far from that of the reports already believed, is
+dropped and counted; the mapping believed so far stays. A report that comes before
+the track's first frame waits for that frame to be checked.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass
 
 from contract.codes import MediaKind
+from contract.tuning import SR_MAX_SKEW_S
 
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
@@ -25,10 +34,39 @@ class Basis(enum.Enum):
     ARRIVAL = "arrival"  # local monotonic arrival time
 
 
-@dataclass
+class Verdict(enum.Enum):
+    NTP_ZERO = "ntp_zero"  # the sender has nothing to pair yet (aiortc before its first packet)
+    RTP_OFF_MEDIA = "rtp_off_media"  # its RTP timestamp is not near the track's media
+    NTP_OFF_TRANSIT = "ntp_off_transit"  # its NTP time disagrees with the reports believed
+
+
+@dataclass(frozen=True, slots=True)
 class _SenderReport:
     ntp_s: float
     rtp: int  # unwrapped
+    arrival: float  # local monotonic time it came
+
+    @property
+    def transit(self) -> float:
+        """Local arrival minus the sender's wall clock: one value for all of a sender's
+        tracks, up to network jitter and how late each track's media leaves."""
+        return self.arrival - self.ntp_s
+
+
+def report_verdict(ntp64: int, rtp: int, arrival: float, clock_rate: int, media: tuple[int, float],
+                   transit: float | None, max_skew_s: float = SR_MAX_SKEW_S) -> Verdict | None:
+    """Whether a Sender Report (its NTP time, its RTP timestamp unwrapped, when it came)
+    may be believed (None) or why not. `media`: a frame of the track (RTP timestamp,
+    arrival); `transit`: that of the last report believed on the stream, if any."""
+    if ntp64 >> 32 == 0:
+        return Verdict.NTP_ZERO
+    media_rtp, media_arrival = media
+    expected = media_rtp + (arrival - media_arrival) * clock_rate  # the media's timestamp when it came
+    if abs(rtp - expected) > max_skew_s * clock_rate:
+        return Verdict.RTP_OFF_MEDIA
+    if transit is not None and abs(arrival - ntp_to_seconds(ntp64) - transit) > max_skew_s:
+        return Verdict.NTP_OFF_TRANSIT
+    return None
 
 
 class TrackClock:
@@ -41,6 +79,8 @@ class TrackClock:
         self._arrival_base: float | None = None
         self.first_arrival: float | None = None
         self.last_rtp: int | None = None
+        self.last_arrival = 0.0
+        self.pending: tuple[int, int, float] | None = None  # a report before any frame: NTP, RTP, arrival
 
     def on_frame(self, rtp: int, arrival: float) -> None:
         base = arrival - rtp / self.clock_rate
@@ -49,6 +89,7 @@ class TrackClock:
         if self.first_arrival is None:
             self.first_arrival = arrival
         self.last_rtp = rtp
+        self.last_arrival = arrival
 
     def unwrap_near(self, rtp32: int) -> int:
         """Extend a 32-bit RTP timestamp (from an SR) next to the last unwrapped one."""
@@ -60,8 +101,11 @@ class TrackClock:
                 candidate = other
         return candidate
 
-    def on_sender_report(self, ntp64: int, rtp32: int) -> None:
-        self.report = _SenderReport(ntp_to_seconds(ntp64), self.unwrap_near(rtp32))
+    def on_sender_report(self, ntp64: int, rtp32: int, arrival: float | None = None) -> None:
+        """Believe a report unchecked (`StreamClock.on_sender_report` checks them)."""
+        if arrival is None:
+            arrival = self.last_arrival
+        self.report = _SenderReport(ntp_to_seconds(ntp64), self.unwrap_near(rtp32), arrival)
 
     def sender_time(self, rtp: int) -> float | None:
         if self.report is None:
@@ -75,9 +119,38 @@ class TrackClock:
 
 
 class StreamClock:
-    def __init__(self, rates: dict[MediaKind, int], sync_wait_s: float):
+    def __init__(self, rates: dict[MediaKind, int], sync_wait_s: float, max_skew_s: float = SR_MAX_SKEW_S):
         self.tracks = {kind: TrackClock(rate) for kind, rate in rates.items()}
         self._sync_wait_s = sync_wait_s
+        self._max_skew_s = max_skew_s
+        self._transit: float | None = None  # of the last report believed, on any track
+        self.refused: Counter[Verdict] = Counter()
+
+    def on_frame(self, kind: MediaKind, rtp: int, arrival: float) -> Verdict | None:
+        """A frame of `kind`; a report that came before the track's first frame is checked
+        now. Returns why that report was refused, if it was."""
+        track = self.tracks[kind]
+        track.on_frame(rtp, arrival)
+        if track.pending is None:
+            return None
+        pending, track.pending = track.pending, None
+        return self.on_sender_report(kind, *pending)
+
+    def on_sender_report(self, kind: MediaKind, ntp64: int, rtp32: int, arrival: float) -> Verdict | None:
+        """A Sender Report that came at `arrival`: believed, or refused (returned, counted)."""
+        track = self.tracks[kind]
+        if track.last_rtp is None:
+            track.pending = (ntp64, rtp32, arrival)  # the latest; checked on the first frame
+            return None
+        rtp = track.unwrap_near(rtp32)
+        verdict = report_verdict(ntp64, rtp, arrival, track.clock_rate, (track.last_rtp, track.last_arrival),
+                                 self._transit, self._max_skew_s)
+        if verdict is not None:
+            self.refused[verdict] += 1
+            return verdict
+        track.report = _SenderReport(ntp_to_seconds(ntp64), rtp, arrival)
+        self._transit = track.report.transit
+        return None
 
     def _active(self) -> list[TrackClock]:
         return [t for t in self.tracks.values() if t.first_arrival is not None]

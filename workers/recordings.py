@@ -10,6 +10,7 @@ load) or the stream comes back with another codec (FillBlank).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,7 @@ from contract import protocol
 from contract.codes import MediaKind
 from contract.tuning import MediaTuning
 from contract.worker import RecordingSpec, StreamSpec
-from workers.clock import StreamClock
+from workers.clock import StreamClock, Verdict
 from workers.frames import EncodedFrame
 from workers.gop import GopCache
 from workers.recording import Recording, State
@@ -45,7 +46,8 @@ class StreamRecordings:
         """A (re)published stream: fresh clock and GOP; kept recordings continue
         (a new file where the codec changed)."""
         self.stream = stream
-        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, self._tuning.sync_wait_for_sr_s)
+        self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, self._tuning.sync_wait_for_sr_s,
+                                 self._tuning.sr_max_skew_s)
         self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None, max_s=self._tuning.gop_cache_max_s)
         for task_id, recording in list(self.by_task.items()):
             if recording.codec_changed(stream):
@@ -121,10 +123,14 @@ class StreamRecordings:
 
     # media
     def on_sender_report(self, kind: MediaKind, ntp: int, rtp: int) -> None:
-        self.clock.tracks[kind].on_sender_report(ntp, rtp)
+        self._refused(kind, self.clock.on_sender_report(kind, ntp, rtp, time.monotonic()))
+
+    def _refused(self, kind: MediaKind, verdict: Verdict | None) -> None:
+        if verdict is not None and self.clock.refused[verdict] == 1:  # once per kind of nonsense and session
+            log.warning("sender_report_refused", track=kind.value, reason=verdict.value)
 
     def on_frame(self, frame: EncodedFrame, now: float) -> None:
-        self.clock.tracks[frame.kind].on_frame(frame.rtp_timestamp, frame.arrival)
+        self._refused(frame.kind, self.clock.on_frame(frame.kind, frame.rtp_timestamp, frame.arrival))
         self.gop.add(frame, hold=any(r.state is State.PENDING for r in self.by_task.values()))
         for task_id, one_shot in list(self._one_shots.items()):
             one_shot.on_frame(frame, now)
