@@ -39,6 +39,7 @@ from workers.outputs.hls import HlsWriter
 from workers.outputs.params import AudioParams, VideoParams, WriterOptions
 from workers.outputs.registry import file_kinds, writer_type
 from workers.sink import FileObjects
+from workers.timeline import Timeline, start_near
 
 log = structlog.get_logger("recording")
 
@@ -68,23 +69,6 @@ class Rebase(enum.Enum):
     KEEP_GAP = "keep_gap"  # FillBlank: the time the stream was away stays in the file, as silence
 
 
-
-
-@dataclass
-class _Timeline:
-    clock_rate: int
-    out_rate: int
-    first_rtp: int
-    first_pts: int
-    last_pts: int
-    last_duration: int = 0
-
-    def pts(self, rtp: int) -> int:
-        return self.first_pts + (rtp - self.first_rtp) * self.out_rate // self.clock_rate
-
-    @property
-    def end(self) -> float:
-        return (self.last_pts + self.last_duration) / self.out_rate
 
 
 @dataclass
@@ -122,8 +106,8 @@ class Recording:
         self._outputs: list[_Output] = []
         self._basis = Basis.ARRIVAL
         self._origin = 0.0
-        self._timelines: dict[MediaKind, _Timeline] = {}
-        self._floors: dict[MediaKind, _Timeline] = {}  # each track's timeline before the last rebase
+        self._timelines: dict[MediaKind, Timeline] = {}
+        self._floors: dict[MediaKind, Timeline] = {}  # each track's timeline before the last rebase
         self._origin_arrival = 0.0
         self._rebase = Rebase.CONTINUE
         self._opened = False
@@ -131,6 +115,7 @@ class Recording:
         self._mute = MuteGate(self._audio, spec.mute_split_s) \
             if spec.skip_mute_audio and spec.output_format == "mp3" and self._audio is not None else None
         self.dropped_frames = 0
+        self._warned: set[str] = set()
         self._log = log.bind(task_id=spec.task_id, stream_id=stream.stream_id, room_id=stream.room_id)
 
     def begin(self, frames: list[EncodedFrame], now: float) -> bool:
@@ -296,16 +281,26 @@ class Recording:
                 return
             pts = timeline.first_pts
         else:
-            pts = timeline.pts(frame.rtp_timestamp)
-            if pts <= timeline.last_pts:
+            replaced = timeline.replaced
+            placed = timeline.place(frame.rtp_timestamp, frame.arrival)
+            if placed is None:
                 self.dropped_frames += 1  # a timestamp going back: never write a non-monotonic track
                 return
+            if timeline.replaced != replaced:
+                self._warn_once("timestamp_jump", track=frame.kind.value, rtp=frame.rtp_timestamp)
+            pts = placed
         self._mux(frame, timeline, pts)
+        timeline.last_arrival = frame.arrival
 
-    def _start_timeline(self, frame: EncodedFrame, clock_rate: int) -> _Timeline | None:
+    def _start_timeline(self, frame: EncodedFrame, clock_rate: int) -> Timeline | None:
         media_time = self._clock.media_time(frame.kind, frame.rtp_timestamp, self._basis)
         out_rate = VIDEO_OUT_RATE if frame.kind is MediaKind.VIDEO else self._audio.sample_rate  # type: ignore[union-attr]
         first_pts = round((media_time - self._origin) * out_rate)
+        others = [t for kind, t in self._timelines.items() if kind is not frame.kind]
+        placed = start_near(first_pts, out_rate, others, frame.arrival)
+        if placed != first_pts:
+            self._warn_once("track_placed_by_arrival", track=frame.kind.value, clock_s=first_pts / out_rate)
+            first_pts = placed
         if first_pts < 0:
             return None  # from before the recording's first key frame
         floor = self._floors.get(frame.kind)
@@ -314,11 +309,12 @@ class Recording:
                 return None  # would go back in time in the file
             if frame.kind is MediaKind.AUDIO and self._rebase is Rebase.KEEP_GAP:
                 self._fill_silence(floor, first_pts)
-        timeline = _Timeline(clock_rate, out_rate, frame.rtp_timestamp, first_pts, first_pts - 1)
+        timeline = Timeline(clock_rate, out_rate, frame.rtp_timestamp, first_pts, first_pts - 1,
+                            last_arrival=frame.arrival)
         self._timelines[frame.kind] = timeline
         return timeline
 
-    def _fill_silence(self, floor: _Timeline, until: int) -> None:
+    def _fill_silence(self, floor: Timeline, until: int) -> None:
         """FillBlank: the audio track covers the time the stream was away with silence."""
         assert self._audio is not None
         pts = floor.last_pts + max(floor.last_duration, 1)
@@ -328,7 +324,7 @@ class Recording:
             self._mux(silence, floor, pts)
             pts += samples
 
-    def _mux(self, frame: EncodedFrame, timeline: _Timeline, pts: int) -> None:
+    def _mux(self, frame: EncodedFrame, timeline: Timeline, pts: int) -> None:
         if frame.kind is MediaKind.VIDEO:
             duration = pts - timeline.last_pts if timeline.last_pts >= timeline.first_pts else 0
         else:
@@ -370,6 +366,12 @@ class Recording:
             return []
         return [protocol.FileProgress(self.spec.task_id, o.writer.key, o.objects.durable_bytes,
                                       self.duration_ms(o.kinds)) for o in self._outputs]
+
+    def _warn_once(self, event: str, **details: object) -> None:
+        """A timestamp the file's timeline overruled: said once per file, not per frame."""
+        if event not in self._warned:
+            self._warned.add(event)
+            self._log.warning(event, **details)
 
     def _fail(self, quit_reason: QuitReason, message: str) -> None:
         self._log.error("recording_failed", quit_reason=quit_reason, message=message)
