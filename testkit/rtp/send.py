@@ -21,6 +21,7 @@ from testkit.process import start_module
 from testkit.rtp.manifest import Manifest, SentPacket, SentReport, write_manifest
 from testkit.rtp.plan import PlannedTrack, plan
 from testkit.rtp.spec import CLOCK_RATES, PublisherSpec, Target
+from testkit.sender_reports import hostile_reports
 
 NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 
@@ -153,6 +154,9 @@ class _Publisher:
         )
         datagram = bytes(sr)
         wire.rtcp_sock.sendto(datagram, wire.rtcp_target)
+        if self.spec.quirks.hostile_sender_reports:
+            for hostile in hostile_reports(sr):
+                wire.rtcp_sock.sendto(bytes(hostile), wire.rtcp_target)
         self.manifest.sender_reports.append(
             SentReport(wire.track.kind, wire.track.ssrc, wall, ntp, rtp_ts, wire.packet_count, wire.octet_count,
                        datagram)

@@ -65,6 +65,9 @@ class Quirks:
     ts_wrap_soon: bool = False  # random timestamp bases chosen so that they wrap mid-stream
     seq_wrap_soon: bool = False  # likewise for sequence numbers
     audio_delay_s: float = 0.0  # audio sent this much after its capture time (its SRs stay truthful)
+    # each Sender Report followed by testkit.sender_reports.hostile_reports (NTP 0, far past and
+    # future, RTP off the media, another SSRC)
+    hostile_sender_reports: bool = False
     in_band_parameter_sets: bool = True  # False: SPS/PPS only in the SDP (sprop), stripped from the stream
 
 

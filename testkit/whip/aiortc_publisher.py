@@ -23,12 +23,12 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
-    RtcpSenderInfo,
     RtcpSrPacket,
     is_rtcp,
 )
 from aiortc.sdp import SessionDescription
 
+from testkit.sender_reports import hostile_reports
 from testkit.whip.spec import Manifest, PublisherSpec, pcm_s16, raw_media, write_manifest
 
 FPS = 30
@@ -55,25 +55,6 @@ def _report_capture_time(sender, delay_s: float) -> None:
             self.__dict__["capture_ntp"] = sent_ntp - delay_ntp if sent_ntp else 0
 
     sender.__class__ = CaptureTimeSender
-
-
-FAR_FUTURE_NTP_S = 0xFFFF0000  # NTP seconds in 2036, just before the era wraps
-UNRELATED_RTP = 0x7FFF0000  # added to the true RTP timestamp: half the 32-bit space away
-
-
-def hostile_reports(true: RtcpSrPacket) -> list[RtcpSrPacket]:
-    """Sender Reports a broken or hostile sender might send after `true`: NTP far in the
-    past (1900) and the future, an RTP timestamp unrelated to the media, another SSRC."""
-    info = true.sender_info
-
-    def report(ntp: int, rtp: int, ssrc: int = true.ssrc) -> RtcpSrPacket:
-        return RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
-            ntp_timestamp=ntp, rtp_timestamp=rtp & 0xFFFFFFFF,
-            packet_count=info.packet_count, octet_count=info.octet_count))
-
-    return [report(1 << 32, info.rtp_timestamp), report(FAR_FUTURE_NTP_S << 32, info.rtp_timestamp),
-            report(info.ntp_timestamp, info.rtp_timestamp + UNRELATED_RTP),
-            report(info.ntp_timestamp, info.rtp_timestamp, ssrc=true.ssrc ^ 0x5A5A5A5A)]
 
 
 def _send_hostile_reports(sender: RTCRtpSender) -> None:

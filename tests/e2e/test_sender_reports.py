@@ -4,15 +4,24 @@ unrelated to the media, reports for an SSRC that sends nothing. The worker stays
 the file holds exactly what was published, as long as it was, in lip sync."""
 
 import asyncio
+import json
 
 import pytest
 
 from testkit import bitstream, probe
 from testkit.node import NodeProcess, start_record_body
 from testkit.ports import free_port, free_udp_range
+from testkit.rtp import PublisherSpec as RtpPublisherSpec
+from testkit.rtp import Quirks, wait_manifest
 from testkit.whip import PublisherSpec, read_manifest, start_publisher
-from tests.e2e.media_checks import recorded_path
-from tests.e2e.publishing import stop_and_describe
+from tests.e2e.media_checks import (
+    assert_opus_tail_equal,
+    assert_slices_equal,
+    duration_tolerance,
+    recorded_path,
+    sent_video_aus,
+)
+from tests.e2e.publishing import publish, run_publisher, stop_and_describe
 
 FPS = 30
 LIP_SYNC_S = 0.020  # as the other lip-sync tests require
@@ -58,3 +67,35 @@ def test_whip_publisher_with_bogus_sender_reports_is_recorded_exactly(node, tmp_
     assert abs(entry["Duration"] / 1000 - published_s) <= 2 / FPS + 0.1, entry["Duration"]
     offsets = probe.av_offsets(path)
     assert len(offsets) >= 3 and max(abs(o) for o in offsets) <= LIP_SYNC_S, offsets
+    assert _refused(node, room) == {"ntp_zero", "rtp_off_media", "ntp_off_transit"}
+
+
+def test_rtp_publisher_with_hostile_sender_reports_is_recorded_exactly(node, tmp_path):
+    spec = RtpPublisherSpec(duration_s=4.0, quirks=Quirks(hostile_sender_reports=True, audio_delay_s=0.2))
+    location, targets = publish(node, "sr-rtp", "cam", spec)
+    task_id = node.ok("StartRecord", start_record_body("sr-rtp"))["TaskId"]
+    process, spec = run_publisher(spec, targets, tmp_path)
+    manifest = wait_manifest(spec.manifest_path, proc=process)
+    assert process.wait(30) == 0
+    data = stop_and_describe(node, task_id)
+    node.unpublish(location)
+    [entry] = data["RecordFiles"]
+    path = recorded_path(node, entry)
+    assert WORKER_DIED not in node.logs(), node.logs()[-3000:]
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    assert_slices_equal(path, sent_video_aus(manifest))
+    assert_opus_tail_equal(path, manifest)
+    tolerance = duration_tolerance(spec.clip.fps)
+    assert abs(report.video_duration_s - spec.duration_s) <= tolerance
+    assert abs(report.audio_duration_s - spec.duration_s) <= tolerance
+    assert abs(entry["Duration"] / 1000 - spec.duration_s) <= tolerance
+    offsets = probe.av_offsets(path)
+    assert len(offsets) == len(spec.media().flash_times) and max(abs(o) for o in offsets) <= LIP_SYNC_S, offsets
+    assert _refused(node, "sr-rtp") == {"ntp_zero", "rtp_off_media", "ntp_off_transit"}
+
+
+def _refused(node, room: str) -> set[str]:
+    """The reasons the room's worker gave for the Sender Reports it refused (logged once each)."""
+    events = (json.loads(line) for line in node.logs().splitlines() if line.startswith("{"))
+    return {e["reason"] for e in events if e.get("event") == "sender_report_refused" and e.get("room_id") == room}
