@@ -109,6 +109,7 @@ class Recording:
         self._timelines: dict[MediaKind, Timeline] = {}
         self._floors: dict[MediaKind, Timeline] = {}  # each track's timeline before the last rebase
         self._origin_arrival = 0.0
+        self._anchor = (0.0, 0.0)  # the frame the timeline was last (re)based on: arrival, time in the file
         self._rebase = Rebase.CONTINUE
         self._opened = False
         self._video_params: VideoParams | None = None
@@ -129,6 +130,7 @@ class Recording:
         self._basis = self._clock.basis()
         self._origin = self._clock.media_time(first.kind, first.rtp_timestamp, self._basis)
         self._origin_arrival = first.arrival
+        self._anchor = (first.arrival, 0.0)
         begin_ms = int((self._wallclock() - (now - first.arrival)) * 1000)
         if not self._open(first, begin_ms):
             return True
@@ -258,6 +260,7 @@ class Recording:
         self._timelines = {}
         self._basis = self._clock.basis()
         self._origin = self._clock.media_time(first.kind, first.rtp_timestamp, self._basis) - target
+        self._anchor = (first.arrival, target)
 
     def write(self, frame: EncodedFrame) -> None:
         if self.state is State.RESUMING and self._starts_recording(frame):
@@ -297,7 +300,7 @@ class Recording:
         out_rate = VIDEO_OUT_RATE if frame.kind is MediaKind.VIDEO else self._audio.sample_rate  # type: ignore[union-attr]
         first_pts = round((media_time - self._origin) * out_rate)
         others = [t for kind, t in self._timelines.items() if kind is not frame.kind]
-        placed = start_near(first_pts, out_rate, others, frame.arrival)
+        placed = start_near(first_pts, out_rate, others, frame.arrival, self._anchor)
         if placed != first_pts:
             self._warn_once("track_placed_by_arrival", track=frame.kind.value, clock_s=first_pts / out_rate)
             first_pts = placed

@@ -51,11 +51,13 @@ class Timeline:
         return pts if pts > self.last_pts else None
 
 
-def start_near(first_pts: int, out_rate: int, others: list[Timeline], arrival: float) -> int:
-    """A track's first pts as the clock placed it, or, if that is more than MAX_PLACEMENT_ERROR_S
-    from where another track of the file and the arrival times put it, there."""
-    for other in others:
-        expected = round(other.by_arrival(arrival) * out_rate / other.out_rate)
-        if abs(first_pts - expected) > MAX_PLACEMENT_ERROR_S * out_rate:
-            return expected
-    return first_pts
+def start_near(first_pts: int, out_rate: int, others: list[Timeline], arrival: float,
+               anchor: tuple[float, float]) -> int:
+    """A track's first pts as the clock placed it, or where arrival times put it if that is more
+    than MAX_PLACEMENT_ERROR_S away: after another track of the file, else after the frame the
+    file (or its last rebase) started on (`anchor`: its arrival, its time in the file in seconds)."""
+    if others:
+        expected = round(others[0].by_arrival(arrival) * out_rate / others[0].out_rate)
+    else:
+        expected = round((anchor[1] + arrival - anchor[0]) * out_rate)
+    return expected if abs(first_pts - expected) > MAX_PLACEMENT_ERROR_S * out_rate else first_pts

@@ -109,8 +109,14 @@ def test_another_track_whose_clock_disagrees_is_refused_and_aligned_by_arrival()
 
 def test_a_track_starting_far_from_the_others_is_placed_by_arrival():
     video = Timeline(90000, 90000, 0, 0, 90000, last_arrival=10.0)  # 1 s into the file at 10.0
-    assert start_near(48000 * 1000, 48000, [video], 10.5) == 48000 * 3 // 2  # not 1000 s in: 1.5 s, by arrival
-    assert start_near(48000 * 2, 48000, [video], 10.5) == 48000 * 2  # within the bound: the clock's word
+    assert start_near(48000 * 1000, 48000, [video], 10.5, (9.0, 0.0)) == 48000 * 3 // 2  # not 1000 s in: 1.5 s
+    assert start_near(48000 * 2, 48000, [video], 10.5, (9.0, 0.0)) == 48000 * 2  # within the bound: the clock's word
+
+
+def test_the_first_track_of_a_file_starting_far_from_its_first_frame_is_placed_by_arrival():
+    """No other track yet (audio from the GOP cache goes first): the frame the file began on anchors it."""
+    assert start_near(-48000 * 9000, 48000, [], 12.0, (10.0, 3.0)) == 48000 * 5  # 3 s in at 10.0: 5 s at 12.0
+    assert start_near(48000 * 4, 48000, [], 12.0, (10.0, 3.0)) == 48000 * 4
 
 
 @given(jump=st.integers(-2**33, 2**33), gap=st.floats(0.0, 30.0))
