@@ -42,9 +42,11 @@ def server_bin() -> Path | None:
 
 
 class PostgresCluster:
-    def __init__(self, *, durable: bool = False):
-        """`durable`: fsync as in production (benchmarks); off by default, for tests' speed."""
+    def __init__(self, *, durable: bool = False, settings: tuple[str, ...] = ()):
+        """`durable`: fsync as in production (benchmarks); off by default, for tests' speed.
+        `settings`: more server settings, "name=value" (benchmarks load pg_stat_statements)."""
         self.durable = durable
+        self.settings = settings
         self.port = 0
         self.superuser_password = secrets.token_hex(12)
         self.app_password = secrets.token_hex(12)
@@ -74,6 +76,7 @@ class PostgresCluster:
         settings = ["listen_addresses=127.0.0.1", "max_connections=200"]
         if not self.durable:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        settings += self.settings
         self._log = open(self._dir / "server.log", "ab")
         self._process = subprocess.Popen(
             [str(self._bin / "postgres"), "-D", str(self._dir / "data"), "-p", str(self.port), "-k", str(self._dir),
