@@ -59,10 +59,12 @@ def store_lines(store: dict) -> list[str]:
         lines.append(f"| {label} | {unit['statements_per_s']:.3f} | {unit['commits_per_s']:.3f} | "
                      f"{unit['server_cpu_pct']:.3f} | {top} |")
     cap = capacity(store)
-    lines += ["", f"PostgreSQL CPU per statement: {cap['cpu_ms_per_statement']} ms, so one core at "
-              f"{int(100 * PG_CORE_TARGET)} % serves {cap['statements_per_s_per_core_at_target']:,} statements/s: "
-              f"{cap['streams_per_core']:,} recording streams, or {cap['idle_tasks_per_core']:,} idle tasks, or "
-              f"{cap['idle_nodes_per_core']:,} idle nodes (docs/scaling.md).", ""]
+    many = lambda n: f"{n:,}" if n is not None else "unbounded (no cost measured)"  # noqa: E731
+    lines += ["", f"PostgreSQL CPU per statement in the streams window (background work included): "
+              f"{cap['cpu_ms_per_statement']} ms, so one core at {int(100 * PG_CORE_TARGET)} % serves "
+              f"{cap['statements_per_s_per_core_at_target']:,} statements/s: {many(cap['streams_per_core'])} recording "
+              f"streams, or {many(cap['idle_tasks_per_core'])} idle tasks, or {many(cap['idle_nodes_per_core'])} idle "
+              f"nodes (docs/scaling.md).", ""]
     return lines
 
 
