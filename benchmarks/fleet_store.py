@@ -25,6 +25,7 @@ LOOP_CLIP_S = 20.0  # publishers repeat a clip this long (10 GOPs)
 SETTLE_S = 2.0  # after the last task started, before measuring (its first inserts are not the steady state)
 LIVE_TIMEOUT_S = 30.0
 STORAGE = Storage("disk")
+MAX_IDLE_TIME_S = 3600  # a task on a room without streams would end after 30 s (the default) mid-window
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ def idle_usage(fleet: FleetUnderTest, seconds: float, interval: float, say: Call
 
 
 def start_task(node: NodeProcess, room: str) -> str:
-    return node.ok("StartRecord", STORAGE.body(room, "fleet/"))["TaskId"]
+    body = STORAGE.body(room, "fleet/")
+    body["RecordInputParams"]["MaxIdleTime"] = MAX_IDLE_TIME_S
+    return node.ok("StartRecord", body)["TaskId"]
 
 
 def stop_tasks(fleet: FleetUnderTest, tasks: list[tuple[NodeProcess, str]]) -> None:
