@@ -27,7 +27,7 @@ from testkit.postgres import APP_ROLE, SUPERUSER, PostgresCluster
 
 NODE_NAMES = "abcdefghijklmnopqrstuvwxyz"
 UDP_PORTS_PER_NODE = 200
-RTP_TIMEOUT_S = 60  # publishers on a shared CPU take several seconds to load their clip before the first packet
+RTP_TIMEOUT_S = 180  # publishers on a shared CPU take several seconds to load their clip before the first packet
 # statements that only frame a transaction: counted apart from the work
 FRAMING = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|SHOW|DISCARD|DEALLOCATE)\b", re.I)
 DATABASE_COUNTERS = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated",

@@ -20,10 +20,11 @@ from benchmarks.publishers import RtpPublisher
 from testkit.node import NodeProcess
 from testkit.rtp import ClipSpec, PublisherSpec
 
-CLIP = ClipSpec(width=640, height=360, fps=30, keyint=60)  # a key frame every 2 s, as the stream benchmarks
+CLIP = ClipSpec(width=320, height=240, fps=30, keyint=60)  # small (the store sees files, not pixels); a key frame every 2 s
 LOOP_CLIP_S = 20.0  # publishers repeat a clip this long (10 GOPs)
 SETTLE_S = 2.0  # after the last task started, before measuring (its first inserts are not the steady state)
 LIVE_TIMEOUT_S = 30.0
+PUBLISHER_LOAD_S = 6.0  # each publisher's start, on the one load CPU shared with other test runs: more per stream
 STORAGE = Storage("disk")
 MAX_IDLE_TIME_S = 3600  # a task on a room without streams would end after 30 s (the default) mid-window
 
@@ -80,11 +81,11 @@ def stop_tasks(fleet: FleetUnderTest, tasks: list[tuple[NodeProcess, str]]) -> N
             raise RuntimeError(f"StopRecord {task_id}: {answer}")
 
 
-def wait_store(fleet: FleetUnderTest, sql: str, params: tuple, wanted: int, what: str) -> None:
-    deadline = time.monotonic() + LIVE_TIMEOUT_S
+def wait_store(fleet: FleetUnderTest, sql: str, params: tuple, wanted: int, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while (have := fleet.counters.query(sql, params)[0][0]) < wanted:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {have} of {wanted} {what} after {LIVE_TIMEOUT_S:.0f} s")
+            raise RuntimeError(f"only {have} of {wanted} {what} after {timeout_s:.0f} s")
         time.sleep(0.2)
 
 
@@ -102,6 +103,10 @@ class Streams:
         self.locations: list[tuple[NodeProcess, str]] = []
         self.processes: list[subprocess.Popen] = []
 
+    @staticmethod
+    def live_timeout_s(n: int) -> float:
+        return LIVE_TIMEOUT_S + PUBLISHER_LOAD_S * n
+
     def spec(self, k: int) -> PublisherSpec:
         return PublisherSpec(duration_s=self.duration_s, clip=CLIP, loop_clip_s=LOOP_CLIP_S, keep_sent_bytes=False,
                              manifest_path=str(self.fleet.workdir / f"{self.prefix}-{k}.pkl"), seed=k)
@@ -117,7 +122,8 @@ class Streams:
             self.processes.append(self.kind.start(announced.spec, announced,
                                                   preexec_fn=self.fleet.pinning.load_preexec()))
         wait_store(self.fleet, "SELECT count(DISTINCT task_id) FROM files WHERE task_id = ANY(%s)",
-                   ([task_id for _, task_id in self.tasks],), self.n, "recording files")
+                   ([task_id for _, task_id in self.tasks],), self.n, "recording files",
+                   self.live_timeout_s(self.n))
         say(f"{self.n} streams recording (a file each in the store)")
 
     def stop(self) -> None:
@@ -157,7 +163,7 @@ def run_store_load(fleet: FleetUnderTest, config: StoreLoadConfig, say: Callable
     time.sleep(SETTLE_S)
     phases["tasks"] = measure(f"{config.tasks} idle tasks")
     stop_tasks(fleet, tasks)
-    streams = Streams(fleet, config.streams, config.seconds + SETTLE_S + 3 * LIVE_TIMEOUT_S)
+    streams = Streams(fleet, config.streams, config.seconds + SETTLE_S + Streams.live_timeout_s(config.streams) + 10)
     try:
         streams.start(say)
         time.sleep(SETTLE_S)
