@@ -30,11 +30,11 @@ from benchmarks import fleet_report, report
 from benchmarks.api_load import Step, open_loop, say_latencies
 from benchmarks.fleet_cluster import FleetUnderTest, Usage
 from benchmarks.fleet_death import run_deaths
+from benchmarks.fleet_report import PHASES
 from benchmarks.fleet_store import STORAGE, StoreLoadConfig, idle_usage, run_store_load
 from benchmarks.procs import Pinning
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("store", "api", "death")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,6 +30,7 @@ UDP_PORTS_PER_NODE = 200
 RTP_TIMEOUT_S = 180  # publishers on a shared CPU take several seconds to load their clip before the first packet
 # statements that only frame a transaction: counted apart from the work
 FRAMING = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|SHOW|DISCARD|DEALLOCATE)\b", re.I)
+WAL_COUNTERS = ("wal_records", "wal_fpi", "wal_bytes")  # pg_stat_wal: cluster-wide (the harness's reads write none)
 DATABASE_COUNTERS = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated",
                      "tup_deleted", "blks_read", "blks_hit")
 
@@ -73,7 +74,7 @@ class Usage:
         exec_ms = sum(ms - before.statement_ms.get(q, 0.0) for q, ms in after.statement_ms.items())
         return cls(seconds, sum(work.values()) / seconds, framing / seconds,
                    dict(sorted(kinds.items(), key=lambda kv: -kv[1])), exec_ms / seconds,
-                   {k: (after.database[k] - before.database[k]) / seconds for k in DATABASE_COUNTERS})
+                   {k: (after.database[k] - before.database.get(k, 0)) / seconds for k in after.database})
 
     def as_dict(self, digits: int = 3) -> dict:
         return {"seconds": round(self.seconds, 2), "statements_per_s": round(self.statements_per_s, digits),
@@ -100,8 +101,9 @@ class StoreCounters:
         database = self._connection.execute(
             f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database WHERE datname = %s",
             (self.database,)).fetchone()
+        wal = self._connection.execute(f"SELECT {', '.join(WAL_COUNTERS)} FROM pg_stat_wal").fetchone()
         return Snapshot(at, {q: int(n) for q, n, _ in rows}, {q: float(ms) for q, _, ms in rows},
-                        dict(zip(DATABASE_COUNTERS, (int(v) for v in database))))
+                        dict(zip(DATABASE_COUNTERS + WAL_COUNTERS, (int(v) for v in (*database, *wal)))))
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """A read of the fleet's own tables (as the superuser, in the fleet's database)."""

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+PHASES = ("store", "api", "death")
 TOP_KINDS = 8
 PG_CORE_TARGET = 0.7  # plan PostgreSQL's CPU to this share: headroom for vacuum, checkpoints, bursts
 
 
 def load(out: Path, name: str) -> dict[str, dict]:
+    """`<name>-<phase>.json` of each phase there is (not another name's: fleet-lease3-death is not fleet's)."""
     runs = {}
-    for path in sorted(out.glob(f"{name}-*.json")):
-        run = json.loads(path.read_text())
-        if run.get("kind") == "fleet":
-            runs[run["phase"]] = run
+    for phase in PHASES:
+        path = out / f"{name}-{phase}.json"
+        if path.exists() and (run := json.loads(path.read_text())).get("kind") == "fleet":
+            runs[phase] = run
     return runs
 
 
@@ -52,12 +54,13 @@ def store_lines(store: dict) -> list[str]:
         lines.append(f"| {label} | {phase['statements_per_s']:.1f} | {phase['framing_per_s']:.1f} | "
                      f"{phase['database_per_s']['xact_commit']:.1f} | {phase['exec_ms_per_s']:.2f} | "
                      f"{phase['server_cpu_pct']:.1f} |")
-    lines += ["", "| per | statements/s | commits/s | PostgreSQL CPU % | top statements/s |", "|---|---|---|---|---|"]
+    lines += ["", "| per | statements/s | commits/s | WAL bytes/s | PostgreSQL CPU % | top statements/s |",
+              "|---|---|---|---|---|---|"]
     for label, key in (("idle node", "per_node_idle"), ("idle task", "per_task"), ("recording stream", "per_stream")):
         unit = store[key]
         top = ", ".join(f"{kind} {rate:.3f}" for kind, rate in list(unit["by_kind_per_s"].items())[:TOP_KINDS])
         lines.append(f"| {label} | {unit['statements_per_s']:.3f} | {unit['commits_per_s']:.3f} | "
-                     f"{unit['server_cpu_pct']:.3f} | {top} |")
+                     f"{unit.get('wal_bytes_per_s', 0):,.0f} | {unit['server_cpu_pct']:.3f} | {top} |")
     cap = capacity(store)
     many = lambda n: f"{n:,}" if n is not None else "unbounded (no cost measured)"  # noqa: E731
     lines += ["", f"PostgreSQL CPU per statement in the streams window (background work included): "

@@ -147,6 +147,10 @@ def per_unit(load: dict, idle: dict, units: int) -> dict:
                                    / units, 4),
             "exec_ms_per_s": round((load["exec_ms_per_s"] - idle["exec_ms_per_s"]) / units, 4),
             "server_cpu_pct": round((load["server_cpu_pct"] - idle["server_cpu_pct"]) / units, 4),
+            "wal_bytes_per_s": round((load["database_per_s"].get("wal_bytes", 0) - idle["database_per_s"].get(
+                "wal_bytes", 0)) / units, 1),
+            "rows_updated_per_s": round((load["database_per_s"]["tup_updated"] - idle["database_per_s"]["tup_updated"])
+                                        / units, 4),
             "by_kind_per_s": {k: round(v, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -abs(kv[1]))
                               if abs(v) >= 0.0005}}
 
@@ -177,7 +181,8 @@ def run_store_load(fleet: FleetUnderTest, config: StoreLoadConfig, say: Callable
         "phases": phases,
         "per_node_idle": per_unit(phases["idle"], {**phases["idle"], "statements_per_s": 0, "framing_per_s": 0,
                                                    "exec_ms_per_s": 0, "server_cpu_pct": 0, "by_kind_per_s": {},
-                                                   "database_per_s": {"xact_commit": 0}}, len(fleet.nodes)),
+                                                   "database_per_s": {"xact_commit": 0, "tup_updated": 0}},
+                                   len(fleet.nodes)),
         "per_task": per_unit(phases["tasks"], phases["idle"], config.tasks),
         "per_stream": per_unit(phases["streams"], phases["idle"], config.streams),
         "timeline": timeline,
