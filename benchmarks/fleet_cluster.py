@@ -149,7 +149,7 @@ class FleetUnderTest:
             self.nodes.append(node)
             self.start_node(node)
             say(f"{name} ready on :{port}")
-        self.server_cpu = CpuWindow([self.cluster._process.pid])
+        self.server_cpu = CpuWindow([self.cluster.pid])
         return self
 
     def start_node(self, node: NodeProcess) -> None:

@@ -133,7 +133,7 @@ def ceiling(cluster: PostgresCluster, concurrency: list[int], seconds: float) ->
                     latencies[k].append(time.perf_counter() - t0)
                     i += 1
 
-            cpu = CpuWindow([cluster._process.pid])
+            cpu = CpuWindow([cluster.pid])
             threads = [threading.Thread(target=loop, args=(k,)) for k in range(c)]
             cpu.start()
             began = time.perf_counter()

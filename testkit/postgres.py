@@ -100,6 +100,12 @@ class PostgresCluster:
                     raise
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid: its process tree is the server (benchmarks measure its CPU)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def server_log(self) -> str:
         return (self._dir / "server.log").read_text(errors="replace") if self._dir else ""
 

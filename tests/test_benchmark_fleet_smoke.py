@@ -33,7 +33,25 @@ def test_statements_are_counted_by_kind_and_framing_apart():
     assert usage.exec_ms_per_s == 2.0 and usage.database_per_s["xact_commit"] == 4.0
 
 
-@pytest.mark.skipif(server_bin() is None, reason=f"no PostgreSQL server under {BIN_GLOB} (bash .ci/install-postgres)")
+needs_postgres = pytest.mark.skipif(server_bin() is None,
+                                    reason=f"no PostgreSQL server under {BIN_GLOB} (bash .ci/install-postgres)")
+
+
+@needs_postgres
+def test_the_store_ceiling_counts_calls_and_the_servers_cpu():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.store_queries", "--pg-fast", "--seconds", "0.5",
+                           "--ceiling", "1,3"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| upsert_file")
+            or line.startswith("| claim_nonce")]
+    assert [(r[0], r[1]) for r in rows] == [("| upsert_file", "1"), ("| upsert_file", "3"), ("| claim_nonce", "1"),
+                                           ("| claim_nonce", "3")]
+    for row in rows:
+        calls_per_s, cpu_ms_per_call = float(row[2].replace(",", "")), float(row[6].rstrip(" |"))
+        assert calls_per_s > 50 and 0 < cpu_ms_per_call < 5, row
+
+
+@needs_postgres
 def test_a_small_fleet_run_measures_every_phase(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.fleet", *SMALL, "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
