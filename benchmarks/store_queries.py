@@ -16,6 +16,10 @@ make them: calls/s, latency, and the server's CPU per call (its process tree's
 CPU time, robust to a shared machine where calls/s is not). Commits of
 concurrent callers share a WAL flush (group commit): the ceiling is what a
 fleet's store serves, not 1 / latency.
+
+    .venv/bin/python -m benchmarks.store_queries --pg-fast --seconds 2 --describe-growth 1000,10000,50000
+
+--describe-growth: DescribeTasks of one room (page_tasks) as the tasks table grows.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import re
 import tempfile
 import threading
 import time
@@ -153,6 +158,39 @@ def ceiling(cluster: PostgresCluster, concurrency: list[int], seconds: float) ->
     return rows
 
 
+def describe_growth(cluster: PostgresCluster, sizes: list[int], seconds: float) -> list[dict]:
+    """page_tasks of one room (DescribeTasks with a RoomId) as the tasks table grows:
+    its time and the plan's scan, for every task in the 3-day window."""
+    url = cluster.create_database()
+    store = Store(url, "bench-node")
+    rows, have = [], 0
+    try:
+        for size in sizes:
+            for n in range(have, size):
+                store.insert_task(task(n))
+            have = size
+            store._db.execute("ANALYZE")
+            latencies = []
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                t0 = time.perf_counter()
+                store.page_tasks((TaskStatus.RECORDING,), f"room-{len(latencies) % 50}", 0, 2_000_000_000_000, 0, 50)
+                latencies.append(time.perf_counter() - t0)
+            plan = cluster.admin_in(url, "EXPLAIN SELECT COUNT(*) FROM tasks WHERE status IN (2) AND created_ms "
+                                         "BETWEEN 0 AND 2000000000000 AND room_id = 'room-3'")
+            scan = next((m.group(0) for line in plan if (m := re.search(r"[A-Z][\w ]*Scan[\w ]* on \w+", line[0]))), "?")
+            rows.append({"tasks": size, "p50_ms": percentile(latencies, 50) * 1000,
+                         "p99_ms": percentile(latencies, 99) * 1000, "scan": scan})
+            print(f"{size:,} tasks: page_tasks p50 {rows[-1]['p50_ms']:.2f} ms, {scan}", flush=True)
+    finally:
+        store.close()
+    print("| tasks in the window | page_tasks of a room p50 ms | p99 ms | plan |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['tasks']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['scan']} |")
+    return rows
+
+
 def print_ceiling(rows: list[dict]) -> None:
     print("| call | concurrent callers | calls/s | p50 ms | p99 ms | PostgreSQL CPU % | its CPU ms per call |")
     print("|---|---|---|---|---|---|---|")
@@ -167,7 +205,16 @@ def main() -> None:
     parser.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync (as the tests run it)")
     parser.add_argument("--ceiling", default="", metavar="C,C,...",
                         help="instead: concurrent writers on PostgreSQL only (see above)")
+    parser.add_argument("--describe-growth", default="", metavar="N,N,...",
+                        help="instead: DescribeTasks of a room as the tasks table grows to N tasks (PostgreSQL)")
     args = parser.parse_args()
+    if args.describe_growth:
+        cluster = PostgresCluster(durable=not args.pg_fast).start()
+        try:
+            describe_growth(cluster, [int(n) for n in args.describe_growth.split(",")], args.seconds)
+        finally:
+            cluster.stop()
+        return
     if args.ceiling:
         cluster = PostgresCluster(durable=not args.pg_fast).start()
         try:

@@ -119,6 +119,12 @@ class PostgresCluster:
             cursor = connection.execute(sql)
             return cursor.fetchall() if cursor.description is not None else []
 
+    def admin_in(self, url: str, sql: str) -> list[tuple]:
+        """Run SQL as the superuser in the database of `url` (one create_database gave)."""
+        with psycopg.connect(self.url(url.rsplit("/", 1)[1], SUPERUSER), autocommit=True) as connection:
+            cursor = connection.execute(sql)
+            return cursor.fetchall() if cursor.description is not None else []
+
     def create_database(self, name: str | None = None) -> str:
         """A new empty database owned by APP_ROLE; returns the URL the node would be given."""
         self._databases += 1
