@@ -7,14 +7,16 @@ node already holding a stream of it, while that node has room. With no node to
 go to, the node answers as it would alone (busy, or it takes the stream).
 
 No redirect loops: a redirected request carries nothing special, so the bound
-comes from the store. Before answering 307 the node renews its lease (its own
-row now says full or draining) and reads the members afresh, and it never
-sends a publisher to a member whose row says full, draining or holding no free
-stream. A node that answered 307 because it is full is therefore seen full by
-every node that reads the store after it, so a publisher is passed along at
-most once per node (fewer when a node frees up in between, which is progress).
-A room-affinity redirect goes only to a node that had room in that fresh read,
-and that node, the room's holder, does not send it back for the room's sake.
+comes from the store. Before answering 307 a node renews its lease (its own row
+then says full or draining, as it is) and reads the members afresh, and it only
+sends a publisher to a member whose row says ready with free streams. So a node
+that passed a publisher on because it is full is seen full by every node that
+reads the store after it: a chain of such redirects visits each node at most
+once (unless a node frees up meanwhile, which is progress); with no node free,
+it ends in the busy answer once it met the nodes whose rows were a renewal old
+(between two nodes: after at most one hop). A room-affinity redirect goes to the room's
+holder only; if that holder was in fact full, it passes the publisher on, and
+being "full" in the store from then on, it is chosen by nobody else.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ async def fleet(tmp_path, *limits: int, **config):
 
 @pytest.mark.asyncio
 async def test_a_full_node_sends_a_publish_to_the_freest_ready_node(tmp_path):
-    async with fleet(tmp_path, 1, 3, 5) as (one, two, three):
+    async with fleet(tmp_path, 1, 3, 5) as (one, _, three):
         assert await one.redirect_publish("rtp", "room", "a") is None  # it has room: no store read, no 307
         await one.publish_rtp("room", "a", "u", "u", OFFER)
         three.admission.drain()
