@@ -98,6 +98,7 @@ class _Track:
     payload_type: int
     sequence: int  # of the next packet
     ts_base: int  # RTP timestamp of capture time 0
+    clock: int
     sender: RTCRtpSender
     packets: int = 0
     octets: int = 0
@@ -117,6 +118,15 @@ class Peer:
     done: bool = False
     manifest: dict = field(default_factory=lambda: {"t0_mono": 0.0, "completed": False, "location": None,
                                                      "error": "", "video": [], "audio": []})
+
+    def report_clock(self, wall: float) -> None:
+        """Sender Reports before the first frame: aiortc's RTCP loop sends them from the
+        moment the peer is connected, and would say NTP 0 <-> RTP 0 (a receiver that
+        believed it would place the stream's media hours away). Say what a sender's
+        clock says: now <-> the RTP timestamp of now."""
+        for track in self.tracks.values():
+            rtp = (track.ts_base + round((wall - self.t0_wall) * track.clock)) & 0xFFFFFFFF
+            self.wire.report(track.sender, ntp_from_unix(wall), rtp, 0, 0)
 
     def send_frame(self, frame: ClipFrame, now: float) -> None:
         track = self.tracks[frame.kind]
@@ -159,6 +169,7 @@ class Fleet:
             return
         peer.t0_wall = start_wall
         peer.t0_mono = peer.manifest["t0_mono"] = time.monotonic() + (start_wall - time.time())
+        peer.report_clock(time.time())
         heapq.heappush(self.heap, (peer.t0_mono + self.clip[0].capture_s, number))
         self.woken.set()
 
@@ -184,7 +195,7 @@ class Fleet:
         rng = random.Random(peer.spec.seed)  # fresh sequence numbers and timestamps, as any sender
         for kind, track in peer.wire.tracks.items():
             peer.tracks[kind] = _Track(track.ssrc, track.payload_type, rng.getrandbits(16), rng.getrandbits(32),
-                                       track.sender)
+                                       CLOCK_RATES[kind], track.sender)
 
     async def send_forever(self) -> None:
         clip, heap, peers = self.clip, self.heap, self.peers

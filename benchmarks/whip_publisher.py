@@ -122,6 +122,8 @@ def wait_json(path: str, timeout_s: float, process: subprocess.Popen, manifest_p
     """A file the publisher writes; fails fast, with the publisher's error, if it exits first."""
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(path):
+        if path != manifest_path and os.path.exists(manifest_path):  # a publisher of many peers: this one failed
+            raise RuntimeError(f"WHIP publisher failed: {json.loads(Path(manifest_path).read_text()).get('error')}")
         if process.poll() is not None and not os.path.exists(path):
             error = json.loads(Path(manifest_path).read_text()).get("error") if os.path.exists(manifest_path) else ""
             raise RuntimeError(f"WHIP publisher exited with {process.returncode} before writing {path}: {error}")
