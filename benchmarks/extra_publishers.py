@@ -59,7 +59,8 @@ class FfmpegRtpPublisher(RtpPublisher):
 
     def start(self, spec: PublisherSpec, announced: Announced | None = None, preexec_fn=None) -> subprocess.Popen:
         Path(spec.manifest_path).unlink(missing_ok=True)
-        request = {"spec": spec.to_json(), "clip": str(self.clip), "ffmpeg": self.binary}
+        request = {"command": ffmpeg_publisher.command(self.binary, self.clip, spec), "start_time": spec.start_time,
+                   "frames": f"{self.clip}.frames.json", "manifest": spec.manifest_path}
         return start_module("benchmarks.ffmpeg_publisher", json.dumps(request), preexec_fn=preexec_fn,
                             stdout=subprocess.DEVNULL)
 

@@ -1,6 +1,6 @@
 """A plain-RTP publisher that is not ours: Debian's `ffmpeg` sending the benchmark clip.
 
-    python -m benchmarks.ffmpeg_publisher '{"spec": <PublisherSpec JSON with targets>, "clip": <clip.ts>, "ffmpeg": <binary>}'
+    python -m benchmarks.ffmpeg_publisher '{"command": [...], "start_time": <wall>, "frames": <clip.ts.frames.json>, "manifest": <path>}'
 
 The clip (`ensure_clip`, once, cached beside testkit.media's cache): the stream's
 `make_test_media` H.264 (SPS/PPS before every IDR) and mono Opus, muxed in time order
@@ -13,9 +13,9 @@ first video frame). At `spec.start_time` the process runs
 
 (one RTP muxer per track, to the ports the node answered, with FFmpeg's own RTCP
 Sender Reports), waits for it, and writes its manifest in `whip_publisher`'s format.
-FFmpeg does not say when it sent a frame: a frame counts as sent at its due time
-(`-re` paces from the moment FFmpeg starts), so the manifest's lateness is 0 by
-construction; `completed` is FFmpeg's exit status 0.
+FFmpeg does not say when it sent a frame: a frame counts as sent at its capture time
+after FFmpeg was started (`-re` paces from there), so the manifest's lateness is how
+late FFmpeg started; `completed` is FFmpeg's exit status 0.
 """
 
 from __future__ import annotations
@@ -92,16 +92,12 @@ def command(binary: str, clip: Path, spec) -> list[str]:
     return args
 
 
-# -- the publisher process -----------------------------------------------------------------
+# -- the publisher process (imports nothing heavy: N of them start at once on one core) ----
 
 
 def main(argv: list[str] | None = None) -> int:
-    from testkit.rtp import PublisherSpec
-
     args = json.loads((sys.argv[1:] if argv is None else argv)[0])
-    spec = PublisherSpec.from_json(args["spec"])
-    clip = Path(args["clip"])
-    frames = json.loads(Path(f"{clip}.frames.json").read_text())
+    frames = json.loads(Path(args["frames"]).read_text())
     manifest = {"t0_mono": 0.0, "completed": False, "error": "", "video": [], "audio": []}
     process = None
 
@@ -110,21 +106,21 @@ def main(argv: list[str] | None = None) -> int:
             process.terminate()
 
     signal.signal(signal.SIGTERM, stop)
-    start_wall = spec.start_time if spec.start_time is not None else time.time()
-    time.sleep(max(0.0, start_wall - time.time()))
-    manifest["t0_mono"] = t0 = time.monotonic()
-    process = subprocess.Popen(command(args["ffmpeg"], clip, spec), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(max(0.0, args["start_time"] - time.time()))
+    manifest["t0_mono"] = time.monotonic() + (args["start_time"] - time.time())  # when it was due
+    started = time.monotonic()  # a frame is sent at its capture time after this (-re)
+    process = subprocess.Popen(args["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
     _, errors = process.communicate()
     if process.returncode == 0:
         manifest["completed"] = True
         for kind in ("video", "audio"):
-            manifest[kind] = [[i, capture, t0 + capture] for i, capture in enumerate(frames[kind])]
+            manifest[kind] = [[i, capture, started + capture] for i, capture in enumerate(frames[kind])]
     else:
         manifest["error"] = f"ffmpeg exited with {process.returncode}: {errors.decode(errors='replace')[-800:]}"
-    temporary = f"{spec.manifest_path}.tmp{os.getpid()}"
+    temporary = f"{args['manifest']}.tmp{os.getpid()}"
     Path(temporary).write_text(json.dumps(manifest))
-    os.replace(temporary, spec.manifest_path)
+    os.replace(temporary, args["manifest"])
     return 0 if manifest["completed"] else 1
 
 
