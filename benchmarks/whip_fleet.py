@@ -92,6 +92,17 @@ class _Silent(MediaStreamTrack):
         await asyncio.Future()
 
 
+def sending_peer_connection() -> RTCPeerConnection:
+    """A peer connection that offers to send Opus and H.264 (the clip's codecs), no STUN."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for kind in ("audio", "video"):
+        transceiver = pc.addTransceiver(_Silent(kind), direction="sendonly")
+        if kind == "video":
+            transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                             if c.name in ("H264", "rtx")])
+    return pc
+
+
 @dataclass
 class _Track:
     ssrc: int
@@ -174,12 +185,7 @@ class Fleet:
         self.woken.set()
 
     async def connect(self, peer: Peer) -> None:
-        pc = peer.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        for kind in ("audio", "video"):
-            transceiver = pc.addTransceiver(_Silent(kind), direction="sendonly")
-            if kind == "video":  # H.264 only: the clip's codec
-                transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                                 if c.name in ("H264", "rtx")])
+        pc = peer.pc = sending_peer_connection()
         connected = asyncio.Event()
         pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
         await pc.setLocalDescription(await pc.createOffer())
