@@ -83,3 +83,12 @@ class SrtpWire:
 def sender_report_fields(sender: RTCRtpSender) -> dict[str, int]:
     """The Sender Report fields aiortc keeps on a sender (for tests)."""
     return {name: vars(sender)[_SENDER + name] for name in REPORT_FIELDS}
+
+
+def stop_reading(pc: RTCPeerConnection) -> None:
+    """A receiving peer that no longer reads its ICE socket (benchmarks.fleet_cost's sink:
+    what arrives is dropped by the kernel and costs the receiver nothing)."""
+    for transceiver in pc.getTransceivers():
+        pair = transceiver.receiver.transport.transport._connection._nominated.get(ICE_COMPONENT_RTP)
+        if pair is not None:
+            pair.protocol.transport.pause_reading()
