@@ -4,9 +4,9 @@ costs per peer, and how many peers it keeps on time on half a core, without a no
     python -m benchmarks.fleet_cost --peers 25,50,100 --seconds 20
 
 For each N: a *sink* process (`python -m benchmarks.fleet_cost sink`, on the recorder
-CPUs) answers N WHIP offers with aiortc peers that negotiate ICE and DTLS and then stop
-reading their socket (the kernel drops what arrives, so the sink costs nothing while
-media flows); one fleet process (on the load CPU) publishes N streams of the benchmark
+CPUs) answers N WHIP offers with aiortc peers that negotiate ICE and DTLS and then drop
+every datagram but STUN as it arrives (ICE consent goes on, media costs the sink one
+read); one fleet process (on the load CPU) publishes N streams of the benchmark
 clip to it, their first frames spread over one second. The fleet's process CPU time
 (user + system, psutil) over a window of `--seconds` once every peer sends, divided by
 the window, is its CPU; `lateness` is how late the fleet sent each frame (its
@@ -34,6 +34,7 @@ from testkit.process import child_env
 RESULTS = Path(__file__).resolve().parent / "results"
 SPREAD_S = 1.0  # first frames of the N peers spread over this
 LEAD_S = 1.0  # after the last peer's first frame, before the window
+CONNECT_CPU_S = 0.1  # per peer, fleet and sink (measured here: ~0.05 s each), before the first frames
 LATE_P99_S = 0.1  # a fleet that sends 1 % of its frames later than this is not keeping up
 
 
@@ -63,14 +64,15 @@ def measure(n: int, args, clip: Path, spec, pinning: Pinning, workdir: Path) -> 
     fleet = whip_fleet.start(clip, preexec_fn=pinning.load_preexec())
     try:
         base = sink.stdout.readline().strip()
-        first = time.time() + whip_fleet.CONNECT_S + 1.0
+        first = time.time() + whip_fleet.CONNECT_S + n * CONNECT_CPU_S
         specs = []
         for i in range(n):
             specs.append(spec.__class__(**{**spec.__dict__, "start_time": first + SPREAD_S * i / n, "seed": i,
                                            "manifest_path": str(workdir / f"peer-{i}.json")}))
             whip_fleet.add_peer(fleet, specs[-1], f"{base}/whip/peer-{i}")
         for s in specs:
-            whip_publisher.wait_json(whip_publisher.live_path(s), max(30.0, n * 0.5), fleet, s.manifest_path)
+            whip_publisher.wait_json(whip_publisher.live_path(s), first - time.time() + 30, fleet, s.manifest_path)
+        connect_cpu_s = sum(psutil.Process(fleet.pid).cpu_times()[:2])  # start-up included
         time.sleep(max(0.0, first + SPREAD_S + LEAD_S - time.time()))
         process = psutil.Process(fleet.pid)
         cpu0, wall0 = sum(process.cpu_times()[:2]), time.monotonic()
@@ -87,7 +89,7 @@ def measure(n: int, args, clip: Path, spec, pinning: Pinning, workdir: Path) -> 
     late = distribution(lateness)
     errors = [m["error"] for m in sent if m["error"]]
     whole = all(m["completed"] for m in sent) and not errors
-    return {"n": n, "cpu_pct": round(cpu_pct, 2), "cpu_pct_per_peer": round(cpu_pct / n, 3), "lateness_s": late,
+    return {"n": n, "cpu_s_per_peer_until_live": round(connect_cpu_s / n, 4), "cpu_pct": round(cpu_pct, 2), "cpu_pct_per_peer": round(cpu_pct / n, 3), "lateness_s": late,
             "completed": whole, "errors": errors[:3],
             "sustained": whole and (late.get("p99") or 0) < LATE_P99_S and cpu_pct <= args.budget}
 
@@ -130,7 +132,7 @@ async def _sink() -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from testkit.whip import WhipEndpoint
-    from testkit.whip.aiortc_wire import loopback_only, stop_reading
+    from testkit.whip.aiortc_wire import drop_media, loopback_only
 
     loopback_only()
     peers = []
@@ -138,7 +140,7 @@ async def _sink() -> None:
     async def answer(offer: str) -> str:
         pc = RTCPeerConnection()
         peers.append(pc)
-        pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and stop_reading(pc))
+        pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and drop_media(pc))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription.sdp

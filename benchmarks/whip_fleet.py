@@ -15,10 +15,12 @@ holds every aiortc internal this needs). aiortc's own RTCP loop still sends Send
 Reports, fed with what the wire sent (capture time <-> RTP timestamp), and its ICE
 agent still answers the node's consent checks.
 
-One scheduler sends every peer's due frames: a heap of (due time, peer). A peer is
-told `spec.start_time` (wall): it connects `CONNECT_S` before, writes
-`<manifest>.live.json` (the Location the node gave it) and sends frame i of the clip
-at start_time + capture time of i. When its clip is sent it writes its manifest, in
+One scheduler sends every peer's due frames: a heap of (due time, peer). A peer
+connects as soon as it is added (at most `CONCURRENT_CONNECTS` handshakes at once: a
+hundred peers told to connect in the same second would all time out together),
+writes `<manifest>.live.json` (the Location the node gave it) and sends frame i of
+the clip at `spec.start_time` (wall) + capture time of i; a peer connected too late
+sends what is overdue at once, and its manifest shows how late. When its clip is sent it writes its manifest, in
 `whip_publisher`'s format (`t0_mono`, `completed`, `error`, per track
 [frame index, capture time, time.monotonic() when sent]), and keeps its session until
 SIGTERM, so that the harness reads the stream's counters first. A peer that fails
@@ -51,7 +53,8 @@ from testkit.rtp.plan import packetize_h264
 from testkit.rtp.send import ntp_from_unix
 from testkit.whip.aiortc_wire import SrtpWire, loopback_only
 
-CONNECT_S = 3.0  # a peer connects this long before its first frame
+CONNECT_S = 3.0  # the harness gives a peer at least this long before its first frame
+CONCURRENT_CONNECTS = 8  # handshakes under way at once (they queue for the one load CPU anyway)
 CONNECTED_TIMEOUT_S = 20.0
 CLOCK_RATES = {"video": 90_000, "audio": 48_000}
 RTP_HEADER = struct.Struct("!BBHII")
@@ -162,6 +165,7 @@ class Fleet:
         self.peers: list[Peer] = []
         self.heap: list[tuple[float, int]] = []  # (due time.monotonic(), peer number)
         self.woken = asyncio.Event()
+        self.connecting = asyncio.Semaphore(CONCURRENT_CONNECTS)
         self.session: aiohttp.ClientSession | None = None
 
     async def add(self, spec: PublisherSpec, url: str) -> None:
@@ -170,9 +174,9 @@ class Fleet:
         number = len(self.peers) - 1
         try:
             start_wall = spec.start_time if spec.start_time is not None else time.time() + CONNECT_S
-            await asyncio.sleep(max(0.0, start_wall - CONNECT_S - time.time()))
-            began = time.monotonic()
-            await self.connect(peer)
+            async with self.connecting:
+                began = time.monotonic()
+                await self.connect(peer)
             write_json(live_path(spec), {"location": peer.location, "connect_s": round(time.monotonic() - began, 3)})
         except Exception as error:  # noqa: BLE001 - reported in the peer's manifest
             peer.manifest["error"] = repr(error)[:1000]

@@ -85,10 +85,12 @@ def sender_report_fields(sender: RTCRtpSender) -> dict[str, int]:
     return {name: vars(sender)[_SENDER + name] for name in REPORT_FIELDS}
 
 
-def stop_reading(pc: RTCPeerConnection) -> None:
-    """A receiving peer that no longer reads its ICE socket (benchmarks.fleet_cost's sink:
-    what arrives is dropped by the kernel and costs the receiver nothing)."""
+
+def drop_media(pc: RTCPeerConnection) -> None:
+    """A receiving peer that drops every datagram but STUN as it arrives (benchmarks.
+    fleet_cost's sink): ICE consent keeps working, media costs one read and one test."""
     for transceiver in pc.getTransceivers():
         pair = transceiver.receiver.transport.transport._connection._nominated.get(ICE_COMPONENT_RTP)
         if pair is not None:
-            pair.protocol.transport.pause_reading()
+            handle = pair.protocol.datagram_received
+            pair.protocol.datagram_received = lambda data, addr, handle=handle: data[0] < 4 and handle(data, addr)
