@@ -11,6 +11,7 @@ import time
 import pytest
 
 from benchmarks import whip_fleet, whip_publisher
+from benchmarks.node_calls import stream_stats
 from testkit import bitstream
 from testkit.node import NodeProcess, start_record_body
 from testkit.ports import free_port, free_udp_range
@@ -40,11 +41,13 @@ def recorded_file(node, task_id: str):
     return recorded_path(node, entry)
 
 
-def wait_received(node, location: str, sent: dict, timeout_s: float = 10) -> None:
+def wait_received(node, location: str, sent: dict, timeout_s: float = 5) -> None:
     """Until the node has taken every frame sent (so that StopRecord cuts nothing)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        tracks = node.stream_stats(location).get("Tracks", {})
+        stats = stream_stats(node, location)
+        assert "error" not in stats, stats
+        tracks = stats.get("Tracks", {})
         if all(tracks.get(kind, {}).get("frames", 0) >= len(sent[kind]) for kind in ("video", "audio")):
             return
         assert time.monotonic() < deadline, (tracks, {kind: len(sent[kind]) for kind in ("video", "audio")})
