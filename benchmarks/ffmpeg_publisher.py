@@ -1,6 +1,7 @@
 """A plain-RTP publisher that is not ours: Debian's `ffmpeg` sending the benchmark clip.
 
-    python -m benchmarks.ffmpeg_publisher '{"command": [...], "start_time": <wall>, "frames": <clip.ts.frames.json>, "manifest": <path>}'
+    python -m benchmarks.ffmpeg_publisher '{"command": [...], "start_time": <wall>,
+                                            "frames": <clip.ts.frames.json>, "manifest": <path>}'
 
 The clip (`ensure_clip`, once, cached beside testkit.media's cache): the stream's
 `make_test_media` H.264 (SPS/PPS before every IDR) and mono Opus, muxed in time order

@@ -89,8 +89,8 @@ def measure(n: int, args, clip: Path, spec, pinning: Pinning, workdir: Path) -> 
     late = distribution(lateness)
     errors = [m["error"] for m in sent if m["error"]]
     whole = all(m["completed"] for m in sent) and not errors
-    return {"n": n, "cpu_s_per_peer_until_live": round(connect_cpu_s / n, 4), "cpu_pct": round(cpu_pct, 2), "cpu_pct_per_peer": round(cpu_pct / n, 3), "lateness_s": late,
-            "completed": whole, "errors": errors[:3],
+    return {"n": n, "cpu_s_per_peer_until_live": round(connect_cpu_s / n, 4), "cpu_pct": round(cpu_pct, 2),
+            "cpu_pct_per_peer": round(cpu_pct / n, 3), "lateness_s": late, "completed": whole, "errors": errors[:3],
             "sustained": whole and (late.get("p99") or 0) < LATE_P99_S and cpu_pct <= args.budget}
 
 
@@ -113,10 +113,10 @@ def main(argv=None) -> int:
     for n in args.counts:
         level = measure(n, args, clip, spec, pinning, args.workdir / f"fleet-cost-{n}")
         levels.append(level)
+        verdict = "sustained" if level["sustained"] else "NOT sustained"
         print(f"N = {n}: fleet cpu {level['cpu_pct']:.1f}% ({level['cpu_pct_per_peer']:.3f}%/peer), lateness p99 "
-              f"{level['lateness_s'].get('p99')} s max {level['lateness_s'].get('max')} s, "
-              f"{'sustained' if level['sustained'] else 'NOT sustained'}" + (f" {level['errors']}" if level['errors'] else ""),
-              flush=True)
+              f"{level['lateness_s'].get('p99')} s max {level['lateness_s'].get('max')} s, {verdict}"
+              + (f" {level['errors']}" if level["errors"] else ""), flush=True)
     result = {"command": "python -m benchmarks.fleet_cost " + " ".join(argv), "clip": clip_spec.__dict__,
               "budget_pct": args.budget, "pinning": pinning.describe(), "levels": levels,
               "largest_sustained_n": max((lv["n"] for lv in levels if lv["sustained"]), default=None)}

@@ -166,7 +166,13 @@ class Fleet:
         self.heap: list[tuple[float, int]] = []  # (due time.monotonic(), peer number)
         self.woken = asyncio.Event()
         self.connecting = asyncio.Semaphore(CONCURRENT_CONNECTS)
+        self.adding: set[asyncio.Task] = set()
         self.session: aiohttp.ClientSession | None = None
+
+    def start_peer(self, spec: PublisherSpec, url: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.add(spec, url))
+        self.adding.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self.adding.discard)
 
     async def add(self, spec: PublisherSpec, url: str) -> None:
         peer = Peer(spec, url)
@@ -273,13 +279,13 @@ def add_peer(process: subprocess.Popen, spec: PublisherSpec, url: str) -> None:
 # -- the publisher process -----------------------------------------------------------------
 
 
-def _read_requests(loop: asyncio.AbstractEventLoop, fleet: Fleet, stopped: asyncio.Event) -> None:
+def _read_requests(loop: asyncio.AbstractEventLoop, fleet: Fleet) -> None:
     """stdin, one JSON line per peer (a thread: stdin is a pipe from the harness)."""
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)
             spec = PublisherSpec.from_json(request["spec"])
-            loop.call_soon_threadsafe(lambda s=spec, u=request["url"]: loop.create_task(fleet.add(s, u)))
+            loop.call_soon_threadsafe(fleet.start_peer, spec, request["url"])
 
 
 async def run(clip_path: Path) -> None:
@@ -290,7 +296,7 @@ async def run(clip_path: Path) -> None:
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     loop.add_signal_handler(signal.SIGINT, stopped.set)
-    threading.Thread(target=_read_requests, args=(loop, fleet, stopped), daemon=True).start()
+    threading.Thread(target=_read_requests, args=(loop, fleet), daemon=True).start()
     sender = loop.create_task(fleet.send_forever())
     await stopped.wait()
     sender.cancel()
