@@ -37,6 +37,7 @@ class PublisherSpec:
     # aiortc only: after each Sender Report, hostile ones: NTP far in the past and the future,
     # an RTP timestamp unrelated to the media, and one for an SSRC that sends no media
     hostile_sender_reports: bool = False
+    token: str = ""  # the node's --ingest-token, sent as a bearer token (again after a 307)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Manifest:
     answer: str = ""
     error: str = ""
     send_lag_s: dict[str, float] = field(default_factory=dict)  # median (send - capture) per kind, aiortc
+    posted_to: list[str] = field(default_factory=list)  # aiortc: each URL the offer went to (307s followed)
 
     def video_annexb(self) -> list[bytes]:
         return [annexb(base64.b64decode(n) for n in au) for au in self.video_aus]
