@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testkit import bitstream
+from testkit import bitstream, probe
 from testkit.rtp import Manifest
 
 
@@ -45,6 +45,21 @@ def assert_opus_tail_equal(path: Path, manifest: Manifest, max_skipped: int = 2)
 
 def duration_tolerance(fps: int) -> float:
     return 1 / fps + 0.020  # one video frame + one audio frame; 0.5 % is smaller at these lengths
+
+
+def assert_recorded_as_sent(path: Path, entry: dict, manifest: Manifest) -> probe.DecodeReport:
+    """A whole plain-RTP stream in one file: it decodes, holds the published video and audio,
+    and lasts (decoded, and as reported in `entry`) as long as was published."""
+    report = probe.decode_all(path)
+    assert report.errors == ()
+    assert_slices_equal(path, sent_video_aus(manifest))
+    assert_opus_tail_equal(path, manifest)
+    spec = manifest.spec
+    tolerance = duration_tolerance(spec.clip.fps)
+    assert abs(report.video_duration_s - spec.duration_s) <= tolerance
+    assert abs(report.audio_duration_s - spec.duration_s) <= tolerance
+    assert abs(entry["Duration"] / 1000 - spec.duration_s) <= tolerance
+    return report
 
 
 FRAGMENT_MAX_S = 1.0  # README: fragments are cut on key frames and at least every second
