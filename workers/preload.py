@@ -20,6 +20,7 @@ import workers.main  # noqa: F401
 from workers import template
 
 template.mark_preloaded()
+template.tune_malloc()
 # The GC would otherwise write into every preloaded object it examines (its header),
 # turning the template's shared pages into private copies in each worker.
 gc.freeze()
