@@ -102,6 +102,7 @@ class Window:
         profile = profiler.finish() if profiler is not None else None
         result = {**self.summary(ours, workers, node_pid, first_memory), "profile": profile,
                   "publishers_cpu_pct": round(load.percent(), 2),
+                  "publishers_cpu_pct_per_stream": round(load.percent() / self.n, 3),
                   "machine_busy_pct": round(psutil.cpu_percent(None), 1)}
         result["memory"]["by_mapping"] = by_mapping  # the workers' mean, at the end of the window
         if ff:
