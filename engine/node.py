@@ -70,7 +70,7 @@ class RecordingNode:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.storage_root.mkdir(parents=True, exist_ok=True)
         store = AsyncStore(await asyncio.to_thread(Store, config.store_location, config.node_id))
-        callbacks = CallbackSender(config, store, callback_transport or HttpTransport())
+        callbacks = CallbackSender(config, store, callback_transport or HttpTransport(), clock)
         callbacks.start()
 
         # The uploader tells the FileBook what it stored; the FileBook asks it what is pending.

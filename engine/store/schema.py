@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 11
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,6 +120,25 @@ CREATE TABLE nodes (
     renewed_ms BIGINT NOT NULL,
     lease_until_ms BIGINT NOT NULL
 );
+""",
+    # PLACEHOLDER: the rooms-across-nodes branch brings the real migration 9; the lead replaces this on merge
+    9: "",
+    # each task's callback stream (engine.callbacks): the node that sends it (one at a time, taken
+    # over from a node whose lease ran out), the next sequence number to give an event, and the
+    # first event not yet done (delivered or given up): the sender's cursor
+    10: """
+CREATE TABLE callback_senders (
+    task_id TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    next_sequence BIGINT NOT NULL,
+    next_to_send BIGINT NOT NULL
+);
+INSERT INTO callback_senders (task_id, node_id, next_sequence, next_to_send)
+SELECT task_id, MAX(node_id), MAX(sequence) + 1, COALESCE(MIN(CASE WHEN done_ms IS NULL THEN sequence END),
+                                                          MAX(sequence) + 1)
+FROM callbacks GROUP BY task_id;
+CREATE INDEX callback_senders_pending ON callback_senders (node_id) WHERE next_to_send < next_sequence;
+DROP INDEX callbacks_pending;
 """,
 }
 
