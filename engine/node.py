@@ -71,7 +71,6 @@ class RecordingNode:
         config.storage_root.mkdir(parents=True, exist_ok=True)
         store = AsyncStore(await asyncio.to_thread(Store, config.store_location, config.node_id))
         callbacks = CallbackSender(config, store, callback_transport or HttpTransport(), clock)
-        callbacks.start()
 
         # The uploader tells the FileBook what it stored; the FileBook asks it what is pending.
         async def object_uploaded(result: UploadResult) -> None:
@@ -106,6 +105,9 @@ class RecordingNode:
                    tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet)
         admission.open()
         await fleet.join()
+        # Sending starts once a member: another node takes over the event streams of a node it
+        # does not see live, so a node sending before it joined could send beside the taker.
+        callbacks.start()
         log.info("node_ready", data_dir=str(config.data_dir))
         return node
 
