@@ -124,20 +124,21 @@ CREATE TABLE nodes (
     # PLACEHOLDER: the rooms-across-nodes branch brings the real migration 9; the lead replaces this on merge
     9: "",
     # each task's callback stream (engine.callbacks): the node that sends it (one at a time, taken
-    # over from a node whose lease ran out), the next sequence number to give an event, and the
-    # first event not yet done (delivered or given up): the sender's cursor
+    # over from a node whose lease ran out), the sequence of its first event not done (delivered
+    # or given up: the sender's cursor) and how many from there are not done (0: idle). A count,
+    # not a second sequence: the planner estimates `backlog > 0`, never a column against a column.
     10: """
 CREATE TABLE callback_senders (
     task_id TEXT PRIMARY KEY,
     node_id TEXT NOT NULL,
-    next_sequence BIGINT NOT NULL,
-    next_to_send BIGINT NOT NULL
+    next_to_send BIGINT NOT NULL,
+    backlog BIGINT NOT NULL
 );
-INSERT INTO callback_senders (task_id, node_id, next_sequence, next_to_send)
-SELECT task_id, MAX(node_id), MAX(sequence) + 1, COALESCE(MIN(CASE WHEN done_ms IS NULL THEN sequence END),
-                                                          MAX(sequence) + 1)
+INSERT INTO callback_senders (task_id, node_id, next_to_send, backlog)
+SELECT task_id, MAX(node_id), COALESCE(MIN(CASE WHEN done_ms IS NULL THEN sequence END), MAX(sequence) + 1),
+       COUNT(*) - COUNT(done_ms)
 FROM callbacks GROUP BY task_id;
-CREATE INDEX callback_senders_pending ON callback_senders (node_id) WHERE next_to_send < next_sequence;
+CREATE INDEX callback_senders_busy ON callback_senders (node_id) WHERE backlog > 0;
 DROP INDEX callbacks_pending;
 """,
 }
