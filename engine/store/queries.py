@@ -314,9 +314,9 @@ class Store:
     def pending_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
         """The first undone event of each stream this node sends, oldest first (so each task's
         go in order). Reads only this node's streams with a backlog (an index of them), one
-        lookup each, however many events wait or were delivered: 2.7 ms on PostgreSQL, 1-2 ms
-        on SQLite, for 600 such streams with 23,000 undone events beside 500,000 delivered
-        (benchmarks/callback_outbox.py, on a loaded 2-core machine)."""
+        lookup each, however many events wait or were delivered: ~2 ms on either database for
+        500 such streams with 23,000 undone events beside 520,000 delivered (results in
+        benchmarks/results/callback-outbox.md, on a loaded 2-core machine)."""
         # MATERIALIZED: every head first, then the oldest of them. Left free, PostgreSQL's plan for
         # a LIMIT it cannot see walks the whole outbox in id order, delivered events and all.
         rows = self._db.execute(
