@@ -86,6 +86,7 @@ class CallbackSender:
         self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
         self._in_flight: set[int] = set()
         self._runner: asyncio.Task | None = None
+        self._store_away = False
 
     async def emit(self, task_id: str, room_id: str, task_url: str, event_type: int, message: str,
                    detail: dict) -> None:
@@ -118,8 +119,11 @@ class CallbackSender:
             self._wake.clear()
             try:
                 await self._poll()
-            except Exception:  # the store is away: try again at the next poll
-                log.exception("callbacks_poll_failed")
+                self._store_away = False
+            except Exception:  # the store is away: try again at the next poll (said once per outage)
+                if not self._store_away:
+                    log.exception("callbacks_poll_failed")
+                self._store_away = True
 
     async def _poll(self) -> None:
         now = time.monotonic()

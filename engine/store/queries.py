@@ -6,8 +6,9 @@ off the event loop. Each method is one transaction.
 
 A store may be shared by a fleet: each task, file, stream and callback row
 names the node that owns it (`node_id`). What a node resumes after a restart
-(its active tasks, files to upload, streams to listen for, callbacks to send)
-is its own; what it answers about (any task, its files) is the fleet's. A
+(its active tasks, files to upload, streams to listen for) is its own; what it
+answers about (any task, its files) is the fleet's; a task's callbacks are sent
+by one node at a time, whichever produced them (`callback_senders`, below). A
 SQLite store is one node's: it takes every row as its own when opened, so a
 data directory moved to another host (another default node id) goes on as before.
 """
@@ -158,7 +159,9 @@ class Store:
         return [self._task(row) for row in rows]
 
     def count_undone_callbacks(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM callbacks WHERE done_ms IS NULL").fetchone()[0]
+        """Events of the whole fleet not yet delivered or given up."""
+        return self._db.execute(
+            "SELECT COALESCE(SUM(backlog), 0) FROM callback_senders WHERE backlog > 0").fetchone()[0]
 
     def recent_callbacks(self, limit: int) -> list[dict]:
         """The newest callbacks, newest first, with their delivery state (for the console)."""

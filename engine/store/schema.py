@@ -140,6 +140,7 @@ SELECT task_id, MAX(node_id), COALESCE(MIN(CASE WHEN done_ms IS NULL THEN sequen
 FROM callbacks GROUP BY task_id;
 CREATE INDEX callback_senders_busy ON callback_senders (node_id) WHERE backlog > 0;
 DROP INDEX callbacks_pending;
+DROP INDEX callbacks_undone;
 """,
 }
 

@@ -296,6 +296,7 @@ def test_a_tasks_callbacks_have_one_sender_whichever_node_produced_them(store_lo
     assert one.add_callback("a", 7, "http://x", {}, 0) == 0
     assert two.add_callback("a", 1, "http://x", {}, 0) == 1  # numbered after node-1's
     assert pending(one) == [("a", 0)] and pending(two) == []
+    assert one.count_undone_callbacks() == two.count_undone_callbacks() == 2  # the fleet's backlog
     deliver(one)
     assert pending(one) == [("a", 1)] and pending(two) == []  # node-1 sends its backlog, node-2's event too
     deliver(one)
@@ -365,6 +366,6 @@ def test_a_store_with_callbacks_from_before_their_senders_is_migrated(store_loca
                    "delivered, node_id) VALUES ('a', ?, 1, 'http://x', '{}', 0, ?, 1, 'node-1')", (sequence, done))
     db.close()
     store = Store(store_location, node_id="node-1")
-    assert pending(store) == [("a", 1)]
+    assert pending(store) == [("a", 1)] and store.count_undone_callbacks() == 2
     assert store.add_callback("a", 1, "http://x", {}, 0) == 3
     store.close()
