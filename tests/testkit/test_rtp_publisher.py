@@ -282,17 +282,17 @@ def test_depayloaded_video_reproduces_access_units(run):
 
 
 def test_audio_delay_shifts_audio_send_times(run):
+    """From the publisher's record of when it sent each packet: none before it was due,
+    audio 0.25 s after its capture time where video goes at its own (the test's socket is
+    read late on a busy machine, so arrival times would measure the test)."""
     m = run.manifest
 
     def lateness(kind):
-        return np.median(
-            [t - m.capture_wall(kind, pkt.timestamp) for t, _, pkt in run.rtp(kind)]
-        )
+        return [p.sent_wall - m.t0_wall - p.capture_time_s for p in m.track_packets(kind, include_dropped=False)]
 
-    assert abs(lateness("video")) < 0.02
-    assert lateness("audio") == pytest.approx(0.25, abs=0.02)
-    sent = [p.sent_wall - m.t0_wall - p.capture_time_s for p in m.track_packets("audio", False)]
-    assert np.median(sent) == pytest.approx(0.25, abs=0.02)
+    for kind, delay in (("video", 0.0), ("audio", 0.25)):
+        assert min(lateness(kind)) >= delay - 0.002
+    assert np.median(lateness("audio")) - np.median(lateness("video")) == pytest.approx(0.25, abs=0.02)
 
 
 def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
@@ -304,19 +304,24 @@ def test_sigterm_stops_cleanly_with_partial_manifest(tmp_path):
     ).with_targets({kind: (host, rtp, None) for kind, (host, rtp, _) in targets.items()})  # no RTCP
     proc = start_publisher(spec)
     try:
-        assert select.select([socks["video_rtp"]], [], [], 30)[0], "nothing sent"
-        time.sleep(0.3)
+        for _ in range(6):  # a few packets out, then the signal
+            assert select.select([socks["video_rtp"]], [], [], 30)[0], "nothing sent"
+            socks["video_rtp"].recv(65536)
+        signalled = time.time()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
         for sock in socks.values():
             sock.close()
     manifest = wait_manifest(spec.manifest_path, timeout_s=1)
-    assert not manifest.completed
+    assert not manifest.completed and manifest.end_wall >= signalled
     assert manifest.t0_wall == spec.start_time
     video = manifest.track_packets("video")
-    assert 5 < len(video) and max(p.frame_index for p in video) < 60
-    assert all(p.sent_wall is not None for p in manifest.packets)
+    # it stopped where the signal found it (a busy machine may hold the signal back a while;
+    # nothing that fell due later went out), well before its clip's end
+    assert 5 < len(video) and max(p.frame_index for p in video) < len(spec.media().video) - 1
+    assert all(manifest.t0_wall + p.capture_time_s <= manifest.end_wall for p in manifest.packets)
+    assert all(p.sent_wall is not None for p in manifest.packets)  # none recorded half-sent
 
 
 def test_looped_clip_repeats_with_running_timestamps(tmp_path):
