@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from contract import protocol
-from engine import defaults, models
+from engine import defaults, errors, models, views
 from engine.admission import Admission, NodeState
 from engine.callbacks import CallbackSender, CallbackTransport, HttpTransport
 from engine.capacity import Capacity, default_max_streams
@@ -29,10 +29,11 @@ from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
 from engine.snapshots import SnapshotBook
-from engine.status import ENDED_TASK_STATUSES
+from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES
 from engine.store import AsyncStore, Store
 from engine.streams import Spawner, StreamRegistry
 from engine.supervisor import Supervisor
+from engine.task_sync import TaskSync
 from engine.tasks import TaskManager
 from storage_adapters.spool import Spool
 from storage_adapters.uploader import Uploader, UploadResult
@@ -45,7 +46,7 @@ UPLOAD_DRAIN_POLL_S = 0.2
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
                  admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
-                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet):
+                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, task_sync: TaskSync):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
         self.store = store
@@ -58,6 +59,7 @@ class RecordingNode:
         self.events = events
         self.supervisor = supervisor
         self.fleet = fleet
+        self.task_sync = task_sync
         self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._stats_poller = asyncio.get_running_loop().create_task(self._poll_stats())
@@ -89,11 +91,6 @@ class RecordingNode:
         admission = Admission(Capacity(config.max_streams or default_max_streams(), config.max_tasks, config.cpu_cap))
         streams = StreamRegistry(config, store, rooms, PortAllocator(*config.rtp_port_range), supervisor, admission,
                                  events, tasks, clock)
-        uploader.start()
-        await tasks.load()
-        await supervisor.warm_up()
-        pulls = streams.pulls = PullSources(config, streams)
-        await streams.restore()
 
         def membership() -> Membership:
             capacity = admission.capacity
@@ -102,10 +99,20 @@ class RecordingNode:
                               max(0, capacity.max_tasks - sum(tasks.status_counts().values())))
 
         fleet = Fleet(store, config.node_id, config.base_url, config.node_lease_s, membership, clock)
+        # Live again before it looks at its files: the others stop marking them interrupted.
+        await fleet.renew()
+        uploader.start()
+        await tasks.load()
+        await supervisor.warm_up()
+        pulls = streams.pulls = PullSources(config, streams)
+        await streams.restore()
+        task_sync = TaskSync(store, tasks, fleet, clock)
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
-                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet)
+                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet,
+                   task_sync=task_sync)
         admission.open()
         await fleet.join()
+        await task_sync.start()  # the fleet's tasks: this node records their rooms' streams it holds
         log.info("node_ready", data_dir=str(config.data_dir))
         return node
 
@@ -148,6 +155,7 @@ class RecordingNode:
         await self.fleet.renew()  # the others see it draining (and stop sending it publishers) at once
         self._ticker.cancel()
         self._stats_poller.cancel()
+        self.task_sync.stop()
         await self.poll_ingest()  # the last counts of streams about to end
         await self.pulls.close()
         await self.streams.unpublish_all()
@@ -184,11 +192,19 @@ class RecordingNode:
     async def take_snapshot(self, task_id: str) -> None:
         await self.tasks.take_snapshot(task_id)
 
+    # Describe*: any task of the fleet, with its files from every node
     async def describe_record_status(self, task_id: str) -> dict:
-        return await self.tasks.describe(task_id)
+        record = await self.store.get_task(task_id)
+        if record is None:
+            raise errors.TaskNotFound()
+        return views.task_status(record, await self.store.files_of_task(task_id), self.tasks.files.signed_url)
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
-        return await self.tasks.describe_tasks(request)
+        statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES
+        total, records = await self.store.page_tasks(
+            statuses, request.room_id, request.start_time_ms, request.end_time_ms,
+            (request.page_offset - 1) * request.page_size, request.page_size)
+        return views.task_page(request.page_offset, request.page_size, total, records)
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                           sdp_text: str, announcer: str = "") -> PublishedStream:

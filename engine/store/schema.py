@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,6 +120,12 @@ CREATE TABLE nodes (
     renewed_ms BIGINT NOT NULL,
     lease_until_ms BIGINT NOT NULL
 );
+""",
+    # every published stream is in `streams` (WHIP too: the fleet counts a room's streams
+    # and keeps one publisher per stream id from it); only plain RTP is listened for again
+    9: """
+ALTER TABLE streams ADD COLUMN kind TEXT NOT NULL DEFAULT 'rtp';
+CREATE INDEX tasks_by_status ON tasks (status);
 """,
 }
 
