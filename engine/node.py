@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -99,6 +100,7 @@ class RecordingNode:
                               max(0, capacity.max_tasks - sum(tasks.status_counts().values())))
 
         fleet = Fleet(store, config.node_id, config.base_url, config.node_lease_s, membership, clock)
+        destinations.urls = replace(destinations.urls, peers=fleet.peer_urls)
         # Live again before it looks at its files: the others stop marking them interrupted.
         await fleet.renew()
         uploader.start()
