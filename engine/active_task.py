@@ -37,7 +37,7 @@ class ActiveTask:
     idle_since: float | None = None  # monotonic: since when none of its streams is in the room
     next_room_empty_event: float | None = None
     missing_checked: bool = False
-    changed: float = 0.0  # monotonic: when this node last learnt or changed its state (engine.task_sync)
+    changed: int = 0  # TaskManager.changes when this node last learnt or changed its state (engine.task_sync)
 
     @property
     def task_id(self) -> str:

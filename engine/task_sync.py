@@ -71,7 +71,7 @@ class TaskSync:
 
     async def sync(self) -> None:
         """One round: what the store says of the fleet's tasks and streams, applied here."""
-        read_at, now_ms = self._clock.monotonic(), self._clock.wall_ms()
+        read_at, now_ms = self._tasks.changes, self._clock.wall_ms()
         records = await self._store.fleet_active_tasks()
         elsewhere: dict[str, set[str]] = {}
         for room_id, stream_id in await self._store.live_streams_elsewhere(now_ms):
@@ -89,7 +89,7 @@ class TaskSync:
             await self._follow(record, read_at)
         for task in self._tasks.active():
             # a task this node took in or changed after the read is newer than what was read
-            if task.task_id not in active and task.changed < read_at:
+            if task.task_id not in active and task.changed <= read_at:
                 await self._tasks.ended_elsewhere(task.task_id)
 
     async def _take_over(self, record: TaskRecord) -> TaskRecord:
@@ -98,13 +98,13 @@ class TaskSync:
             return replace(record, node_id=self._fleet.node_id)
         return record  # another live node was faster: the next read says which
 
-    async def _follow(self, record: TaskRecord, read_at: float) -> None:
+    async def _follow(self, record: TaskRecord, read_at: int) -> None:
         task = self._tasks.held(record.task_id)
         if task is None:
             if not self._tasks.ended_here(record.task_id):
                 await self._tasks.adopt(record)
             return
-        if task.changed >= read_at:
+        if task.changed > read_at:
             return
         if task.record.node_id != record.node_id:
             task.record = replace(task.record, node_id=record.node_id)

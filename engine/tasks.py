@@ -49,6 +49,7 @@ class TaskManager:
         self._active: dict[str, ActiveTask] = {}
         self._gate = StartGate(store)
         self._ended: dict[str, float] = {}  # tasks this node let go lately, and when (monotonic)
+        self.changes = 0  # counts this node's changes of its tasks (ActiveTask.changed)
         # the ids of a room's streams on the fleet's other live nodes (engine.task_sync)
         self.streams_elsewhere: Callable[[str], set[str]] = lambda room_id: set()
 
@@ -58,6 +59,10 @@ class TaskManager:
 
     def active(self) -> list[ActiveTask]:
         return list(self._active.values())
+
+    def _next_change(self) -> int:
+        self.changes += 1
+        return self.changes
 
     def held(self, task_id: str) -> ActiveTask | None:
         return self._active.get(task_id)
@@ -85,7 +90,7 @@ class TaskManager:
     def _hold(self, record: TaskRecord) -> ActiveTask:
         """An active task of the store (this node's, or one it learnt of) held here."""
         started = self._clock.monotonic() - (self._clock.wall_ms() - record.created_ms) / 1000
-        task = ActiveTask(record, self._recording_spec(record), started, changed=self._clock.monotonic())
+        task = ActiveTask(record, self._recording_spec(record), started, changed=self._next_change())
         self._active[record.task_id] = task
         self._register_files(task)
         return task
@@ -322,7 +327,7 @@ class TaskManager:
 
     async def apply_status(self, task: ActiveTask, status: TaskStatus) -> None:
         """Paused or recording, as the store says: this node's recordings of the task follow."""
-        task.record, task.changed = replace(task.record, status=status), self._clock.monotonic()
+        task.record, task.changed = replace(task.record, status=status), self._next_change()
         make = protocol.PauseRecording if status is TaskStatus.PAUSED else protocol.ResumeRecording
         await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
         log.info("task_paused" if status is TaskStatus.PAUSED else "task_resumed", task_id=task.task_id)
