@@ -38,7 +38,8 @@ class TaskSync:
         self._tasks = tasks
         self._fleet = fleet
         self._clock = clock
-        self._poll_s = poll_s
+        self.poll_s = poll_s  # read at each round
+        self.rounds = 0  # syncs done
         self._wake = asyncio.Event()
         self._elsewhere: dict[str, set[str]] = {}  # room id -> stream ids on the other live nodes
         self._runner: asyncio.Task | None = None
@@ -60,7 +61,7 @@ class TaskSync:
     async def _run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -71,6 +72,7 @@ class TaskSync:
 
     async def sync(self) -> None:
         """One round: what the store says of the fleet's tasks and streams, applied here."""
+        self.rounds += 1
         read_at, now_ms = self._tasks.changes, self._clock.wall_ms()
         records = await self._store.fleet_active_tasks()
         elsewhere: dict[str, set[str]] = {}

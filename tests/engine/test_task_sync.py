@@ -59,6 +59,26 @@ async def test_any_node_starts_pauses_resumes_and_stops_a_task_of_the_room(pair)
 
 
 @pytest.mark.asyncio
+async def test_a_node_hears_of_a_new_task_at_once_on_postgresql(pair):
+    """LISTEN/NOTIFY wakes the other node's sync: polling alone would take a minute here."""
+    one, two = pair
+    sync = two.node.task_sync
+    sync.poll_s = 60.0
+    rounds = sync.rounds
+
+    async def round_done() -> bool:  # the wait begun before the change is over
+        return sync.rounds > rounds
+
+    await eventually(round_done)
+    task_id = await one.node.start_record(start_request("heard"))
+
+    async def held() -> bool:
+        return two.node.tasks.held(task_id) is not None
+
+    await eventually(held, timeout_s=1.0)
+
+
+@pytest.mark.asyncio
 async def test_two_nodes_ending_a_task_at_once_end_it_once(pair):
     one, two = pair
     task_id = await one.node.start_record(start_request("race"))
