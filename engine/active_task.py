@@ -13,6 +13,7 @@ from contract import protocol
 
 from contract.storage import DestinationSpec
 from contract.worker import RecordingSpec
+from engine.clock import Clock
 from engine.rooms import PublishedStream
 from engine.store import TaskRecord
 
@@ -25,6 +26,9 @@ class StreamControl(Protocol):
 
     async def flush(self, stream: PublishedStream) -> None:
         """Wait until every event the stream's worker sent so far has been handled."""
+
+
+ENDED_MEMORY_S = 60.0  # far longer than a sync's read of the store takes
 
 
 @dataclass
@@ -66,6 +70,44 @@ def recording_spec(record: TaskRecord, storage: DestinationSpec, mp4_audio: str)
                          skip_mute_audio=r.input.record_mute_audio == 2,
                          mute_split_s=r.input.mute_split_threshold if r.input.record_mute_audio == 2 else None,
                          mp4_audio=mp4_audio)
+
+
+class HeldTasks:
+    """The active tasks a node holds, by id, with what its task sync asks of them:
+    which changed after a read of the store began (`changes` counts this node's
+    changes), and which it let go lately (a read from before may still list them)."""
+
+    def __init__(self, clock: Clock, ended_memory_s: float = ENDED_MEMORY_S):
+        self._tasks: dict[str, ActiveTask] = {}
+        self._let_go_at: dict[str, float] = {}  # task id -> monotonic time
+        self._clock = clock
+        self._memory_s = ended_memory_s
+        self.changes = 0
+
+    def get(self, task_id: str) -> ActiveTask | None:
+        return self._tasks.get(task_id)
+
+    def all(self) -> list[ActiveTask]:
+        return list(self._tasks.values())
+
+    def add(self, task: ActiveTask) -> None:
+        self._tasks[task.task_id] = task
+        self.touch(task)
+
+    def touch(self, task: ActiveTask) -> None:
+        """The node changed the task (or learnt of it) now."""
+        self.changes += 1
+        task.changed = self.changes
+
+    def let_go(self, task_id: str) -> ActiveTask | None:
+        self._let_go_at[task_id] = self._clock.monotonic()
+        return self._tasks.pop(task_id, None)
+
+    def let_go_lately(self, task_id: str) -> bool:
+        horizon = self._clock.monotonic() - self._memory_s
+        for old in [t for t, at in self._let_go_at.items() if at < horizon]:
+            del self._let_go_at[old]
+        return task_id in self._let_go_at
 
 
 @dataclass(frozen=True)

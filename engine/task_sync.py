@@ -73,7 +73,7 @@ class TaskSync:
     async def sync(self) -> None:
         """One round: what the store says of the fleet's tasks and streams, applied here."""
         self.rounds += 1
-        read_at, now_ms = self._tasks.changes, self._clock.wall_ms()
+        read_at, now_ms = self._tasks.held.changes, self._clock.wall_ms()
         records = await self._store.fleet_active_tasks()
         elsewhere: dict[str, set[str]] = {}
         for room_id, stream_id in await self._store.live_streams_elsewhere(now_ms):
@@ -89,7 +89,7 @@ class TaskSync:
             if record.node_id in gone:
                 record = await self._take_over(record)
             await self._follow(record, read_at)
-        for task in self._tasks.active():
+        for task in self._tasks.held.all():
             # a task this node took in or changed after the read is newer than what was read
             if task.task_id not in active and task.changed <= read_at:
                 await self._tasks.ended_elsewhere(task.task_id)
@@ -101,9 +101,9 @@ class TaskSync:
         return record  # another live node was faster: the next read says which
 
     async def _follow(self, record: TaskRecord, read_at: int) -> None:
-        task = self._tasks.held(record.task_id)
+        task = self._tasks.held.get(record.task_id)
         if task is None:
-            if not self._tasks.ended_here(record.task_id):
+            if not self._tasks.held.let_go_lately(record.task_id):
                 await self._tasks.adopt(record)
             return
         if task.changed > read_at:

@@ -14,7 +14,7 @@ from contract import protocol
 from contract.codes import CallbackEvent, QuitReason
 from contract.worker import RecordingSpec
 from engine import checks, errors, models
-from engine.active_task import ActiveTask, StreamControl, judge, recording_spec
+from engine.active_task import ActiveTask, HeldTasks, StreamControl, judge, recording_spec
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.files import FileBook
@@ -28,7 +28,6 @@ from engine.task_end import after_uploads, settle_here
 log = structlog.get_logger("tasks")
 
 STOP_REPLY_TIMEOUT_S = 10.0
-ENDED_MEMORY_S = 60.0  # far longer than a sync's read of the store takes
 
 
 Emit = Callable[[str, str, str, int, str, dict], Awaitable[None]]
@@ -46,10 +45,8 @@ class TaskManager:
         self._streams = streams
         self._clock = clock
         self._background: set[asyncio.Task] = set()
-        self._active: dict[str, ActiveTask] = {}
+        self.held = HeldTasks(clock)  # the fleet's active tasks this node follows (engine.task_sync reads it too)
         self._gate = StartGate(store)
-        self._ended: dict[str, float] = {}  # tasks this node let go lately, and when (monotonic)
-        self.changes = 0  # counts this node's changes of its tasks (ActiveTask.changed)
         # the ids of a room's streams on the fleet's other live nodes (engine.task_sync)
         self.streams_elsewhere: Callable[[str], set[str]] = lambda room_id: set()
 
@@ -57,30 +54,9 @@ class TaskManager:
     def node_id(self) -> str:
         return self._config.node_id
 
-    def active(self) -> list[ActiveTask]:
-        return list(self._active.values())
-
-    def _next_change(self) -> int:
-        self.changes += 1
-        return self.changes
-
-    def held(self, task_id: str) -> ActiveTask | None:
-        return self._active.get(task_id)
-
-    def ended_here(self, task_id: str) -> bool:
-        """Whether this node let the task go lately (a read of the store from before may still list it)."""
-        horizon = self._clock.monotonic() - ENDED_MEMORY_S
-        for old in [t for t, at in self._ended.items() if at < horizon]:
-            del self._ended[old]
-        return task_id in self._ended
-
-    def _let_go(self, task_id: str) -> ActiveTask | None:
-        self._ended[task_id] = self._clock.monotonic()
-        return self._active.pop(task_id, None)
-
     def _owned(self) -> list[ActiveTask]:
         """The tasks this node owns (created, or took over from a node that died)."""
-        return [t for t in self._active.values() if t.record.node_id == self.node_id]
+        return [t for t in self.held.all() if t.record.node_id == self.node_id]
 
     async def load(self) -> None:
         for record in await self._store.tasks_with_status(ACTIVE_TASK_STATUSES):
@@ -90,8 +66,8 @@ class TaskManager:
     def _hold(self, record: TaskRecord) -> ActiveTask:
         """An active task of the store (this node's, or one it learnt of) held here."""
         started = self._clock.monotonic() - (self._clock.wall_ms() - record.created_ms) / 1000
-        task = ActiveTask(record, self._recording_spec(record), started, changed=self._next_change())
-        self._active[record.task_id] = task
+        task = ActiveTask(record, self._recording_spec(record), started)
+        self.held.add(task)
         self._register_files(task)
         return task
 
@@ -114,7 +90,7 @@ class TaskManager:
             record = await self._store.get_task(task_id)
             if record is None:
                 continue
-            task = self._active.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
+            task = self.held.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
             self._register_files(task)
             if not record.status.terminal:
                 continue
@@ -143,7 +119,7 @@ class TaskManager:
 
         task_id, created = await self._gate.enter(request.client_task_id,
                                                   lambda creating: admit(len(self._owned()) + creating), create)
-        task = self._active.get(task_id)
+        task = self.held.get(task_id)
         if created and task is not None:
             for stream in self._rooms.streams(task.record.room_id):
                 if task.wants(stream):
@@ -188,7 +164,7 @@ class TaskManager:
 
     # streams coming and going
     async def stream_ready(self, stream: PublishedStream) -> None:
-        for task in list(self._active.values()):
+        for task in self.held.all():
             if task.record.room_id == stream.room_id and task.wants(stream):
                 await self._start_on_stream(task, stream)
 
@@ -196,7 +172,7 @@ class TaskManager:
         """The stream left its room. Returns the tasks whose recording of it stays open
         (FillBlank: the file continues if it comes back) and those whose must close."""
         keep, stop = [], []
-        for task in self._active.values():
+        for task in self.held.all():
             if task.record.room_id != stream.room_id or stream.stream_id not in task.streams:
                 continue
             if task.fill_blank:
@@ -210,24 +186,29 @@ class TaskManager:
         """A publisher offered media the node cannot record, and was refused. A task that
         would record the stream and records nothing else ends as unsupported media
         (quit_reason 1010); one that records other streams goes on without it."""
-        for task in [t for t in self._active.values() if t.record.room_id == room_id]:
+        for task in [t for t in self.held.all() if t.record.room_id == room_id]:
             listed = task.record.request.input.record_streams
             if listed and stream_id not in listed:
                 continue
+            alone = not task.streams and not self._recorded_elsewhere(task)
             log.warning("stream_unsupported", task_id=task.task_id, room_id=room_id, stream_id=stream_id,
-                        reason=reason, task_ends=not task.streams)
-            if not task.streams:
+                        reason=reason, task_ends=alone)
+            if alone:
                 await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, QuitReason.UNSUPPORTED_FORMAT)
+
+    def _recorded_elsewhere(self, task: ActiveTask) -> bool:
+        """Whether another live node of the fleet holds a stream the task records."""
+        return any(task.wants_id(s) for s in self.streams_elsewhere(task.record.room_id))
 
     def keeps_open(self, room_id: str, stream_id: str) -> bool:
         """Whether a task still holds a recording of this (departed) stream open."""
-        return any(t.record.room_id == room_id and stream_id in t.streams for t in self._active.values())
+        return any(t.record.room_id == room_id and stream_id in t.streams for t in self.held.all())
 
     async def worker_lost(self, stream: PublishedStream) -> None:
         """The stream's worker died: what it wrote is kept (see FileBook.worker_lost)."""
-        tasks = {t.task_id for t in self._active.values() if t.record.room_id == stream.room_id}
+        tasks = {t.task_id for t in self.held.all() if t.record.room_id == stream.room_id}
         for task_id in tasks:
-            self._active[task_id].streams.discard(stream.stream_id)
+            self.held.get(task_id).streams.discard(stream.stream_id)
         await self.files.worker_lost(lambda f: f.task_id in tasks and f.stream_id == stream.stream_id)
 
     # worker events
@@ -247,7 +228,7 @@ class TaskManager:
             case protocol.RecordingFailed():
                 log.error("recording_failed", task_id=event.task_id, stream_id=stream.stream_id,
                           quit_reason=event.quit_reason, message=event.message)
-                task = self._active.get(event.task_id)
+                task = self.held.get(event.task_id)
                 if task is not None:
                     # Not awaited here: closing waits for this very event queue to drain.
                     self._in_background(self._recording_failed(task, stream, event.quit_reason))
@@ -257,7 +238,8 @@ class TaskManager:
         that stream leaves the task, its file closed with what was written; the task
         ends abnormally when the failure is the node's (the spool is full: every stream
         would fail) or when no other stream of the task is recording."""
-        if quit_reason == QuitReason.OUT_OF_DISK_SPACE or task.streams <= {stream.stream_id}:
+        alone = task.streams <= {stream.stream_id} and not self._recorded_elsewhere(task)
+        if quit_reason == QuitReason.OUT_OF_DISK_SPACE or alone:
             await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, quit_reason)
             return
         task.streams.discard(stream.stream_id)  # before any await: a second failure sees it
@@ -276,14 +258,14 @@ class TaskManager:
     # StopRecord and every other end: the one writer of terminal states
     async def _active_task(self, task_id: str) -> ActiveTask:
         """A task of the fleet, held here (one created on another node a moment ago is taken in now)."""
-        task = self._active.get(task_id)
+        task = self.held.get(task_id)
         if task is None:
             record = await self._store.get_task(task_id)
             if record is None:
                 raise errors.TaskNotFound()
             if record.status.terminal:
                 raise errors.TaskAlreadyStopped()
-            task = self._active.get(task_id) or await self.adopt(record)
+            task = self.held.get(task_id) or await self.adopt(record)
         return task
 
     async def stop_record(self, task_id: str) -> None:
@@ -327,7 +309,8 @@ class TaskManager:
 
     async def apply_status(self, task: ActiveTask, status: TaskStatus) -> None:
         """Paused or recording, as the store says: this node's recordings of the task follow."""
-        task.record, task.changed = replace(task.record, status=status), self._next_change()
+        task.record = replace(task.record, status=status)
+        self.held.touch(task)
         make = protocol.PauseRecording if status is TaskStatus.PAUSED else protocol.ResumeRecording
         await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
         log.info("task_paused" if status is TaskStatus.PAUSED else "task_resumed", task_id=task.task_id)
@@ -349,7 +332,7 @@ class TaskManager:
     # room rules, on the node's ticker, with the room's streams on every live node
     async def tick(self) -> None:
         now, wall, config = self._clock.monotonic(), self._clock.wall_ms(), self._config
-        for task in list(self._active.values()):
+        for task in self.held.all():
             room = task.record.room_id
             here = {s.stream_id for s in self._rooms.streams(room)}
             verdict = judge(task, now, wall, here | self.streams_elsewhere(room), task.record.node_id == self.node_id,
@@ -372,7 +355,7 @@ class TaskManager:
         nodes that would end the task, the one whose conditional write did sends them."""
         assert status.terminal
         task_id = task.record.task_id
-        if self._let_go(task_id) is None:
+        if self.held.let_go(task_id) is None:
             return
         end = self._clock.wall_ms()
         if not await self._store.end_task(task_id, status, end, reason):  # another node ended it a moment ago
@@ -392,7 +375,7 @@ class TaskManager:
 
     async def ended_elsewhere(self, task_id: str) -> None:
         """Another node ended the task (engine.task_sync): this node closes its files of it."""
-        task = self._let_go(task_id)
+        task = self.held.let_go(task_id)
         if task is not None:
             log.info("task_ended_elsewhere", task_id=task_id)
             await self._close_here(task)

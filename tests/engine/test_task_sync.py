@@ -44,7 +44,7 @@ async def test_any_node_starts_pauses_resumes_and_stops_a_task_of_the_room(pair)
     await two.node.pause_record(task_id)  # on the node that did not start it
     assert requests(worker, protocol.PauseRecording) == [task_id]
     await one.node.task_sync.sync()
-    assert one.node.tasks.held(task_id).record.status is TaskStatus.PAUSED
+    assert one.node.tasks.held.get(task_id).record.status is TaskStatus.PAUSED
     with pytest.raises(errors.InvalidParameter):  # the store says it is paused, whoever is asked
         await one.node.pause_record(task_id)
     await one.node.resume_record(task_id)
@@ -53,7 +53,7 @@ async def test_any_node_starts_pauses_resumes_and_stops_a_task_of_the_room(pair)
 
     await one.node.stop_record(task_id)
     await two.node.task_sync.sync()
-    assert requests(worker, protocol.StopRecording) == [task_id] and two.node.tasks.held(task_id) is None
+    assert requests(worker, protocol.StopRecording) == [task_id] and two.node.tasks.held.get(task_id) is None
     await one.until_events(task_id, [CallbackEvent.PAUSED, CallbackEvent.RESUMED, CallbackEvent.STOPPED_UPLOADING,
                                      CallbackEvent.UPLOADED, CallbackEvent.NORMAL_EXIT])
 
@@ -73,7 +73,7 @@ async def test_a_node_hears_of_a_new_task_at_once_on_postgresql(pair):
     task_id = await one.node.start_record(start_request("heard"))
 
     async def held() -> bool:
-        return two.node.tasks.held(task_id) is not None
+        return two.node.tasks.held.get(task_id) is not None
 
     await eventually(held, timeout_s=1.0)
 
@@ -95,7 +95,7 @@ async def test_max_tasks_counts_the_tasks_this_node_created(pair):
     one, two = pair
     await two.node.start_record(start_request("theirs"))
     await one.node.task_sync.sync()
-    assert len(one.node.tasks.active()) == 1  # it follows the other node's task ...
+    assert len(one.node.tasks.held.all()) == 1  # it follows the other node's task ...
     await one.node.start_record(start_request("mine"))  # ... which does not count against its --max-tasks 1
     with pytest.raises(errors.NodeBusy):
         await one.node.start_record(start_request("one-too-many"))
@@ -122,7 +122,7 @@ async def test_a_task_whose_node_died_is_taken_over_and_its_files_interrupted(pa
     await one.node.task_sync.sync()
     assert one.node.tasks.streams_elsewhere("room") == set()  # its stream is counted gone
     assert await file_statuses() == [5]  # interrupted
-    assert one.node.tasks.held(task_id).record.node_id == "one"  # it sends the room's events now
+    assert one.node.tasks.held.get(task_id).record.node_id == "one"  # it sends the room's events now
     assert (await one.node.store.get_task(task_id)).node_id == "one"
 
 
