@@ -62,6 +62,7 @@ def holds(node: NodeProcess, task_id: str) -> bool:
 
 
 def whip(node: NodeProcess, room: str, stream: str, manifest: Path, frames: int):
+    """Publish with aiortc (its own process) to the end; what it sent, or why it could not."""
     spec = WhipSpec(url=f"{node.base_url}/whip/{room}/{stream}?UserId=u-{stream}", manifest=str(manifest),
                     video_frames=frames)
 
@@ -69,7 +70,7 @@ def whip(node: NodeProcess, room: str, stream: str, manifest: Path, frames: int)
         process = await start_publisher("aiortc", spec)
         return await asyncio.wait_for(process.wait(), 60)
 
-    assert asyncio.run(run()) == 0
+    asyncio.run(run())
     return read_manifest(manifest)
 
 
@@ -90,6 +91,8 @@ def test_a_task_records_its_room_on_every_node(fleet, receiver, tmp_path):
     spec = PublisherSpec(duration_s=4.0)
     location, targets = publish(b, room, "cam-b", spec)  # plain RTP to B
     rtp_publisher, spec = run_publisher(spec, targets, tmp_path)
+    refused = whip(c, room, "cam-b", tmp_path / "twice.json", frames=1)  # one publisher per stream id, fleet-wide
+    assert refused.error.startswith("409"), refused.error
     sent_webrtc = whip(c, room, "cam-c", tmp_path / "whip.json", frames=90)  # WebRTC to C, meanwhile
     assert not sent_webrtc.error, sent_webrtc.error
     sent_rtp = wait_manifest(spec.manifest_path, proc=rtp_publisher)
