@@ -1,6 +1,7 @@
 """A task belongs to a room, not to a node: three real `recnode serve` processes on
 one PostgreSQL (tests/conftest.py), a StartRecord sent to one recording the streams
-published to the others, and a node killed (SIGKILL) while it records."""
+published to the others (plain RTP and WHIP), and a node killed (SIGKILL) while it
+records into moto's S3, then brought back to finish its upload."""
 
 from __future__ import annotations
 
