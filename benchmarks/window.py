@@ -15,6 +15,7 @@ from benchmarks.config import MAIN_FOLDER, BenchConfig, Storage
 from benchmarks.mp4scan import FragmentScanner
 from benchmarks.node_calls import task_object_key
 from benchmarks.procs import CpuWindow, Pinning, memory
+from benchmarks.smaps import breakdown, mean_breakdown
 from testkit.node import NodeProcess
 
 
@@ -97,10 +98,13 @@ class Window:
             self.say(line)
             if time.monotonic() >= end_at - 1e-3:
                 break
+        by_mapping = mean_breakdown([b for pid in sorted(workers) if (b := breakdown(pid)) is not None])
         profile = profiler.finish() if profiler is not None else None
         result = {**self.summary(ours, workers, node_pid, first_memory), "profile": profile,
                   "publishers_cpu_pct": round(load.percent(), 2),
+                  "publishers_cpu_pct_per_stream": round(load.percent() / self.n, 3),
                   "machine_busy_pct": round(psutil.cpu_percent(None), 1)}
+        result["memory"]["by_mapping"] = by_mapping  # the workers' mean, at the end of the window
         if ff:
             result["ffmpeg_cpu"] = {"total_pct": round(ff.percent(), 2), "per_stream_pct": round(ff.percent() / self.n, 3),
                                     "system_share": round(ff.system_share() or 0.0, 3)}

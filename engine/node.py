@@ -26,6 +26,7 @@ from engine.events import WorkerEvents
 from engine.files import FileBook, TaskDestinations
 from engine.fleet import Fleet, Membership
 from engine.metrics import IngestTotals, NodeSnapshot, UploadMetrics, render_metrics
+from engine.placement import Placement, Redirect
 from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
@@ -47,7 +48,8 @@ UPLOAD_DRAIN_POLL_S = 0.2
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
                  admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
-                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, task_sync: TaskSync):
+                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, placement: Placement,
+                 task_sync: TaskSync):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
         self.store = store
@@ -60,6 +62,7 @@ class RecordingNode:
         self.events = events
         self.supervisor = supervisor
         self.fleet = fleet
+        self.placement = placement  # which node of the fleet a publish goes to
         self.task_sync = task_sync
         self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -109,9 +112,11 @@ class RecordingNode:
         pulls = streams.pulls = PullSources(config, streams)
         await streams.restore()
         task_sync = TaskSync(store, tasks, fleet, clock)
+        placement = Placement(fleet, store, admission, lambda: streams.load, lambda room: bool(rooms.streams(room)),
+                              config.room_affinity)
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
                    tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet,
-                   task_sync=task_sync)
+                   placement=placement, task_sync=task_sync)
         admission.open()
         await fleet.join()
         await task_sync.start()  # the fleet's tasks: this node records their rooms' streams it holds
@@ -215,6 +220,9 @@ class RecordingNode:
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream:
         return await self.streams.publish_whip(room_id, stream_id, user_id, user_name, sdp_text)
+
+    async def redirect_publish(self, kind: str, room_id: str, stream_id: str) -> Redirect | None:
+        return await self.placement.redirect(kind, room_id, stream_id)
 
     async def unpublish(self, resource_id: str) -> None:
         await self.streams.unpublish(resource_id)

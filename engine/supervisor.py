@@ -9,10 +9,12 @@ a timeout. Its death is seen through its sentinel and never affects others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +28,28 @@ from workers.main import entry
 log = structlog.get_logger("supervisor")
 
 PRELOAD = ["workers.preload"]
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """multiprocessing runs the parent's `__main__` again in every child it starts (named by
+    `__spec__`, or by `__file__` for a script such as the `recnode` console script), so that
+    what `__main__` defines can be unpickled there. A worker needs nothing from it, and
+    running it after the fork (engine.cli and the engine modules it imports) cost each worker
+    ~3 MB of private memory: while a worker is started, the child is not told about it."""
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
+def _start(process: multiprocessing.process.BaseProcess) -> None:
+    with main_module_hidden():
+        process.start()
 
 
 class WorkerStartError(Exception):
@@ -160,7 +184,7 @@ class Supervisor:
                                     name=f"recnode-worker:{config.stream.room_id}/{config.stream.stream_id}")
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._starter, process.start)
+            await loop.run_in_executor(self._starter, _start, process)
         finally:
             child_conn.close()
         handle = WorkerHandle(process, parent_conn, config, on_event, self._forget(on_exit))

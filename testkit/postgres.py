@@ -42,9 +42,11 @@ def server_bin() -> Path | None:
 
 
 class PostgresCluster:
-    def __init__(self, *, durable: bool = False):
-        """`durable`: fsync as in production (benchmarks); off by default, for tests' speed."""
+    def __init__(self, *, durable: bool = False, settings: tuple[str, ...] = ()):
+        """`durable`: fsync as in production (benchmarks); off by default, for tests' speed.
+        `settings`: more server settings, "name=value" (benchmarks load pg_stat_statements)."""
         self.durable = durable
+        self.settings = settings
         self.port = 0
         self.superuser_password = secrets.token_hex(12)
         self.app_password = secrets.token_hex(12)
@@ -74,6 +76,7 @@ class PostgresCluster:
         settings = ["listen_addresses=127.0.0.1", "max_connections=200"]
         if not self.durable:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        settings += self.settings
         self._log = open(self._dir / "server.log", "ab")
         self._process = subprocess.Popen(
             [str(self._bin / "postgres"), "-D", str(self._dir / "data"), "-p", str(self.port), "-k", str(self._dir),
@@ -97,6 +100,12 @@ class PostgresCluster:
                     raise
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid: its process tree is the server (benchmarks measure its CPU)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def server_log(self) -> str:
         return (self._dir / "server.log").read_text(errors="replace") if self._dir else ""
 
@@ -107,6 +116,12 @@ class PostgresCluster:
     def admin(self, sql: str) -> list[tuple]:
         """Run SQL as the superuser, in the `postgres` database."""
         with psycopg.connect(self.url("postgres", SUPERUSER), autocommit=True) as connection:
+            cursor = connection.execute(sql)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def admin_in(self, url: str, sql: str) -> list[tuple]:
+        """Run SQL as the superuser in the database of `url` (one create_database gave)."""
+        with psycopg.connect(self.url(url.rsplit("/", 1)[1], SUPERUSER), autocommit=True) as connection:
             cursor = connection.execute(sql)
             return cursor.fetchall() if cursor.description is not None else []
 

@@ -32,6 +32,7 @@ from workers.inputs.webrtc import OfferError, WebRtcInput
 from workers.inputs.whep import WhepInput
 from workers.logs import configure_logging
 from workers.recordings import StreamRecordings
+from workers.template import imported_after_fork
 
 log = structlog.get_logger("worker")
 
@@ -317,7 +318,7 @@ class StreamWorker:
         await self.recordings.close_all()
         if self._background:  # replies to StopRecording still on their way
             await asyncio.wait(self._background, timeout=EXIT_GRACE_S)
-        log.info("worker_exit")
+        log.info("worker_exit", imported_after_fork=imported_after_fork())
         return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import urllib.parse
 from fractions import Fraction
 
 import aiohttp
@@ -20,30 +21,42 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, is_rtcp
 from aiortc.sdp import SessionDescription
 
+from testkit.rtp import ntp_from_unix
 from testkit.whip.spec import Manifest, PublisherSpec, pcm_s16, raw_media, write_manifest
 
 FPS = 30
 AUDIO_FRAME = 960  # samples at 48 kHz: 20 ms
+VIDEO_CLOCK_RATE, AUDIO_CLOCK_RATE = 90000, 48000  # RTP clocks (H.264 and VP8; Opus)
+MAX_REDIRECTS = 5  # a node answers 307 to another node of its fleet; more than a few is a loop
 
 
-def _report_capture_time(sender, delay_s: float) -> None:
-    """Make an aiortc sender whose media leaves `delay_s` after capture send correct
-    Sender Reports: aiortc pairs each packet's RTP timestamp with the NTP time it was
-    sent (`RTCRtpSender.__ntp_timestamp`); this one pairs it with the capture time.
-    The instance's class becomes a subclass whose property intercepts that
-    (name-mangled) attribute."""
+def _report_capture_time(sender, pacer: "_Pacer", clock_rate: int) -> None:
+    """Make an aiortc sender's Sender Reports pair each RTP timestamp with the time its
+    frame was captured on the pacer's clock (shared by both tracks), as browsers do,
+    instead of with the time the packet happened to leave: aiortc pairs it with the NTP
+    time it was sent (`RTCRtpSender.__ntp_timestamp`), so a publisher slowed by a busy
+    machine, or audio sent late on purpose (`audio_delay_s`), would put its own scheduling
+    into the lip sync the node is tested for. The instance's class becomes a subclass that
+    notes the capture time of each encoded frame (its timestamp is the frame's pts) and
+    whose property intercepts that (name-mangled) attribute."""
     if "_RTCRtpSender__ntp_timestamp" not in vars(sender):
         raise RuntimeError("aiortc's RTCRtpSender no longer keeps __ntp_timestamp: update this helper")
-    delay_ntp = round(delay_s * (1 << 32))
 
     class CaptureTimeSender(RTCRtpSender):
+        async def _next_encoded_frame(self, codec):
+            encoded = await super()._next_encoded_frame(codec)
+            if encoded is not None:
+                self.__dict__["frame_capture_ntp"] = ntp_from_unix(pacer.capture_wall(encoded.timestamp / clock_rate))
+            return encoded
+
         @property
         def _RTCRtpSender__ntp_timestamp(self) -> int:
             return self.__dict__.get("capture_ntp", 0)
 
         @_RTCRtpSender__ntp_timestamp.setter
         def _RTCRtpSender__ntp_timestamp(self, sent_ntp: int) -> None:
-            self.__dict__["capture_ntp"] = sent_ntp - delay_ntp if sent_ntp else 0
+            # set as each packet of the frame last encoded leaves, with its RTP timestamp
+            self.__dict__["capture_ntp"] = self.__dict__.get("frame_capture_ntp", 0) if sent_ntp else 0
 
     sender.__class__ = CaptureTimeSender
 
@@ -92,15 +105,19 @@ class _Pacer:
     each frame was handed over."""
 
     def __init__(self) -> None:
-        self.start: float | None = None
+        self.start: float | None = None  # time.monotonic() at capture time 0
+        self.start_wall = 0.0  # time.time() at the same instant: the Sender Reports' clock
         self.lags: dict[str, list[float]] = {"video": [], "audio": []}
 
     async def wait(self, kind: str, capture_s: float, delay_s: float = 0.0) -> None:
         """Until the frame captured at `capture_s` is due to leave (`delay_s` late)."""
         if self.start is None:
-            self.start = time.monotonic()
+            self.start, self.start_wall = time.monotonic(), time.time()
         await asyncio.sleep(max(0.0, self.start + capture_s + delay_s - time.monotonic()))
         self.lags[kind].append(time.monotonic() - self.start - capture_s)
+
+    def capture_wall(self, capture_s: float) -> float:
+        return self.start_wall + capture_s
 
     def median_lags(self) -> dict[str, float]:
         return {kind: sorted(values)[len(values) // 2] for kind, values in self.lags.items() if values}
@@ -139,8 +156,8 @@ class _VideoSource(_Source):
     def frame(self, index: int) -> av.VideoFrame:
         picture = self.pictures[index % len(self.pictures)]
         frame = av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv420p")
-        frame.pts = index * 90000 // FPS
-        frame.time_base = Fraction(1, 90000)
+        frame.pts = index * VIDEO_CLOCK_RATE // FPS
+        frame.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         return frame
 
 
@@ -158,9 +175,9 @@ class _AudioSource(_Source):
         start = (index * AUDIO_FRAME) % max(AUDIO_FRAME, len(self.pcm) - AUDIO_FRAME)
         frame = av.AudioFrame.from_ndarray(self.pcm[start:start + AUDIO_FRAME].reshape(1, -1), format="s16",
                                            layout="mono")
-        frame.sample_rate = 48000
+        frame.sample_rate = AUDIO_CLOCK_RATE
         frame.pts = index * AUDIO_FRAME
-        frame.time_base = Fraction(1, 48000)
+        frame.time_base = Fraction(1, AUDIO_CLOCK_RATE)
         return frame
 
 
@@ -222,6 +239,23 @@ def _drop_video_packets(pc: RTCPeerConnection, answer: str, wanted: set[int], ma
     transport._send_rtp = lossy_send
 
 
+async def _post_offer(spec: PublisherSpec, manifest: Manifest) -> tuple[int, str]:
+    """POST the offer, following 307/308 (RFC 9725 section 4.2) ourselves: aiohttp would
+    drop the Authorization header on the way to another host, and the node there wants it."""
+    headers = {"Content-Type": "application/sdp",
+               **({"Authorization": f"Bearer {spec.token}"} if spec.token else {})}
+    url = spec.url
+    async with aiohttp.ClientSession() as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            manifest.posted_to.append(url)
+            async with session.post(url, data=manifest.offer, headers=headers, allow_redirects=False) as reply:
+                body = await reply.text()
+                if reply.status not in (307, 308):
+                    return reply.status, body
+                url = urllib.parse.urljoin(url, reply.headers["Location"])
+    return 508, f"more than {MAX_REDIRECTS} redirects"
+
+
 def run_aiortc(spec: PublisherSpec) -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
     asyncio.run(_publish(spec))
@@ -237,25 +271,22 @@ async def _publish(spec: PublisherSpec) -> None:
     if spec.audio:
         audio_frames = spec.video_frames * 48000 // FPS // AUDIO_FRAME
         sources.append(_AudioSource(pcm_s16(media.pcm, 1), audio_frames, spec.vanish, pacer, spec.audio_delay_s))
-        audio_sender = pc.addTransceiver(sources[-1], direction="sendonly").sender
-        if spec.audio_delay_s:
-            _report_capture_time(audio_sender, spec.audio_delay_s)
+        _report_capture_time(pc.addTransceiver(sources[-1], direction="sendonly").sender, pacer, AUDIO_CLOCK_RATE)
     if spec.video:
         sources.append(_VideoSource(pictures, spec.video_frames, spec.vanish, pacer))
         transceiver = pc.addTransceiver(sources[-1], direction="sendonly")
+        _report_capture_time(transceiver.sender, pacer, VIDEO_CLOCK_RATE)
         if spec.video_codec == "vp8":
             transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                              if c.name in ("VP8", "rtx")])
     await pc.setLocalDescription(await pc.createOffer())
     manifest.offer = pc.localDescription.sdp
-    async with aiohttp.ClientSession() as session:
-        async with session.post(spec.url, data=manifest.offer, headers={"Content-Type": "application/sdp"}) as reply:
-            body = await reply.text()
-            if reply.status != 201:
-                manifest.error = f"{reply.status}: {body}"
-                write_manifest(manifest, spec.manifest)
-                await pc.close()
-                return
+    status, body = await _post_offer(spec, manifest)
+    if status != 201:
+        manifest.error = f"{status}: {body}"
+        write_manifest(manifest, spec.manifest)
+        await pc.close()
+        return
     manifest.answer = body
     _count_feedback(pc, manifest)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))

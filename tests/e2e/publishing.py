@@ -1,5 +1,7 @@
 """Publishing from e2e tests: announce over HTTP, send RTP from a publisher process."""
 
+import json
+import time
 from dataclasses import replace
 
 from testkit.rtp import offer_sdp, parse_answer, start_publisher
@@ -21,3 +23,16 @@ def run_publisher(spec, targets, tmp_path, name="manifest"):
 def stop_and_describe(node, task_id):
     node.ok("StopRecord", {"TaskId": task_id})
     return node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
+
+
+def worker_exit(node, room, timeout=30.0) -> dict:
+    """The `worker_exit` line the room's worker wrote to the node's log (its stderr) when it ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in node.logs().splitlines():
+            if '"worker_exit"' in line and f'"{room}"' in line:
+                entry = json.loads(line)
+                if entry["event"] == "worker_exit" and entry.get("room_id") == room:
+                    return entry
+        assert time.monotonic() < deadline, f"no worker_exit for room {room} in the node's log"
+        time.sleep(0.1)

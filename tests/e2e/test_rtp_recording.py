@@ -28,7 +28,7 @@ from tests.e2e.media_checks import (
     recorded_path,
     sent_video_aus,
 )
-from tests.e2e.publishing import publish, run_publisher, stop_and_describe
+from tests.e2e.publishing import publish, run_publisher, stop_and_describe, worker_exit
 
 JITTER_MAX_WAIT_S = 0.25  # README: the jitter buffer waits at most 250 ms for a missing packet
 READ_TICK_S = 0.05  # README: a worker reads its sockets every 50 ms
@@ -246,3 +246,16 @@ def test_a_resolution_change_starts_a_new_file(node, tmp_path):
         assert report.errors == () and report.video_frames == 60
         assert (report.width, report.height) == (entry["ResolutionWidth"], entry["ResolutionHeight"])
         assert_slices_equal(path, part)
+
+
+def test_a_worker_imports_no_module_after_the_fork(node, tmp_path):
+    """Every module a recording worker uses was imported by the template before the fork
+    (shared by all workers), none by the worker itself (private to it), not even the
+    node's own __main__ (engine.cli), which multiprocessing would run again in a child."""
+    location, targets = publish(node, "room-imports", "cam", PublisherSpec(duration_s=2.0))
+    task_id = node.ok("StartRecord", start_record_body("room-imports"))["TaskId"]
+    process, _ = run_publisher(PublisherSpec(duration_s=2.0), targets, tmp_path)
+    assert process.wait(30) == 0
+    stop_and_describe(node, task_id)
+    assert http("DELETE", location if location.startswith("http") else node.base_url + location).status == 200
+    assert worker_exit(node, "room-imports")["imported_after_fork"] == []

@@ -17,7 +17,7 @@ from testkit.node import REPO, NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.whip import PublisherSpec, read_manifest, start_publisher
 from tests.e2e.media_checks import recorded_path
-from tests.e2e.publishing import stop_and_describe
+from tests.e2e.publishing import stop_and_describe, worker_exit
 from workers.codecs import h264, vp8
 
 TOKEN = "whip-token-9b2c"
@@ -350,3 +350,14 @@ def test_whip_publisher_reconnects_after_a_node_restart(tmp_path):
     sent = bitstream.h264_slice_nals_from_aus(manifest.video_annexb())
     got = bitstream.h264_slice_nals_from_file(paths[1])
     assert got == sent[len(sent) - len(got):] and len(got) >= len(sent) - 30  # the new session, from its key frame
+
+
+def test_a_webrtc_worker_imports_no_module_after_the_fork(node, tmp_path):
+    """ICE, DTLS (pyOpenSSL, cryptography) and SRTP load nothing in the worker: the template
+    imported it all before forking, so every worker shares those pages."""
+    room = "whip-imports"
+    task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
+    code, manifest = publish("aiortc", node, room, tmp_path)
+    assert code == 0 and not manifest.error, manifest.error
+    recorded(node, task_id)
+    assert worker_exit(node, room)["imported_after_fork"] == []
