@@ -79,6 +79,10 @@ class Fleet:
     def is_live(self, node_id: str) -> bool:
         return node_id == self.node_id or any(n.node_id == node_id for n in self.live())
 
+    def peer_urls(self) -> list[str]:
+        """The advertised URLs of the other members, live or gone (a gone one may come back)."""
+        return [n.url for n in self._members if n.node_id != self.node_id]
+
     def gone(self) -> list[NodeRecord]:
         """Members whose lease ran out: killed, partitioned or stopped."""
         now = self._clock.wall_ms()

@@ -24,6 +24,7 @@ import structlog
 from engine.status import FileStatus, TaskStatus
 from engine.store import schema
 from engine.store.database import Database, Row, open_database
+from engine.store.fleet_queries import OPEN_FILE_STATUSES, FleetQueries
 from engine.store.records import (
     CallbackRecord,
     FileRecord,
@@ -47,7 +48,7 @@ def _marks(values: tuple) -> str:
     return ",".join("?" * len(values))
 
 
-class Store:
+class Store(FleetQueries):
     def __init__(self, location: Path | str | Database, node_id: str = ""):
         """A Path is a SQLite file, a string a store URL (sqlite:///..., postgresql://...);
         `node_id` is the node this Store works for (engine.config.NodeConfig.node_id)."""
@@ -87,6 +88,7 @@ class Store:
             (task.task_id, task.client_task_id, task.room_id, int(task.status), request_to_json(task.request),
              task.created_ms, task.begin_ms, task.end_ms, task.end_reason, self.node_id),
         )
+        self.tasks_changed()
 
     def update_task(self, task_id: str, **changes: Any) -> None:
         allowed = {"status", "begin_ms", "end_ms", "end_reason"}
@@ -99,16 +101,16 @@ class Store:
     # A task's storage credentials are kept only while something may still go to its bucket.
     def forget_credentials(self, task_id: str | None = None) -> int:
         """Blank the credentials in the stored request of `task_id` (None: of every task of
-        this node that has ended with no file still recording or uploading), leaving no copy
-        in the database's files where the database allows it; returns how many tasks lost theirs."""
-        if task_id is not None:
-            rows = self._db.execute("SELECT task_id, request_json FROM tasks WHERE task_id=?", (task_id,))
-        else:
-            rows = self._db.execute(
-                "SELECT task_id, request_json FROM tasks WHERE node_id=? AND status IN (?, ?) AND NOT EXISTS "
-                "(SELECT 1 FROM files f WHERE f.task_id = tasks.task_id AND f.status IN (?, ?))",
-                (self.node_id, int(TaskStatus.ENDED), int(TaskStatus.ENDED_ABNORMALLY), int(FileStatus.RECORDING),
-                 int(FileStatus.UPLOADING)))
+        this node) that has ended with no file still recording or uploading on any node, nor
+        interrupted (a node that comes back uploads it), leaving no copy in the database's
+        files where the database allows it; returns how many tasks lost theirs."""
+        open_file = (f"NOT EXISTS (SELECT 1 FROM files f WHERE f.task_id = tasks.task_id AND "
+                     f"(f.status IN ({_marks(OPEN_FILE_STATUSES)}) OR f.unsettled <> 0))")
+        rows = self._db.execute(
+            f"SELECT task_id, request_json FROM tasks WHERE {'task_id' if task_id else 'node_id'}=? "
+            f"AND status IN (?, ?) AND {open_file}",
+            (task_id or self.node_id, int(TaskStatus.ENDED), int(TaskStatus.ENDED_ABNORMALLY),
+             *(int(s) for s in OPEN_FILE_STATUSES)))
         changed = 0
         for row in rows:
             request = json.loads(row["request_json"])
@@ -184,7 +186,7 @@ class Store:
             task_id=row["task_id"], client_task_id=row["client_task_id"], room_id=row["room_id"],
             status=TaskStatus(row["status"]), request=request_from_json(row["request_json"]),
             created_ms=row["created_ms"], begin_ms=row["begin_ms"], end_ms=row["end_ms"],
-            end_reason=row["end_reason"],
+            end_reason=row["end_reason"], node_id=row["node_id"],
         )
 
     # files
@@ -225,17 +227,21 @@ class Store:
         ]
 
     # published RTP streams, so a restarted node listens for them again
-    def save_stream(self, stream: StreamRecord) -> None:
+    def save_stream(self, stream: StreamRecord, now_ms: int = 0) -> None:
         """Replaces this node's row of the same resource, or of the same room and
-        stream; raises database.Conflict when another node has that room's stream."""
+        stream, and another node's of that stream whose lease ran out before `now_ms`
+        (the stream is taken over); raises database.Conflict when a live node has it."""
         with self._db.transaction() as tx:
             tx.execute("DELETE FROM streams WHERE node_id=? AND (resource_id=? OR (room_id=? AND stream_id=?))",
                        (self.node_id, stream.resource_id, stream.room_id, stream.stream_id))
+            tx.execute("DELETE FROM streams WHERE room_id=? AND stream_id=? AND node_id IN "
+                       "(SELECT node_id FROM nodes WHERE lease_until_ms <= ?)",
+                       (stream.room_id, stream.stream_id, now_ms))
             tx.execute("INSERT INTO streams (resource_id, room_id, stream_id, user_id, user_name, offer, ports_json, "
-                       "published_ms, source_host, node_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       "published_ms, source_host, node_id, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (stream.resource_id, stream.room_id, stream.stream_id, stream.user_id, stream.user_name,
                         stream.offer, json.dumps(list(stream.ports)), stream.published_ms, stream.source_host,
-                        self.node_id))
+                        self.node_id, stream.kind))
 
     def delete_stream(self, resource_id: str) -> None:
         self._db.execute("DELETE FROM streams WHERE resource_id=?", (resource_id,))
@@ -244,7 +250,8 @@ class Store:
         """This node's published streams."""
         rows = self._db.execute("SELECT * FROM streams WHERE node_id=? ORDER BY published_ms", (self.node_id,))
         return [StreamRecord(r["resource_id"], r["room_id"], r["stream_id"], r["user_id"], r["user_name"],
-                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"])
+                             r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"],
+                             r["kind"])
                 for r in rows]
 
     def room_nodes(self, room_id: str) -> set[str]:

@@ -121,8 +121,12 @@ CREATE TABLE nodes (
     lease_until_ms BIGINT NOT NULL
 );
 """,
-    # PLACEHOLDER: the rooms-across-nodes branch brings the real migration 9; the lead replaces this on merge
-    9: "",
+    # every published stream is in `streams` (WHIP too: the fleet counts a room's streams
+    # and keeps one publisher per stream id from it); only plain RTP is listened for again
+    9: """
+ALTER TABLE streams ADD COLUMN kind TEXT NOT NULL DEFAULT 'rtp';
+CREATE INDEX tasks_by_status ON tasks (status);
+""",
     # each task's callback stream (engine.callbacks): the node that sends it (one at a time, taken
     # over from a node whose lease ran out), the sequence of its first event not done (delivered
     # or given up: the sender's cursor) and how many from there are not done (0: idle). A count,
