@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -145,6 +145,10 @@ FROM callbacks GROUP BY task_id;
 CREATE INDEX callback_senders_busy ON callback_senders (node_id) WHERE backlog > 0;
 DROP INDEX callbacks_pending;
 DROP INDEX callbacks_undone;
+""",
+    # DescribeTasks with a RoomId: an index scan, not every task of the window (benchmarks/results/fleet.md)
+    11: """
+CREATE INDEX tasks_by_room ON tasks (room_id, created_ms);
 """,
 }
 

@@ -370,3 +370,20 @@ def test_a_store_with_callbacks_from_before_their_senders_is_migrated(store_loca
     assert pending(store) == [("a", 1)] and store.count_undone_callbacks() == 2
     assert store.add_callback("a", 1, "http://x", {}, 0) == 3
     store.close()
+
+
+def test_describe_tasks_of_a_room_reads_the_rooms_index(store_location):
+    """benchmarks/results/fleet.md: without tasks_by_room it scanned every task of the window."""
+    store = Store(store_location)
+    try:
+        for i in range(300):
+            store.insert_task(task(task_id=f"T{i:015d}", room=f"room-{i % 30}", created=1000 + i))
+        total, page = store.page_tasks((TaskStatus.RECORDING,), "room-7", 0, 10**13, 0, 20)
+        assert total == 10 and {t.room_id for t in page} == {"room-7"}
+        if isinstance(store_location, Path):
+            plan = " ".join(str(tuple(r)) for r in store._db.execute(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM tasks WHERE status IN (1) AND created_ms BETWEEN 0 AND 1 "
+                "AND room_id='room-7'"))
+            assert "tasks_by_room" in plan, plan
+    finally:
+        store.close()
