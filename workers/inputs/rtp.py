@@ -348,6 +348,9 @@ class RtpInput(StreamInput):
         for receiver in self.receivers:
             receiver.tick(now)
 
+    def next_deadline(self) -> float | None:
+        return min((d for r in self.receivers if (d := r.pipe.next_deadline()) is not None), default=None)
+
     def stats(self) -> dict[str, dict[str, float]]:
         return {r.spec.kind.value: r.stats_dict() for r in self.receivers}
 

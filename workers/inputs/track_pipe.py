@@ -151,6 +151,10 @@ class TrackPipe:
         if self._want_keyframe:
             self._flush_request(now)
 
+    def next_deadline(self) -> float | None:
+        """When the jitter buffer next gives up a hole (`tick` must run then), or None."""
+        return self.jitter.next_deadline()
+
     def request_keyframe(self) -> None:
         """Ask for a key frame now if allowed, else as soon as allowed (and the SSRC is known);
         repeated every KEYFRAME_REQUEST_RETRY_S until a key frame is delivered. Audio: no-op."""

@@ -310,6 +310,9 @@ class WebRtcInput(StreamInput):
         if self._tracks and all(track.pipe.ended for track in self._tracks):
             self._report_closed("rtcp bye")
 
+    def next_deadline(self) -> float | None:
+        return min((d for t in self._tracks if (d := t.pipe.next_deadline()) is not None), default=None)
+
     def stats(self) -> dict[str, dict[str, float]]:
         return {track.kind.value: track.stats_dict() for track in self._tracks}
 
