@@ -82,6 +82,7 @@ class Level:
     def __init__(self, cfg: BenchConfig, n: int, storage: Storage, pinning: Pinning, kind: PublisherKind,
                  label: str):
         self.cfg, self.n, self.storage, self.pinning, self.kind, self.label = cfg, n, storage, pinning, kind, label
+        self.twin = kind.twin()  # the plain-RTP sender of the streams FFmpeg remuxes (--ffmpeg)
         self.dir = cfg.workdir / f"{label}-n{n}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(cfg.seed * 1000 + n)
@@ -101,7 +102,7 @@ class Level:
         def startup(kind) -> float:
             return kind.startup_cpu_s + kind.planning_cpu_s_per_clip_s * self.cfg.clip_s
 
-        cpu_s = self.n * (startup(self.kind) + (startup(RtpPublisher) if self.cfg.ffmpeg else 0.0))
+        cpu_s = self.n * (startup(self.kind) + (startup(self.twin) if self.cfg.ffmpeg else 0.0))
         cores = max(1, len(self.pinning.load) or os.cpu_count() or 1)
         return 2.0 + self.kind.connect_s + cpu_s / cores * 1.3
 
@@ -157,7 +158,7 @@ class Level:
                 s.ff_spec = RtpPublisher.with_rtp_targets(
                     replace(s.spec, manifest_path=str(self.dir / f"ffpub-{s.index}.pkl")), "127.0.0.1",
                     s.ff.video_port, s.ff.audio_port)
-                s.ff_process = RtpPublisher().start(s.ff_spec, preexec_fn=self.pinning.load_preexec())
+                s.ff_process = self.twin.start(s.ff_spec, preexec_fn=self.pinning.load_preexec())
         self.say(f"{processes} publisher processes started; media from {margin:.1f} s on, "
                  f"staggered by {stagger:.2f} s")
         return origin + (self.n - 1) * stagger
@@ -221,7 +222,7 @@ class Level:
         for s in self.streams:
             s.sent = self.kind.sent(s.spec, s.process, timeout)
             if s.ff_process is not None:
-                s.ff_sent = RtpPublisher().sent(s.ff_spec, s.ff_process, timeout)
+                s.ff_sent = self.twin.sent(s.ff_spec, s.ff_process, timeout)
         time.sleep(1.0)  # the jitter buffer releases the last frames
 
     def stop_main_tasks(self) -> None:

@@ -8,7 +8,8 @@ says which of its stream's counters (GET on the Location) must match what was se
 
 `rtp`: plain RTP (testkit.rtp), announced by the harness with an SDP
 offer. `whip`: FFmpeg's own WebRTC stack (benchmarks.whip_publisher): the offer/answer
-happens inside the publisher process, which reports the Location it got.
+happens inside the publisher process, which reports the Location it got. `whip-fleet`
+and `ffmpeg-rtp`: see benchmarks.extra_publishers.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class PublisherKind(Protocol):
 
     def sent(self, spec: PublisherSpec, process: subprocess.Popen, timeout_s: float) -> dict: ...
 
+    def twin(self) -> PublisherKind: ...  # the plain-RTP kind that feeds FFmpeg's remux twins (--ffmpeg)
+
 
 class RtpPublisher:
     """Plain RTP: SDP offer to POST /rtp/{room}/{stream}, RTP + RTCP SR over UDP
@@ -97,6 +100,9 @@ class RtpPublisher:
 
     def live(self, announced: Announced, spec: PublisherSpec, process: subprocess.Popen, timeout_s: float) -> str:
         return announced.location
+
+    def twin(self) -> PublisherKind:
+        return self
 
     def sent(self, spec: PublisherSpec, process: subprocess.Popen, timeout_s: float) -> dict:
         manifest = wait_manifest(spec.manifest_path, timeout_s, proc=process)
@@ -154,6 +160,9 @@ class WhipPublisher:
         live = whip_publisher.wait_json(whip_publisher.live_path(spec), timeout_s, process, spec.manifest_path)
         return live["location"]
 
+    def twin(self) -> PublisherKind:
+        return RtpPublisher()
+
     def sent(self, spec: PublisherSpec, process: subprocess.Popen, timeout_s: float) -> dict:
         manifest = whip_publisher.wait_json(spec.manifest_path, timeout_s, process, spec.manifest_path)
         records = {kind: [tuple(r) for r in manifest[kind]] for kind in KINDS}
@@ -161,7 +170,10 @@ class WhipPublisher:
 
 
 def publisher_kind(name: str) -> PublisherKind:
-    kinds = {"rtp": RtpPublisher, "whip": WhipPublisher}
+    from benchmarks.extra_publishers import FfmpegRtpPublisher, WhipFleetPublisher
+
+    kinds = {"rtp": RtpPublisher, "whip": WhipPublisher, "whip-fleet": WhipFleetPublisher,
+             "ffmpeg-rtp": FfmpegRtpPublisher}
     if name not in kinds:
         raise SystemExit(f"--publisher: unknown kind {name!r} ({' or '.join(kinds)})")
     return kinds[name]()

@@ -76,8 +76,8 @@ def streams_table(runs: list[dict]) -> list[str]:
     lines = ["| run | N | CPU per stream (% of a core) | CPU total % (workers / node) | USS per worker MB (mean / max) "
              "| PSS per worker MB (mean / max) | USS growth MB (max, window) | StartRecord → first frame on disk s "
              "(p50 / p95) | StopRecord → durable s, short (p50 / p95) | StopRecord → durable s, long (p50 / p95) "
-             "| max disk lag s | streams with defects |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| max disk lag s | publishers CPU per stream % | streams with defects |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for level in run["levels"]:
             cpu, mem = level["cpu"], level["memory"]
@@ -87,7 +87,8 @@ def streams_table(runs: list[dict]) -> list[str]:
                 f"{_f(mem['uss_mb_max'], 1)} | {_f(mem['pss_mb_mean'], 1)} / {_f(mem['pss_mb_max'], 1)} | "
                 f"{_f(mem['uss_growth_mb_max'], 2)} | {_p(level['first_frame_s'])} | "
                 f"{_p(level['stop_to_durable_s']['short'])} | {_p(level['stop_to_durable_s']['long'])} | "
-                f"{_f(level['max_disk_lag_s'])} | {level['defects']['streams_with_defects']} of {level['n']} |")
+                f"{_f(level['max_disk_lag_s'])} | {_f(level.get('publishers_cpu_pct_per_stream'), 3)} | "
+                f"{level['defects']['streams_with_defects']} of {level['n']} |")
     return lines
 
 
@@ -178,7 +179,9 @@ def summary_markdown(runs: list[dict], plots: list[str]) -> str:
     streams = [run for run in runs if run["kind"] == "streams"]
     if streams:
         out += ["", "## Recording live streams", "", *streams_table(streams), ""]
-        out += ["Runs are named `<publisher>-<storage>`: `rtp`, plain RTP; `whip`, WebRTC from FFmpeg's WHIP client. "
+        out += ["Runs are named `<publisher>-<storage>`: `rtp`, plain RTP (ours); `ffmpeg-rtp`, plain RTP sent by "
+                "Debian's `ffmpeg -re -c copy -f rtp`; `whip`, WebRTC from FFmpeg's WHIP client (a process per "
+                "stream); `whip-fleet`, WebRTC from one process of aiortc peers sending pre-packetized SRTP. "
                 "CPU: user + system time of the node's process tree (node, fork server, workers), publishers "
                 "excluded, over the measured window, as % of one core. Short recordings: a task started while the "
                 "stream is live and stopped once its first frame was on disk; long: the whole run.", ""]

@@ -100,7 +100,7 @@ def live_path(spec: PublisherSpec) -> str:
     return f"{spec.manifest_path}.live.json"
 
 
-def _write_json(path: str, value: dict) -> None:
+def write_json(path: str, value: dict) -> None:
     temporary = f"{path}.tmp{os.getpid()}"
     Path(temporary).write_text(json.dumps(value))
     os.replace(temporary, path)
@@ -122,6 +122,8 @@ def wait_json(path: str, timeout_s: float, process: subprocess.Popen, manifest_p
     """A file the publisher writes; fails fast, with the publisher's error, if it exits first."""
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(path):
+        if path != manifest_path and os.path.exists(manifest_path):  # a publisher of many peers: this one failed
+            raise RuntimeError(f"WHIP publisher failed: {json.loads(Path(manifest_path).read_text()).get('error')}")
         if process.poll() is not None and not os.path.exists(path):
             error = json.loads(Path(manifest_path).read_text()).get("error") if os.path.exists(manifest_path) else ""
             raise RuntimeError(f"WHIP publisher exited with {process.returncode} before writing {path}: {error}")
@@ -142,7 +144,7 @@ def _stop(signum, frame):  # noqa: ARG001
     raise _Stopped()
 
 
-def _load(path: Path):
+def load_clip(path: Path):
     """(the clip's container, the clip time of its first video frame, its packets as
     (capture time, kind, frame index, packet) in sending order); capture time 0 is the
     first video frame."""
@@ -192,14 +194,14 @@ class _Publisher:
         self.manifest = {"t0_mono": 0.0, "completed": False, "location": None, "error": "", "video": [], "audio": []}
 
     def run(self) -> None:
-        clip, origin, events = _load(self.clip)
+        clip, origin, events = load_clip(self.clip)
         start_wall = self.spec.start_time if self.spec.start_time is not None else time.time() + CONNECT_S
         time.sleep(max(0.0, start_wall - CONNECT_S - time.time()))
         began = time.monotonic()
         self.out, self.streams, location = _connect(self.url, clip)
         self.connected = time.monotonic()
         self.manifest["location"] = location
-        _write_json(live_path(self.spec), {"location": location, "connect_s": round(time.monotonic() - began, 3)})
+        write_json(live_path(self.spec), {"location": location, "connect_s": round(time.monotonic() - began, 3)})
         self.manifest["t0_mono"] = t0 = time.monotonic() + (start_wall - time.time())
         last_capture, last_kind, _, last_packet = events[-1]
         sentinel = (last_capture + 1, last_kind, -1, av.Packet(bytes(last_packet)))
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         publisher.run()
-        _write_json(spec.manifest_path, publisher.manifest)
+        write_json(spec.manifest_path, publisher.manifest)
         while True:  # the session stays until the harness has read the stream's counters
             time.sleep(3600)
     except _Stopped:
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if not os.path.exists(spec.manifest_path):
-            _write_json(spec.manifest_path, publisher.manifest)
+            write_json(spec.manifest_path, publisher.manifest)
         publisher.close()
     return code
 

@@ -100,6 +100,7 @@ class Window:
         profile = profiler.finish() if profiler is not None else None
         result = {**self.summary(ours, workers, node_pid, first_memory), "profile": profile,
                   "publishers_cpu_pct": round(load.percent(), 2),
+                  "publishers_cpu_pct_per_stream": round(load.percent() / self.n, 3),
                   "machine_busy_pct": round(psutil.cpu_percent(None), 1)}
         if ff:
             result["ffmpeg_cpu"] = {"total_pct": round(ff.percent(), 2), "per_stream_pct": round(ff.percent() / self.n, 3),

@@ -41,14 +41,16 @@ class Admission:
     def draining(self) -> bool:
         return self.state is NodeState.DRAINING
 
+    def stream_refusal(self, streams: int) -> str | None:
+        """Why a publish is not taken, with `streams` published or being published now; None: it is."""
+        if self.state is not NodeState.READY:
+            return "node is draining or starting"
+        limit = self.capacity.stream_refusal(streams)
+        return limit and f"node at capacity: {limit}"
+
     def admit_stream(self, streams: int, room_id: str, stream_id: str) -> None:
         """Publishing, with `streams` published or being published now."""
-        busy: str | None
-        if self.state is not NodeState.READY:
-            busy = "node is draining or starting"
-        else:
-            limit = self.capacity.stream_refusal(streams)
-            busy = limit and f"node at capacity: {limit}"
+        busy = self.stream_refusal(streams)
         if busy:
             log.warning("publish_refused", room_id=room_id, stream_id=stream_id, reason=busy)
             raise errors.IngestError(503, busy, retry_after=RETRY_AFTER_S)

@@ -16,6 +16,7 @@ from engine.admission import NodeState
 from engine.auth import Authenticator, NonceCache, NonceStore
 from engine.config import NodeConfig
 from engine.console import Console
+from engine.placement import Redirect
 from engine.pull_api import pull_routes
 from engine.pulls import PullSources
 from engine.recordings_http import RecordingFiles
@@ -57,6 +58,9 @@ class RecordingService(Protocol):
 
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream: ...
+
+    async def redirect_publish(self, kind: str, room_id: str, stream_id: str) -> Redirect | None:
+        """The node of the fleet this publish should go to instead (engine.placement), or None."""
 
     async def unpublish(self, resource_id: str) -> None: ...
 
@@ -284,6 +288,10 @@ class Api:
             models.check_identifier(user_name, "UserName")
             if request.content_type != "application/sdp":
                 raise errors.IngestError(415, "Content-Type must be application/sdp")
+            redirect = await self.node.redirect_publish(kind, room_id, stream_id)
+            if redirect is not None:
+                metrics.PUBLISHES.labels(kind, "redirected").inc()
+                return self._redirect(request, redirect)
             try:
                 sdp_text = (await request.read()).decode()
             except UnicodeDecodeError:
@@ -304,6 +312,13 @@ class Api:
         location = f"{request.scheme}://{request.host}/{kind}/resource/{stream.resource_id}"
         return web.Response(status=201, text=stream.answer, content_type="application/sdp",
                             headers={"Location": location})
+
+    @staticmethod
+    def _redirect(request: web.Request, redirect: Redirect) -> web.Response:
+        """307 (not 302/303): the publisher sends the same POST, body and Authorization
+        header included, to the same path and query on the chosen node."""
+        return web.Response(status=307, text=f"publish at node {redirect.node_id}\n",
+                            headers={"Location": redirect.url.rstrip("/") + request.raw_path})
 
     async def unpublish(self, request: web.Request) -> web.Response:
         try:

@@ -58,6 +58,7 @@ class NodeConfig:
     store_url: str = field(default="", repr=False)  # '': the data directory's SQLite file; may hold a password
     node_id: str = ""  # its rows in a shared store (from_args: the host name unless given)
     node_lease_s: float = defaults.NODE_LEASE_S  # engine.fleet
+    room_affinity: bool = False  # publishes redirected to the node holding the room (engine.placement)
     mp4_audio: str = defaults.MP4_AUDIO_DEFAULT  # "opus" kept as sent, or "aac"
     # Test configuration: lowers the API's minimums and the event cadences so a
     # suite runs in minutes. The defaults are the contract.
@@ -162,6 +163,7 @@ def from_args(args: argparse.Namespace, secrets: dict[str, str]) -> NodeConfig:
         store_url=v["store_url"],
         node_id=v["node_id"] or socket.gethostname(),
         node_lease_s=v["node_lease"],
+        room_affinity=v["room_affinity"],
         mp4_audio=v["mp4_audio"],
         test_limits=v["test_limits"],
     )

@@ -45,7 +45,11 @@ API_REQUESTS = Counter("recnode_api_requests", "Recording API calls by Action an
 API_LATENCY = Histogram("recnode_api_request_duration_seconds", "Recording API calls: time to answer, by Action",
                         ["action"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
 PUBLISHES = Counter("recnode_publishes", "Publish requests (RTP announcements, WHIP offers) by outcome: "
-                    "accepted, or the reason they were refused", ["input", "outcome"], registry=REGISTRY)
+                    "accepted, redirected (307 to another node of the fleet), or the reason they were refused", ["input", "outcome"], registry=REGISTRY)
+
+PUBLISH_REDIRECTS = Counter("recnode_publish_redirects", "Publish requests answered 307 to another node of the "
+                            "fleet, by input and reason (full, draining, room_affinity)", ["input", "reason"],
+                            registry=REGISTRY)
 
 STORAGE_WRITTEN = Counter("recnode_storage_written_bytes", "Bytes of recorded files that storage acknowledged "
                           "(the node's disk, or the spool for a bucket), by Vendor", ["vendor"], registry=REGISTRY)

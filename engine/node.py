@@ -25,6 +25,7 @@ from engine.events import WorkerEvents
 from engine.files import FileBook, TaskDestinations
 from engine.fleet import Fleet, Membership
 from engine.metrics import IngestTotals, NodeSnapshot, UploadMetrics, render_metrics
+from engine.placement import Placement, Redirect
 from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
@@ -45,7 +46,7 @@ UPLOAD_DRAIN_POLL_S = 0.2
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
                  admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
-                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet):
+                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, placement: Placement):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
         self.store = store
@@ -58,6 +59,7 @@ class RecordingNode:
         self.events = events
         self.supervisor = supervisor
         self.fleet = fleet
+        self.placement = placement  # which node of the fleet a publish goes to
         self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._stats_poller = asyncio.get_running_loop().create_task(self._poll_stats())
@@ -102,8 +104,11 @@ class RecordingNode:
                               max(0, capacity.max_tasks - sum(tasks.status_counts().values())))
 
         fleet = Fleet(store, config.node_id, config.base_url, config.node_lease_s, membership, clock)
+        placement = Placement(fleet, store, admission, lambda: streams.load, lambda room: bool(rooms.streams(room)),
+                              config.room_affinity)
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
-                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet)
+                   tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet,
+                   placement=placement)
         admission.open()
         await fleet.join()
         log.info("node_ready", data_dir=str(config.data_dir))
@@ -197,6 +202,9 @@ class RecordingNode:
     async def publish_whip(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                            sdp_text: str) -> PublishedStream:
         return await self.streams.publish_whip(room_id, stream_id, user_id, user_name, sdp_text)
+
+    async def redirect_publish(self, kind: str, room_id: str, stream_id: str) -> Redirect | None:
+        return await self.placement.redirect(kind, room_id, stream_id)
 
     async def unpublish(self, resource_id: str) -> None:
         await self.streams.unpublish(resource_id)

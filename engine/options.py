@@ -250,6 +250,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     _o("--node-lease", "RECNODE_NODE_LEASE", positive_seconds, defaults.NODE_LEASE_S,
        "seconds after which a node of a fleet that stopped renewing its lease is gone (its streams no longer "
        "count in their rooms)"),
+    _o("--room-affinity", "RECNODE_ROOM_AFFINITY", switch, "",
+       "answer a publish with 307 to the live node of the fleet that already holds a stream of its room "
+       "(when that node has room), so a room is recorded on one node", kind="switch"),
     _o("--app-id", "RECNODE_APP_ID", at_least(0), defaults.APP_ID, "the AppId clients sign with"),
     _o("--server-secret", "RECNODE_SERVER_SECRET", text, "",
        "API signing secret (prefer the environment: a command line is visible to other users)", secret=True,

@@ -30,6 +30,7 @@ from pathlib import Path
 VIDEO_PT, AUDIO_PT = 96, 111
 LOOP_CLIP_S = 2.0  # a longer test pattern repeats a clip this long (encoded once: a quick start)
 FILE_GOP_S = 1  # key frame interval of a file encoded for plain RTP
+MAX_REDIRECTS = 5  # 307s to other nodes of a fleet followed before giving up (a loop)
 
 
 class PublishError(Exception):
@@ -69,12 +70,20 @@ def _http(method: str, url: str, headers: dict[str, str], body: bytes | None = N
 
 
 def announce(request: PublishRequest, offer: str) -> tuple[str, str]:
-    """POST the offer; (the SDP answer, the resource URL to DELETE)."""
-    status, body, headers = _http("POST", request.announce_url(), {"Content-Type": "application/sdp",
-                                                                   **request.headers()}, offer.encode())
+    """POST the offer, to the node a 307 names if the node asked is full (a fleet);
+    (the SDP answer, the resource URL to DELETE)."""
+    url = request.announce_url()
+    for _ in range(MAX_REDIRECTS + 1):
+        # urllib follows no 307 of a POST: done here, Authorization header and offer sent again
+        status, body, headers = _http("POST", url, {"Content-Type": "application/sdp", **request.headers()},
+                                      offer.encode())
+        if status not in (307, 308):
+            break
+        url = urllib.parse.urljoin(url, headers["Location"])
+        _say(f"redirected to {url.split('?')[0]}")
     if status != 201:
         raise PublishError(f"the node answered {status}: {body.strip()}")
-    return body, urllib.parse.urljoin(request.node_url, headers["Location"])
+    return body, urllib.parse.urljoin(url, headers["Location"])
 
 
 def unpublish(request: PublishRequest, location: str) -> None:
@@ -127,7 +136,7 @@ def _whip_pattern(request: PublishRequest) -> int:
     _say(f"publishing a {request.duration_s:g} s test pattern over WHIP to {request.announce_url()}")
     with tempfile.TemporaryDirectory(prefix="recnode-publish-") as scratch:
         manifest = Path(scratch) / "manifest.json"
-        spec = WhipSpec(url=request.announce_url(), manifest=str(manifest),
+        spec = WhipSpec(url=request.announce_url(), manifest=str(manifest), token=request.token,
                         video_frames=max(1, round(request.duration_s * 30)), linger_s=0.2)
 
         async def publish() -> int:

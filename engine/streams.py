@@ -94,13 +94,18 @@ class StreamRegistry:
     def count(self) -> int:
         return len(self._rooms.all())
 
+    @property
+    def load(self) -> int:
+        """Streams published or being published now: what admission counts."""
+        return self.count + len(self._publishing)
+
     def published(self) -> list[PublishedStream]:
         return self._rooms.all()
 
     # publishing
     def admit(self, room_id: str, stream_id: str, pull: bool = False) -> None:
         """Whether this stream may be published now (a pull source's own stream: `pull`)."""
-        self._admission.admit_stream(self.count + len(self._publishing), room_id, stream_id)
+        self._admission.admit_stream(self.load, room_id, stream_id)
         if (room_id, stream_id) in self._publishing or self._rooms.get(room_id, stream_id) is not None:
             raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r}")
         if not pull and self.pulls.holds(room_id, stream_id):

@@ -21,6 +21,7 @@ from engine.auth import signed_params
 REPO = Path(__file__).resolve().parents[1]  # where `python -m engine.cli` runs from
 APP_ID = 1234567
 SERVER_SECRET = "test-server-secret-3b9f"
+MAX_REDIRECTS = 5  # 307s followed by publish(): a node of a fleet sends a publisher on to another
 
 
 @dataclass
@@ -28,6 +29,7 @@ class HttpAnswer:
     status: int
     body: bytes
     headers: dict[str, str]
+    posted_to: list[str] = field(default_factory=list)  # publish(): each node's URL, 307s followed
 
     def json(self):
         return json.loads(self.body)
@@ -117,11 +119,21 @@ class NodeProcess:
 
     # publishing
     def publish(self, room_id: str, stream_id: str, sdp: str, user_id: str | None = None,
-                headers: dict | None = None) -> HttpAnswer:
+                headers: dict | None = None, follow: bool = True) -> HttpAnswer:
+        """Announce a plain-RTP stream; a 307 to another node of the fleet is followed
+        (`follow`), with the same offer and headers. The answer's `posted_to`: each URL."""
         url = f"{self.base_url}/rtp/{urllib.parse.quote(room_id, safe='')}/{urllib.parse.quote(stream_id, safe='')}"
         if user_id is not None:
             url += "?" + urllib.parse.urlencode({"UserId": user_id})
-        return http("POST", url, sdp.encode(), {"Content-Type": "application/sdp", **(headers or {})})
+        posted_to = []
+        for _ in range(MAX_REDIRECTS + 1):
+            posted_to.append(url)
+            answer = http("POST", url, sdp.encode(), {"Content-Type": "application/sdp", **(headers or {})})
+            if not follow or answer.status not in (307, 308):
+                break
+            url = urllib.parse.urljoin(url, answer.headers["Location"])
+        answer.posted_to = posted_to
+        return answer
 
     def _resource(self, location: str) -> str:
         return location if location.startswith("http") else self.base_url + location

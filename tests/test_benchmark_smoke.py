@@ -12,7 +12,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("--seconds", "4", "--storage", "disk", "--size", "640x360", "--sample-interval", "1")
-RUNS = {"rtp": ("--publisher", "rtp", "--streams", "2"), "whip": ("--publisher", "whip", "--streams", "1")}
+RUNS = {"rtp": ("--publisher", "rtp", "--streams", "2"), "whip": ("--publisher", "whip", "--streams", "1"),
+        "whip-fleet": ("--publisher", "whip-fleet", "--streams", "2"),
+        "ffmpeg-rtp": ("--publisher", "ffmpeg-rtp", "--streams", "2")}
 
 
 def run_harness(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,3 +67,24 @@ def test_a_small_whip_run_measures_everything(tmp_path):
         assert received["frames"] == sent["frames"] > 0 and received["lost"] == 0
         assert received["packets"] >= received["frames"]
     assert stream["publisher_lateness_s"]["max"] >= 0  # measured (its bound is a warning about the load generator)
+
+
+def test_a_small_whip_fleet_run_measures_everything(tmp_path):
+    """The fast WHIP publisher: both streams from ONE publisher process, recorded whole."""
+    result, level, _ = finished_level(tmp_path, "whip-fleet", 2)
+    assert result["config"]["publisher"] == "whip-fleet"
+    for stream in level["streams"]:
+        for kind in ("video", "audio"):
+            received, sent = stream["received"][kind], stream["sent"][kind]
+            assert received["frames"] == sent["frames"] > 0 and received["lost"] == 0
+    assert level["publishers_cpu_pct"] > 0 and level["publishers_cpu_pct_per_stream"] > 0
+
+
+def test_a_small_ffmpeg_rtp_run_measures_everything(tmp_path):
+    """Plain RTP sent by Debian's ffmpeg (not our sender), recorded whole."""
+    result, level, _ = finished_level(tmp_path, "ffmpeg-rtp", 2)
+    assert result["config"]["publisher"] == "ffmpeg-rtp"
+    for stream in level["streams"]:
+        for kind in ("video", "audio"):
+            assert stream["received"][kind]["frames"] >= stream["sent"][kind]["frames"] > 0
+            assert stream["received"][kind]["jitter_lost_packets"] == 0

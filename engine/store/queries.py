@@ -244,6 +244,10 @@ class Store:
                              r["offer"], tuple(json.loads(r["ports_json"])), r["published_ms"], r["source_host"])
                 for r in rows]
 
+    def room_nodes(self, room_id: str) -> set[str]:
+        """The nodes (live or not) with a stream of this room in the store."""
+        return {r[0] for r in self._db.execute("SELECT DISTINCT node_id FROM streams WHERE room_id=?", (room_id,))}
+
     def events_of_task(self, task_id: str) -> list[int]:
         return [r[0] for r in self._db.execute(
             "SELECT event_type FROM callbacks WHERE task_id=? ORDER BY sequence", (task_id,))]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import urllib.parse
 from fractions import Fraction
 
 import aiohttp
@@ -24,6 +25,7 @@ from testkit.whip.spec import Manifest, PublisherSpec, pcm_s16, raw_media, write
 
 FPS = 30
 AUDIO_FRAME = 960  # samples at 48 kHz: 20 ms
+MAX_REDIRECTS = 5  # a node answers 307 to another node of its fleet; more than a few is a loop
 
 
 def _report_capture_time(sender, delay_s: float) -> None:
@@ -222,6 +224,23 @@ def _drop_video_packets(pc: RTCPeerConnection, answer: str, wanted: set[int], ma
     transport._send_rtp = lossy_send
 
 
+async def _post_offer(spec: PublisherSpec, manifest: Manifest) -> tuple[int, str]:
+    """POST the offer, following 307/308 (RFC 9725 section 4.2) ourselves: aiohttp would
+    drop the Authorization header on the way to another host, and the node there wants it."""
+    headers = {"Content-Type": "application/sdp",
+               **({"Authorization": f"Bearer {spec.token}"} if spec.token else {})}
+    url = spec.url
+    async with aiohttp.ClientSession() as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            manifest.posted_to.append(url)
+            async with session.post(url, data=manifest.offer, headers=headers, allow_redirects=False) as reply:
+                body = await reply.text()
+                if reply.status not in (307, 308):
+                    return reply.status, body
+                url = urllib.parse.urljoin(url, reply.headers["Location"])
+    return 508, f"more than {MAX_REDIRECTS} redirects"
+
+
 def run_aiortc(spec: PublisherSpec) -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
     asyncio.run(_publish(spec))
@@ -248,14 +267,12 @@ async def _publish(spec: PublisherSpec) -> None:
                                              if c.name in ("VP8", "rtx")])
     await pc.setLocalDescription(await pc.createOffer())
     manifest.offer = pc.localDescription.sdp
-    async with aiohttp.ClientSession() as session:
-        async with session.post(spec.url, data=manifest.offer, headers={"Content-Type": "application/sdp"}) as reply:
-            body = await reply.text()
-            if reply.status != 201:
-                manifest.error = f"{reply.status}: {body}"
-                write_manifest(manifest, spec.manifest)
-                await pc.close()
-                return
+    status, body = await _post_offer(spec, manifest)
+    if status != 201:
+        manifest.error = f"{status}: {body}"
+        write_manifest(manifest, spec.manifest)
+        await pc.close()
+        return
     manifest.answer = body
     _count_feedback(pc, manifest)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))

@@ -18,7 +18,8 @@ def run_ffmpeg(spec: PublisherSpec) -> None:
     manifest = Manifest()
     media, pictures = raw_media(spec.video_frames / 30)
     try:
-        container = av.open(spec.url, "w", format="whip", options={"handshake_timeout": "5000"})
+        options = {"handshake_timeout": "5000", **({"authorization": spec.token} if spec.token else {})}
+        container = av.open(spec.url, "w", format="whip", options=options)
     except av.FFmpegError as error:
         manifest.error = str(error)
         write_manifest(manifest, spec.manifest)

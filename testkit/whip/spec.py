@@ -31,6 +31,7 @@ class PublisherSpec:
     linger_s: float = 1.0  # after the last frame, before writing the manifest and closing
     video_codec: str = "h264"  # aiortc only: "h264" offers its defaults (VP8 first, then H.264), "vp8" only VP8
     audio_delay_s: float = 0.0  # aiortc only: audio leaves this late, its Sender Reports still correct
+    token: str = ""  # the node's --ingest-token, sent as a bearer token (again after a 307)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Manifest:
     answer: str = ""
     error: str = ""
     send_lag_s: dict[str, float] = field(default_factory=dict)  # median (send - capture) per kind, aiortc
+    posted_to: list[str] = field(default_factory=list)  # aiortc: each URL the offer went to (307s followed)
 
     def video_annexb(self) -> list[bytes]:
         return [annexb(base64.b64decode(n) for n in au) for au in self.video_aus]
