@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from contract.codes import MediaKind
 from contract.storage import DestinationSpec, StorageTarget
@@ -100,7 +101,7 @@ def measure(seconds: float, srtp: bool = False, profile: str | None = None) -> d
         storage = DestinationSpec(StorageTarget(0, "bucket", local_root=root), remote=False)
         spec = RecordingSpec("T" * 16, 3, "mp4", "rec/", 1, 15, storage)
         result = asyncio.run(_run(stream, tuning, port, spec, schedule, seconds, profile))
-        result["file_bytes"] = sum(f.stat().st_size for f in __import__("pathlib").Path(root).rglob("*.mp4"))
+        result["file_bytes"] = sum(f.stat().st_size for f in Path(root).rglob("*.mp4"))
     return result
 
 

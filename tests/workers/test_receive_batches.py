@@ -16,7 +16,7 @@ from contract.codes import MediaKind
 from contract.tuning import MediaTuning
 from contract.worker import StreamSpec, TrackSpec, WorkerConfig
 from tests.workers.test_h264 import encode, rtp_payloads
-from tests.workers.test_jitter import WAIT, frame_ids, pkt, video_frames
+from tests.workers.test_jitter import WAIT, frame_ids, video_frames
 from tests.workers.test_rtp_input import _free_port_pair, _publisher
 from workers.codecs import video_codec
 from workers.inputs.rtp import RtpInput
