@@ -133,7 +133,7 @@ class PolledUdpSocket:
                 if len(stamp) >= _STAMP_BYTES:
                     seconds, nanoseconds = unpack(stamp)
                     arrival = seconds + nanoseconds * 1e-9 + realtime_to_monotonic
-                    if arrival > now:
+                    if arrival > now:  # noqa: PLR1730 (cheaper than a call to min, per datagram)
                         arrival = now
             if addr == source:
                 datagrams.append(data)
