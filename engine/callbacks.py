@@ -1,5 +1,14 @@
 """Status callbacks: written to the store's outbox first, then POSTed in order per
-task, at least once, retried with a bounded backoff; never on the recording path.
+task, retried with a bounded backoff; never on the recording path.
+
+In a fleet sharing a store, each task's events are one stream with one sender at a
+time (engine.store.queries, `callback_senders`): the node that produced the event
+that found the stream idle, whichever node produces the next ones, until its
+backlog is done. A stream whose sender's lease ran out (engine.fleet) is taken
+over by a live node, which goes on from the first event not done. Each event is
+POSTed once, except when a sender dies (or loses the store, or stalls past its
+lease) between a POST and the store hearing of its answer: the next sender sends
+that event again. The body carries task_id and sequence for a receiver to dedupe.
 
 Every delivery connects under the node's egress policy (engine/egress.py), so a
 CallbackUrl whose name resolves into a refused network at delivery time reaches
@@ -18,8 +27,10 @@ import aiohttp
 import structlog
 
 from engine import egress, metrics
+from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.defaults import CALLBACK_TIMEOUT_S
+from engine.fleet import LEASE_RENEWALS
 from engine.store import AsyncStore, CallbackRecord
 
 log = structlog.get_logger("callbacks")
@@ -59,15 +70,23 @@ class HttpTransport:
 
 
 class CallbackSender:
-    def __init__(self, config: NodeConfig, store: AsyncStore, transport: CallbackTransport):
+    def __init__(self, config: NodeConfig, store: AsyncStore, transport: CallbackTransport,
+                 clock: Clock = SYSTEM_CLOCK):
+        """`clock`: the fleet's (engine.fleet), whose wall time the leases are in."""
         self._config = config
         self._store = store
         self._transport = transport
+        self._clock = clock
+        # streams of a gone node are looked for as often as leases are renewed: a fraction of
+        # a lease after it ran out, one cheap query (an index of the streams with a backlog)
+        self._takeover_every_s = config.node_lease_s / LEASE_RENEWALS
+        self._next_takeover = 0.0  # monotonic
         self._policy = egress.callback_policy(config.callback_deny)
         self._wake = asyncio.Event()
         self._next_attempt: dict[int, float] = {}  # callback id -> monotonic time
         self._in_flight: set[int] = set()
         self._runner: asyncio.Task | None = None
+        self._store_away = False
 
     async def emit(self, task_id: str, room_id: str, task_url: str, event_type: int, message: str,
                    detail: dict) -> None:
@@ -98,12 +117,26 @@ class CallbackSender:
             except TimeoutError:
                 pass
             self._wake.clear()
-            now = time.monotonic()
-            for record in await self._store.pending_callbacks():
-                if record.id in self._in_flight or self._next_attempt.get(record.id, 0) > now:
-                    continue
-                self._in_flight.add(record.id)
-                asyncio.get_running_loop().create_task(self._deliver(record))
+            try:
+                await self._poll()
+                self._store_away = False
+            except Exception:  # the store is away: try again at the next poll (said once per outage)
+                if not self._store_away:
+                    log.exception("callbacks_poll_failed")
+                self._store_away = True
+
+    async def _poll(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_takeover:
+            self._next_takeover = now + self._takeover_every_s
+            taken = await self._store.take_over_callbacks(self._clock.wall_ms())
+            if taken:
+                log.warning("callbacks_taken_over", count=len(taken), tasks=taken[:20])
+        for record in await self._store.pending_callbacks():
+            if record.id in self._in_flight or self._next_attempt.get(record.id, 0) > now:
+                continue
+            self._in_flight.add(record.id)
+            asyncio.get_running_loop().create_task(self._deliver(record))
 
     async def _deliver(self, record: CallbackRecord) -> None:
         try:
@@ -122,6 +155,8 @@ class CallbackSender:
                 metrics.CALLBACK_RETRIES.inc()
                 self._next_attempt[record.id] = time.monotonic() + retry_delay(
                     self._config.callback_retry_interval_s, attempts)
+        except Exception:  # the store is away: the event stays undone and is sent again
+            log.exception("callback_outcome_not_stored", task_id=record.task_id, sequence=record.sequence)
         finally:
             self._in_flight.discard(record.id)
             self._wake.set()

@@ -59,6 +59,8 @@ STORE_CONNECT_TIMEOUT_S = 10.0
 STORE_CONNECT_RETRY_S = 0.5
 STORE_POOL_SIZE = 2
 STORE_QUERY_WAIT_S = 30.0  # a call waiting this long for a pooled connection fails
+STORE_LISTEN_WAKE_S = 1.0  # a LISTENing connection checks this often whether it is to stop
+TASK_SYNC_POLL_S = 0.5  # a node reads the fleet's tasks at least this often (NOTIFY wakes it sooner)
 STORAGE_DIRNAME = "storage"
 
 # Room rules and callbacks

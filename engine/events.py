@@ -5,7 +5,7 @@ worker; its exit goes through the same queue, so it is handled after everything
 it said. Who handles them is given per worker (`listen`): the stream registry
 routes exits and inactivity to itself and the rest to the task manager.
 `request` and `flush` are what the task manager needs of a stream's worker
-(engine.tasks.StreamControl).
+(engine.active_task.StreamControl).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class Fleet:
         self._describe = describe
         self._clock = clock
         self._members: list[NodeRecord] = []
+        self._gone_ids: set[str] | None = None  # as of the last renewal (None: before the first)
         self._renewer: asyncio.Task | None = None
 
     async def join(self) -> None:
@@ -62,6 +63,17 @@ class Fleet:
         await self._store.renew_node(self.url, me.state, me.free_streams, me.free_tasks, self._clock.wall_ms(),
                                      int(self.lease_s * 1000))
         self._members = await self._store.nodes()
+        self._note_comings_and_goings()
+
+    def _note_comings_and_goings(self) -> None:
+        """One line when a member's lease is first seen run out, and when it is back."""
+        gone = {n.node_id for n in self.gone()}
+        if self._gone_ids is not None:
+            for node_id in sorted(gone - self._gone_ids):
+                log.warning("fleet_node_gone", node_id=self.node_id, gone_node=node_id)
+            for node_id in sorted(self._gone_ids - gone):
+                log.info("fleet_node_back", node_id=self.node_id, back_node=node_id)
+        self._gone_ids = gone
 
     async def _renew_forever(self) -> None:
         while True:
@@ -78,6 +90,10 @@ class Fleet:
 
     def is_live(self, node_id: str) -> bool:
         return node_id == self.node_id or any(n.node_id == node_id for n in self.live())
+
+    def peer_urls(self) -> list[str]:
+        """The advertised URLs of the other members, live or gone (a gone one may come back)."""
+        return [n.url for n in self._members if n.node_id != self.node_id]
 
     def gone(self) -> list[NodeRecord]:
         """Members whose lease ran out: killed, partitioned or stopped."""

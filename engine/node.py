@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from contract import protocol
-from engine import defaults, models
+from engine import defaults, errors, models, views
 from engine.admission import Admission, NodeState
 from engine.callbacks import CallbackSender, CallbackTransport, HttpTransport
 from engine.capacity import Capacity, default_max_streams
@@ -30,10 +31,11 @@ from engine.ports import PortAllocator
 from engine.pulls import PullSources
 from engine.rooms import PublishedStream, Rooms
 from engine.snapshots import SnapshotBook
-from engine.status import ENDED_TASK_STATUSES
+from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES
 from engine.store import AsyncStore, Store
 from engine.streams import Spawner, StreamRegistry
 from engine.supervisor import Supervisor
+from engine.task_sync import TaskSync
 from engine.tasks import TaskManager
 from storage_adapters.spool import Spool
 from storage_adapters.uploader import Uploader, UploadResult
@@ -46,7 +48,8 @@ UPLOAD_DRAIN_POLL_S = 0.2
 class RecordingNode:
     def __init__(self, *, config: NodeConfig, store: AsyncStore, callbacks: CallbackSender, uploader: Uploader,
                  admission: Admission, tasks: TaskManager, streams: StreamRegistry, pulls: PullSources,
-                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, placement: Placement):
+                 events: WorkerEvents, supervisor: Spawner, fleet: Fleet, placement: Placement,
+                 task_sync: TaskSync):
         """Made by `create`, which starts the parts first; this starts the ticker."""
         self.config = config
         self.store = store
@@ -60,6 +63,7 @@ class RecordingNode:
         self.supervisor = supervisor
         self.fleet = fleet
         self.placement = placement  # which node of the fleet a publish goes to
+        self.task_sync = task_sync
         self.ingest = IngestTotals()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._stats_poller = asyncio.get_running_loop().create_task(self._poll_stats())
@@ -72,8 +76,7 @@ class RecordingNode:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.storage_root.mkdir(parents=True, exist_ok=True)
         store = AsyncStore(await asyncio.to_thread(Store, config.store_location, config.node_id))
-        callbacks = CallbackSender(config, store, callback_transport or HttpTransport())
-        callbacks.start()
+        callbacks = CallbackSender(config, store, callback_transport or HttpTransport(), clock)
 
         # The uploader tells the FileBook what it stored; the FileBook asks it what is pending.
         async def object_uploaded(result: UploadResult) -> None:
@@ -91,11 +94,6 @@ class RecordingNode:
         admission = Admission(Capacity(config.max_streams or default_max_streams(), config.max_tasks, config.cpu_cap))
         streams = StreamRegistry(config, store, rooms, PortAllocator(*config.rtp_port_range), supervisor, admission,
                                  events, tasks, clock)
-        uploader.start()
-        await tasks.load()
-        await supervisor.warm_up()
-        pulls = streams.pulls = PullSources(config, streams)
-        await streams.restore()
 
         def membership() -> Membership:
             capacity = admission.capacity
@@ -104,13 +102,26 @@ class RecordingNode:
                               max(0, capacity.max_tasks - sum(tasks.status_counts().values())))
 
         fleet = Fleet(store, config.node_id, config.base_url, config.node_lease_s, membership, clock)
+        destinations.urls = replace(destinations.urls, peers=fleet.peer_urls)
+        # Live again before it looks at its files: the others stop marking them interrupted.
+        await fleet.renew()
+        uploader.start()
+        await tasks.load()
+        await supervisor.warm_up()
+        pulls = streams.pulls = PullSources(config, streams)
+        await streams.restore()
+        task_sync = TaskSync(store, tasks, fleet, clock)
         placement = Placement(fleet, store, admission, lambda: streams.load, lambda room: bool(rooms.streams(room)),
                               config.room_affinity)
         node = cls(config=config, store=store, callbacks=callbacks, uploader=uploader, admission=admission,
                    tasks=tasks, streams=streams, pulls=pulls, events=events, supervisor=supervisor, fleet=fleet,
-                   placement=placement)
+                   placement=placement, task_sync=task_sync)
         admission.open()
         await fleet.join()
+        # Sending starts once a member: another node takes over the event streams of a node it
+        # does not see live, so a node sending before it joined could send beside the taker.
+        callbacks.start()
+        await task_sync.start()  # the fleet's tasks: this node records their rooms' streams it holds
         log.info("node_ready", data_dir=str(config.data_dir))
         return node
 
@@ -153,6 +164,7 @@ class RecordingNode:
         await self.fleet.renew()  # the others see it draining (and stop sending it publishers) at once
         self._ticker.cancel()
         self._stats_poller.cancel()
+        self.task_sync.stop()
         await self.poll_ingest()  # the last counts of streams about to end
         await self.pulls.close()
         await self.streams.unpublish_all()
@@ -189,11 +201,19 @@ class RecordingNode:
     async def take_snapshot(self, task_id: str) -> None:
         await self.tasks.take_snapshot(task_id)
 
+    # Describe*: any task of the fleet, with its files from every node
     async def describe_record_status(self, task_id: str) -> dict:
-        return await self.tasks.describe(task_id)
+        record = await self.store.get_task(task_id)
+        if record is None:
+            raise errors.TaskNotFound()
+        return views.task_status(record, await self.store.files_of_task(task_id), self.tasks.files.signed_url)
 
     async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
-        return await self.tasks.describe_tasks(request)
+        statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES
+        total, records = await self.store.page_tasks(
+            statuses, request.room_id, request.start_time_ms, request.end_time_ms,
+            (request.page_offset - 1) * request.page_size, request.page_size)
+        return views.task_page(request.page_offset, request.page_size, total, records)
 
     async def publish_rtp(self, room_id: str, stream_id: str, user_id: str, user_name: str,
                           sdp_text: str, announcer: str = "") -> PublishedStream:

@@ -16,7 +16,7 @@ import hmac
 import math
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,9 @@ class RecordingUrls:
     secret: str = field(repr=False)
     ttl_s: float
     clock: Callable[[], float] = time.time
+    # the base URLs of the fleet's other nodes (engine.fleet): they share the ServerSecret,
+    # so a link to a file on another node's disk is signed here as it would be there
+    peers: Callable[[], Iterable[str]] = lambda: ()
 
     @classmethod
     def for_config(cls, config: NodeConfig) -> RecordingUrls:
@@ -65,9 +68,9 @@ class RecordingUrls:
         return f"{url}?{self.query(*object_)}"
 
     def object_of(self, url: str) -> tuple[str, str] | None:
-        """(bucket, key) of an unsigned URL of this node's recordings; None for any other URL."""
-        prefix = self.base_url + ROUTE
-        if not url.startswith(prefix) or "?" in url:
+        """(bucket, key) of an unsigned URL of this node's (or a fleet peer's) recordings; None for any other URL."""
+        prefix = next((base + ROUTE for base in (self.base_url, *self.peers()) if url.startswith(base + ROUTE)), None)
+        if prefix is None or "?" in url:
             return None
         bucket, slash, key = url[len(prefix):].partition("/")
         if not slash or not key:

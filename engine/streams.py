@@ -147,6 +147,7 @@ class StreamRegistry:
                 stream.resource_id = secrets.token_urlsafe(12)
             self._rooms.add(stream)
             self._publishing.discard(key)  # counted once: it is in its room now
+            await self._record_in_store(stream)
         finally:
             self._publishing.discard(key)
         log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, kind=InputKind.WHIP,
@@ -176,18 +177,23 @@ class StreamRegistry:
             stream.answer = rtp_answer(offer, self._config.advertised_address, stream.ports)
             self._rooms.add(stream)
             self._publishing.discard(key)  # counted once: it is in its room now
-            try:
-                await self._store.save_stream(self._stream_record(stream))
-            except Conflict:  # another node sharing the store has this room's stream
-                await self.unpublish(stream.resource_id, reason="published_on_another_node")
-                raise errors.IngestError(409, f"stream {stream_id!r} is already published in room {room_id!r} "
-                                              "on another node") from None
+            await self._record_in_store(stream)
         finally:
             self._publishing.discard(key)
         log.info("stream_published", room_id=room_id, stream_id=stream_id, user_id=user_id, ports=stream.ports,
                  worker_pid=worker.pid)
         await self._tasks.stream_ready(stream)
         return stream
+
+    async def _record_in_store(self, stream: PublishedStream) -> None:
+        """The fleet's registry of streams: one publisher per stream id on the live nodes
+        (a dead node's is taken over). Refused with 409 when a live node has it."""
+        try:
+            await self._store.save_stream(self._stream_record(stream), self._clock.wall_ms())
+        except Conflict:
+            await self.unpublish(stream.resource_id, reason="published_on_another_node")
+            raise errors.IngestError(409, f"stream {stream.stream_id!r} is already published in room "
+                                          f"{stream.room_id!r} on another node") from None
 
     def _parse_offer(self, sdp_text: str, announcer: str) -> RtpOffer:
         """`announcer`: the host that announced the stream, its only source with --rtp-pin-source.
@@ -200,12 +206,15 @@ class StreamRegistry:
     def _stream_record(stream: PublishedStream) -> StreamRecord:
         return StreamRecord(stream.resource_id, stream.room_id, stream.stream_id, stream.spec.user_id,
                             stream.user_name, stream.offer_text, stream.ports, stream.published_ms,
-                            next((t.source_host for t in stream.spec.tracks if t.source_host), ""))
+                            next((t.source_host for t in stream.spec.tracks if t.source_host), ""), str(stream.kind))
 
     async def restore(self) -> None:
         """After a restart: listen again on the ports of every RTP stream that was
         published, so its publisher (which knows nothing of the restart) is recorded."""
         for record in await self._store.streams():
+            if record.kind != InputKind.RTP:  # its peer connection died with the node: its publisher reconnects
+                await self._store.delete_stream(record.resource_id)
+                continue
             try:
                 offer = self._parse_offer(record.offer, record.source_host)
                 spec = StreamSpec(record.room_id, record.stream_id, record.user_id, offer.tracks)

@@ -1,74 +1,36 @@
-"""Task lifecycle: StartRecord / StopRecord / Describe*, files, and the one place
-that writes terminal states."""
+"""Task lifecycle on a node: StartRecord / StopRecord / PauseRecord / ResumeRecord,
+the tasks of the fleet this node records (engine.task_sync keeps them in step with
+the store), and the one place that writes terminal states."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import replace
 
 import structlog
 
 from contract import protocol
 from contract.codes import CallbackEvent, QuitReason
 from contract.worker import RecordingSpec
-from engine import checks, defaults, errors, metrics, models, views
+from engine import checks, errors, models
+from engine.active_task import ActiveTask, HeldTasks, StreamControl, judge, recording_spec
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import NodeConfig
 from engine.files import FileBook
 from engine.rooms import PublishedStream, Rooms
 from engine.snapshots import SnapshotBook
-from engine.status import ACTIVE_TASK_STATUSES, ENDED_TASK_STATUSES, EndReason, FileStatus, TaskStatus
-from engine.store import AsyncStore, Conflict, TaskRecord
+from engine.start_gate import StartGate, new_task_id
+from engine.status import ACTIVE_TASK_STATUSES, EndReason, FileStatus, TaskStatus
+from engine.store import AsyncStore, TaskRecord
+from engine.task_end import after_uploads, settle_here
 
 log = structlog.get_logger("tasks")
 
-_TASK_ID_ALPHABET = string.ascii_letters + string.digits
 STOP_REPLY_TIMEOUT_S = 10.0
 
 
-def new_task_id() -> str:
-    return "".join(secrets.choice(_TASK_ID_ALPHABET) for _ in range(defaults.TASK_ID_LENGTH))
-
-
 Emit = Callable[[str, str, str, int, str, dict], Awaitable[None]]
-
-
-class StreamControl(Protocol):
-    """What tasks need of a stream's worker (engine.events.WorkerEvents)."""
-
-    async def request(self, stream: PublishedStream, make: Callable[[int], protocol.Request]) -> protocol.Reply:
-        """Send a request to the stream's worker and wait for its reply."""
-
-    async def flush(self, stream: PublishedStream) -> None:
-        """Wait until every event the stream's worker sent so far has been handled."""
-
-
-@dataclass
-class ActiveTask:
-    record: TaskRecord
-    recording_spec: RecordingSpec
-    started: float  # monotonic time of StartRecord
-    streams: set[str] = field(default_factory=set)  # stream ids with a recording in a worker
-    seen_streams: set[str] = field(default_factory=set)  # wanted streams published at some point
-    idle_since: float | None = None  # monotonic: since when none of its streams is in the room
-    next_room_empty_event: float | None = None
-    missing_checked: bool = False
-
-    @property
-    def task_id(self) -> str:
-        return self.record.task_id
-
-    @property
-    def fill_blank(self) -> bool:
-        return self.record.request.input.fill_blank
-
-    def wants(self, stream: PublishedStream) -> bool:
-        listed = self.record.request.input.record_streams
-        return not listed or stream.stream_id in listed
 
 
 class TaskManager:
@@ -83,37 +45,65 @@ class TaskManager:
         self._streams = streams
         self._clock = clock
         self._background: set[asyncio.Task] = set()
-        self._active: dict[str, ActiveTask] = {}
-        self._start_lock = asyncio.Lock()
-        self._being_created = 0  # admitted, not yet active
-        self._creating: dict[str, asyncio.Future[str]] = {}  # the ClientTaskIds of those, and their answers
+        self.held = HeldTasks(clock)  # the fleet's active tasks this node follows (engine.task_sync reads it too)
+        self._gate = StartGate(store)
+        # the ids of a room's streams on the fleet's other live nodes (engine.task_sync)
+        self.streams_elsewhere: Callable[[str], set[str]] = lambda room_id: set()
+
+    @property
+    def node_id(self) -> str:
+        return self._config.node_id
+
+    def _owned(self) -> list[ActiveTask]:
+        """The tasks this node owns (created, or took over from a node that died)."""
+        return [t for t in self.held.all() if t.record.node_id == self.node_id]
 
     async def load(self) -> None:
-        now, wall = self._clock.monotonic(), self._clock.wall_ms()
         for record in await self._store.tasks_with_status(ACTIVE_TASK_STATUSES):
-            started = now - (wall - record.created_ms) / 1000
-            task = ActiveTask(record, self._recording_spec(record), started)
-            self._active[record.task_id] = task
-            self._register_files(task)
-        await self._reconcile_files(now)
+            self._hold(record)
+        await self._reconcile_files(self._clock.monotonic())
+
+    def _hold(self, record: TaskRecord) -> ActiveTask:
+        """An active task of the store (this node's, or one it learnt of) held here."""
+        started = self._clock.monotonic() - (self._clock.wall_ms() - record.created_ms) / 1000
+        task = ActiveTask(record, self._recording_spec(record), started)
+        self.held.add(task)
+        self._register_files(task)
+        return task
+
+    async def adopt(self, record: TaskRecord) -> ActiveTask:
+        """A task of the fleet this node had not met: it records the room's streams it holds."""
+        task = self._hold(record)
+        log.info("task_adopted", task_id=record.task_id, room_id=record.room_id, owner=record.node_id)
+        for stream in self._rooms.streams(record.room_id):
+            if task.wants(stream):
+                await self._start_on_stream(task, stream)
+        return task
 
     async def _reconcile_files(self, now: float) -> None:
         """Files a previous run left recording or uploading: settle them, and send the
         end-of-task events it still owed."""
         unsettled = await self._store.files_with_status((FileStatus.RECORDING, FileStatus.UPLOADING))
+        # marked interrupted by another node while this one was away: settled as left recording
+        unsettled += [replace(f, status=FileStatus.RECORDING) for f in await self._store.interrupted_files()]
         for task_id in {f.task_id for f in unsettled}:
             record = await self._store.get_task(task_id)
             if record is None:
                 continue
-            task = self._active.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
+            task = self.held.get(task_id) or ActiveTask(record, self._recording_spec(record), now)
             self._register_files(task)
-            if record.status.terminal and CallbackEvent.UPLOADED not in await self._store.events_of_task(task_id):
+            if not record.status.terminal:
+                continue
+            if record.node_id == self.node_id and CallbackEvent.UPLOADED not in await self._store.events_of_task(
+                    task_id):
                 self._in_background(self._after_uploads(task, record.end_reason or ""))
+            else:  # its owner sent (or sends) its events: this node only finishes its own files
+                self._in_background(self._settle_here(task))
         await self.files.reconcile(unsettled)
 
     def status_counts(self) -> dict[TaskStatus, int]:
         counts = {status: 0 for status in ACTIVE_TASK_STATUSES}
-        for task in self._active.values():
+        for task in self._owned():
             counts[task.record.status] += 1
         return counts
 
@@ -122,59 +112,26 @@ class TaskManager:
         """A new task, once `admit(tasks active or being created)` lets it in (it raises
         otherwise). A ClientTaskId already known, or being created right now, answers
         that task without asking `admit`: a repeat is never refused for capacity."""
-        client_id = request.client_task_id
-        existing: TaskRecord | None = None
-        async with self._start_lock:  # looking up a ClientTaskId, admitting and counting in are one step
-            creating = self._creating.get(client_id) if client_id is not None else None
-            if client_id is not None and creating is None:
-                existing = await self._store.get_task_by_client_id(client_id)
-            repeat = creating is not None or existing is not None
-            if not repeat:
-                admit(len(self._active) + self._being_created)
-                self._being_created += 1
-                creating = asyncio.get_running_loop().create_future()
-                if client_id is not None:
-                    self._creating[client_id] = creating
-        if existing is not None:
-            return existing.task_id
-        assert creating is not None
-        if repeat:
-            return await asyncio.shield(creating)  # the same ClientTaskId, still being created: its answer
-        try:
+        async def create() -> str:
             await checks.check_storage(self._config, request)
             await checks.check_callback_url(self._config, request.output.callback_url)
-            task = await self._insert(request)
-        except Conflict as conflict:  # another node of the fleet took this ClientTaskId a moment ago
-            existing = await self._store.get_task_by_client_id(client_id or "")
-            if existing is None:
-                creating.set_exception(conflict)
-                creating.exception()
-                raise
-            log.info("client_task_id_taken", task_id=existing.task_id, client_task_id=client_id)
-            creating.set_result(existing.task_id)
-            return existing.task_id
-        except BaseException as error:
-            creating.set_exception(error)
-            creating.exception()  # a refusal no repeat waits for is not an unretrieved exception
-            raise
-        finally:
-            self._being_created -= 1  # `_insert` made it active first: the count never dips
-            if client_id is not None:
-                self._creating.pop(client_id, None)
-        creating.set_result(task.task_id)
-        for stream in self._rooms.streams(task.record.room_id):
-            if task.wants(stream):
-                await self._start_on_stream(task, stream)
-        return task.task_id
+            return (await self._insert(request)).task_id
+
+        task_id, created = await self._gate.enter(request.client_task_id,
+                                                  lambda creating: admit(len(self._owned()) + creating), create)
+        task = self.held.get(task_id)
+        if created and task is not None:
+            for stream in self._rooms.streams(task.record.room_id):
+                if task.wants(stream):
+                    await self._start_on_stream(task, stream)
+        return task_id
 
     async def _insert(self, request: models.StartRecordRequest) -> ActiveTask:
         created = self._clock.wall_ms()
         record = TaskRecord(new_task_id(), request.client_task_id, request.room_id, TaskStatus.RECORDING,
-                            request, created, begin_ms=created)
+                            request, created, begin_ms=created, node_id=self.node_id)
         await self._store.insert_task(record)
-        task = ActiveTask(record, self._recording_spec(record), self._clock.monotonic())
-        self._active[record.task_id] = task
-        self._register_files(task)
+        task = self._hold(record)
         log.info("task_started", task_id=record.task_id, room_id=record.room_id,
                  storage=request.storage.public_view(), stream_type=request.input.stream_type,
                  output_format=request.output.output_format)
@@ -187,17 +144,8 @@ class TaskManager:
         self.snapshots.register(task.task_id, task.record.room_id, task.record.request.output.callback_url)
 
     def _recording_spec(self, record: TaskRecord) -> RecordingSpec:
-        r = record.request
-        return RecordingSpec(task_id=record.task_id, stream_type=r.input.stream_type,
-                             output_format=r.output.output_format, output_folder=r.output.output_folder,
-                             file_rule=r.output.file_rule, fragment_seconds=r.output.fragment_seconds,
-                             storage=self.files.destination(record.task_id, r.storage).for_worker(),
-                             realtime_playlist=r.output.realtime_upload_fragment,
-                             short_segment_paths=r.output.short_fragment_path,
-                             snapshot_interval_s=r.output.snapshot_interval,
-                             skip_mute_audio=r.input.record_mute_audio == 2,
-                             mute_split_s=r.input.mute_split_threshold if r.input.record_mute_audio == 2 else None,
-                             mp4_audio=self._config.mp4_audio)
+        return recording_spec(record, self.files.destination(record.task_id, record.request.storage).for_worker(),
+                              self._config.mp4_audio)
 
     async def _start_on_stream(self, task: ActiveTask, stream: PublishedStream) -> None:
         task.seen_streams.add(stream.stream_id)
@@ -216,7 +164,7 @@ class TaskManager:
 
     # streams coming and going
     async def stream_ready(self, stream: PublishedStream) -> None:
-        for task in list(self._active.values()):
+        for task in self.held.all():
             if task.record.room_id == stream.room_id and task.wants(stream):
                 await self._start_on_stream(task, stream)
 
@@ -224,7 +172,7 @@ class TaskManager:
         """The stream left its room. Returns the tasks whose recording of it stays open
         (FillBlank: the file continues if it comes back) and those whose must close."""
         keep, stop = [], []
-        for task in self._active.values():
+        for task in self.held.all():
             if task.record.room_id != stream.room_id or stream.stream_id not in task.streams:
                 continue
             if task.fill_blank:
@@ -238,24 +186,29 @@ class TaskManager:
         """A publisher offered media the node cannot record, and was refused. A task that
         would record the stream and records nothing else ends as unsupported media
         (quit_reason 1010); one that records other streams goes on without it."""
-        for task in [t for t in self._active.values() if t.record.room_id == room_id]:
+        for task in [t for t in self.held.all() if t.record.room_id == room_id]:
             listed = task.record.request.input.record_streams
             if listed and stream_id not in listed:
                 continue
+            alone = not task.streams and not self._recorded_elsewhere(task)
             log.warning("stream_unsupported", task_id=task.task_id, room_id=room_id, stream_id=stream_id,
-                        reason=reason, task_ends=not task.streams)
-            if not task.streams:
+                        reason=reason, task_ends=alone)
+            if alone:
                 await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, QuitReason.UNSUPPORTED_FORMAT)
+
+    def _recorded_elsewhere(self, task: ActiveTask) -> bool:
+        """Whether another live node of the fleet holds a stream the task records."""
+        return any(task.wants_id(s) for s in self.streams_elsewhere(task.record.room_id))
 
     def keeps_open(self, room_id: str, stream_id: str) -> bool:
         """Whether a task still holds a recording of this (departed) stream open."""
-        return any(t.record.room_id == room_id and stream_id in t.streams for t in self._active.values())
+        return any(t.record.room_id == room_id and stream_id in t.streams for t in self.held.all())
 
     async def worker_lost(self, stream: PublishedStream) -> None:
         """The stream's worker died: what it wrote is kept (see FileBook.worker_lost)."""
-        tasks = {t.task_id for t in self._active.values() if t.record.room_id == stream.room_id}
+        tasks = {t.task_id for t in self.held.all() if t.record.room_id == stream.room_id}
         for task_id in tasks:
-            self._active[task_id].streams.discard(stream.stream_id)
+            self.held.get(task_id).streams.discard(stream.stream_id)
         await self.files.worker_lost(lambda f: f.task_id in tasks and f.stream_id == stream.stream_id)
 
     # worker events
@@ -275,7 +228,7 @@ class TaskManager:
             case protocol.RecordingFailed():
                 log.error("recording_failed", task_id=event.task_id, stream_id=stream.stream_id,
                           quit_reason=event.quit_reason, message=event.message)
-                task = self._active.get(event.task_id)
+                task = self.held.get(event.task_id)
                 if task is not None:
                     # Not awaited here: closing waits for this very event queue to drain.
                     self._in_background(self._recording_failed(task, stream, event.quit_reason))
@@ -285,7 +238,8 @@ class TaskManager:
         that stream leaves the task, its file closed with what was written; the task
         ends abnormally when the failure is the node's (the spool is full: every stream
         would fail) or when no other stream of the task is recording."""
-        if quit_reason == QuitReason.OUT_OF_DISK_SPACE or task.streams <= {stream.stream_id}:
+        alone = task.streams <= {stream.stream_id} and not self._recorded_elsewhere(task)
+        if quit_reason == QuitReason.OUT_OF_DISK_SPACE or alone:
             await self._end(task, TaskStatus.ENDED_ABNORMALLY, EndReason.FAILED, quit_reason)
             return
         task.streams.discard(stream.stream_id)  # before any await: a second failure sees it
@@ -303,12 +257,15 @@ class TaskManager:
 
     # StopRecord and every other end: the one writer of terminal states
     async def _active_task(self, task_id: str) -> ActiveTask:
-        task = self._active.get(task_id)
+        """A task of the fleet, held here (one created on another node a moment ago is taken in now)."""
+        task = self.held.get(task_id)
         if task is None:
             record = await self._store.get_task(task_id)
             if record is None:
                 raise errors.TaskNotFound()
-            raise errors.TaskAlreadyStopped()
+            if record.status.terminal:
+                raise errors.TaskAlreadyStopped()
+            task = self.held.get(task_id) or await self.adopt(record)
         return task
 
     async def stop_record(self, task_id: str) -> None:
@@ -339,13 +296,24 @@ class TaskManager:
         log.info("snapshot_asked", task_id=task_id)
 
     async def _set_paused(self, task: ActiveTask, paused: bool) -> None:
-        status = TaskStatus.PAUSED if paused else TaskStatus.RECORDING
-        task.record = replace(task.record, status=status)
-        await self._store.update_task(task.task_id, status=status)
-        make = protocol.PauseRecording if paused else protocol.ResumeRecording
-        await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
-        log.info("task_paused" if paused else "task_resumed", task_id=task.task_id)
+        """Pause or resume on every node: the store says whether this call did it (the
+        other nodes apply it on their next sync); the node that did sends the event."""
+        was, status = (TaskStatus.RECORDING, TaskStatus.PAUSED) if paused else (TaskStatus.PAUSED, TaskStatus.RECORDING)
+        if not await self._store.change_task_status(task.task_id, was, status):
+            record = await self._store.get_task(task.task_id)
+            if record is None or record.status.terminal:
+                raise errors.TaskAlreadyStopped()
+            raise errors.InvalidParameter("TaskId: the task is already paused") if paused else errors.TaskNotPaused()
+        await self.apply_status(task, status)
         await self._emit(task, CallbackEvent.PAUSED if paused else CallbackEvent.RESUMED, "paused" if paused else "resumed", {})
+
+    async def apply_status(self, task: ActiveTask, status: TaskStatus) -> None:
+        """Paused or recording, as the store says: this node's recordings of the task follow."""
+        task.record = replace(task.record, status=status)
+        self.held.touch(task)
+        make = protocol.PauseRecording if status is TaskStatus.PAUSED else protocol.ResumeRecording
+        await self._on_recording_streams(task, lambda rid: make(rid, task.task_id))
+        log.info("task_paused" if status is TaskStatus.PAUSED else "task_resumed", task_id=task.task_id)
 
     async def _on_recording_streams(self, task: ActiveTask,
                                     make: Callable[[int], protocol.Request]) -> list[PublishedStream]:
@@ -361,83 +329,67 @@ class TaskManager:
                             error=str(result))
         return streams
 
-    # room rules, on the node's ticker
+    # room rules, on the node's ticker, with the room's streams on every live node
     async def tick(self) -> None:
-        now, wall = self._clock.monotonic(), self._clock.wall_ms()
-        for task in list(self._active.values()):
-            inputs = task.record.request.input
-            if wall - task.record.created_ms >= inputs.max_record_time * 1000:
+        now, wall, config = self._clock.monotonic(), self._clock.wall_ms(), self._config
+        for task in self.held.all():
+            room = task.record.room_id
+            here = {s.stream_id for s in self._rooms.streams(room)}
+            verdict = judge(task, now, wall, here | self.streams_elsewhere(room), task.record.node_id == self.node_id,
+                            config.room_empty_event_s, config.stream_missing_event_s)
+            if verdict.max_time:
                 await self._end(task, TaskStatus.ENDED, EndReason.MAX_TIME, QuitReason.MAX_RECORD_TIME)
-                continue
-            if any(task.wants(s) for s in self._rooms.streams(task.record.room_id)):
-                task.idle_since = task.next_room_empty_event = None
-            else:
-                if task.idle_since is None:
-                    task.idle_since = now
-                    task.next_room_empty_event = now + self._config.room_empty_event_s
-                if now - task.idle_since >= inputs.max_idle_time:
-                    await self._end(task, TaskStatus.ENDED, EndReason.IDLE, QuitReason.MAX_IDLE_TIME)
-                    continue
-                if task.next_room_empty_event is not None and now >= task.next_room_empty_event:
-                    task.next_room_empty_event += self._config.room_empty_event_s
-                    await self._emit(task, CallbackEvent.ROOM_EMPTY, "no stream in the room", {})
-            if not task.missing_checked and now - task.started >= self._config.stream_missing_event_s:
-                task.missing_checked = True
-                for stream_id in inputs.record_streams:
-                    if stream_id not in task.seen_streams:
-                        await self._emit(task, CallbackEvent.STREAM_MISSING, "stream does not exist",
-                                         {"stream_id": stream_id})
+            elif verdict.idle:
+                await self._end(task, TaskStatus.ENDED, EndReason.IDLE, QuitReason.MAX_IDLE_TIME)
+            elif verdict.room_empty:
+                await self._emit(task, CallbackEvent.ROOM_EMPTY, "no stream in the room", {})
+            for stream_id in verdict.missing:
+                await self._emit(task, CallbackEvent.STREAM_MISSING, "stream does not exist", {"stream_id": stream_id})
 
     async def _emit(self, task: ActiveTask, event_type: int, message: str, detail: dict) -> None:
         await self._emit_callback(task.task_id, task.record.room_id, task.record.request.output.callback_url,
                                   event_type, message, detail)
 
     async def _end(self, task: ActiveTask, status: TaskStatus, reason: str, quit_reason: QuitReason | None = None) -> None:
-        """The one writer of terminal states, and of the end-of-task callbacks."""
+        """The one writer of terminal states, and of the end-of-task callbacks: of the
+        nodes that would end the task, the one whose conditional write did sends them."""
         assert status.terminal
         task_id = task.record.task_id
-        if self._active.pop(task_id, None) is None:
+        if self.held.let_go(task_id) is None:
             return
         end = self._clock.wall_ms()
+        if not await self._store.end_task(task_id, status, end, reason):  # another node ended it a moment ago
+            log.info("task_ended_elsewhere", task_id=task_id, would_have=reason)
+            await self._close_here(task)
+            self._in_background(self._settle_here(task))
+            return
         task.record = replace(task.record, status=status, end_ms=end, end_reason=reason)
-        await self._store.update_task(task_id, status=status, end_ms=end, end_reason=reason)
         log.info("task_ended", task_id=task_id, status=int(status), reason=reason, quit_reason=quit_reason)
         if reason == EndReason.STOPPED:
             await self._emit(task, CallbackEvent.STOPPED_UPLOADING, "stopped, files uploading", {})
         else:
             await self._emit(task, CallbackEvent.ABNORMAL_END, f"task ended: {reason}", {"quit_reason": int(quit_reason) if quit_reason is not None else None})
-        streams = await self._on_recording_streams(task, lambda rid: protocol.StopRecording(rid, task_id))
-        # The files' last events came before the replies: let them reach the store.
-        await asyncio.gather(*(self._streams.flush(s) for s in streams))
-        task.streams.clear()
+        await self._close_here(task)
         # StopRecord answers now; upload-finished (and normal-exit) follow when the bucket holds everything.
         self._in_background(self._after_uploads(task, reason))
 
+    async def ended_elsewhere(self, task_id: str) -> None:
+        """Another node ended the task (engine.task_sync): this node closes its files of it."""
+        task = self.held.let_go(task_id)
+        if task is not None:
+            log.info("task_ended_elsewhere", task_id=task_id)
+            await self._close_here(task)
+            self._in_background(self._settle_here(task))
+
+    async def _close_here(self, task: ActiveTask) -> None:
+        streams = await self._on_recording_streams(task, lambda rid: protocol.StopRecording(rid, task.task_id))
+        # The files' last events came before the replies: let them reach the store.
+        await asyncio.gather(*(self._streams.flush(s) for s in streams))
+        task.streams.clear()
+
     async def _after_uploads(self, task: ActiveTask, reason: str) -> None:
-        files = await self.files.wait_settled(task.task_id)
-        if reason == EndReason.STOPPED and task.record.end_ms is not None:
-            metrics.STOP_TO_DURABLE.observe(max(0, self._clock.wall_ms() - task.record.end_ms) / 1000)
-        await self.snapshots.wait_settled(task.task_id)
-        if task.record.request.output.output_format != "jpg":  # a jpg task's pictures had an event 1 each
-            uploaded = all(f.status is FileStatus.UPLOADED for f in files)
-            file_info = [views.file_info(f, self.files.signed_url) for f in files]
-            await self._emit(task, CallbackEvent.UPLOADED, "upload finished" if uploaded else "upload partly finished",
-                             {"upload_status": 1 if uploaded else 2, "file_info": file_info})
-        if reason == EndReason.STOPPED:
-            await self._emit(task, CallbackEvent.NORMAL_EXIT, "normal exit", {})
-        await self.files.forget(task.task_id)
-        self.snapshots.forget(task.task_id)
+        await after_uploads(task, reason, self.files, self.snapshots, self._clock,
+                            lambda *event: self._emit(task, *event))
 
-    # Describe*
-    async def describe(self, task_id: str) -> dict:
-        record = await self._store.get_task(task_id)
-        if record is None:
-            raise errors.TaskNotFound()
-        return views.task_status(record, await self._store.files_of_task(task_id), self.files.signed_url)
-
-    async def describe_tasks(self, request: models.DescribeTasksRequest) -> dict:
-        statuses = ACTIVE_TASK_STATUSES if request.status == 2 else ENDED_TASK_STATUSES
-        total, records = await self._store.page_tasks(
-            statuses, request.room_id, request.start_time_ms, request.end_time_ms,
-            (request.page_offset - 1) * request.page_size, request.page_size)
-        return views.task_page(request.page_offset, request.page_size, total, records)
+    async def _settle_here(self, task: ActiveTask) -> None:
+        await settle_here(task, self.files, self.snapshots)

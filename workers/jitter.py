@@ -136,8 +136,11 @@ class JitterBuffer:
         self._discard_ts: int | None = None
         # Something was lost since the last emitted frame.
         self._loss = False
-        # seq -> received?, for sequence numbers behind the cursor (insertion = seq order).
-        self._history: dict[int, bool] = {}
+        # What happened to the HISTORY_SIZE sequence numbers behind the cursor: all were
+        # received except those in `_lost` (given up on). Kept as a window rather than one
+        # entry per released packet: the release path then does nothing per packet for it.
+        self._history_start: int | None = None  # the first sequence number remembered
+        self._lost: set[int] = set()
         self._restart_candidate: _Entry | None = None
         # (cursor, seq): cursor..seq-1 are held, share the cursor's timestamp, no marker.
         self._frame_scan: tuple[int, int] | None = None
@@ -155,6 +158,18 @@ class JitterBuffer:
 
     def push(self, packet: RtpPacket, now: float) -> list[AssembledFrame]:
         """Add one packet; return the frames that became releasable (also by timeout)."""
+        out = self.insert(packet, now)
+        out.extend(self._release(now))
+        return out
+
+    def insert(self, packet: RtpPacket, now: float) -> list[AssembledFrame]:
+        """Add one packet that arrived at `now` without releasing anything, so that a
+        caller with a batch of packets (one tick's worth) inserts them all and then
+        releases once with `poll`: each frame is then assembled once instead of being
+        looked for after every packet. Frames already complete when `poll` runs come out
+        as `push` would have released them; a hole's wait is judged at `poll` time, so a
+        straggler in the same batch fills it instead of arriving late. Returns the frames
+        a sequence-number restart flushed (nearly always none)."""
         self.stats.packets += 1
         entry = _Entry(
             packet,
@@ -162,13 +177,10 @@ class JitterBuffer:
             self._ts.unwrap(packet.timestamp),
             now,
         )
-        out: list[AssembledFrame] = []
         if self._is_far_behind(entry.seq):
-            out.extend(self._handle_far_behind(entry, now))
-        else:
-            self._insert(entry)
-        out.extend(self._release(now))
-        return out
+            return self._handle_far_behind(entry, now)
+        self._insert(entry)
+        return []
 
     def poll(self, now: float) -> list[AssembledFrame]:
         """Release frames held behind holes whose wait ran out by `now`."""
@@ -210,14 +222,15 @@ class JitterBuffer:
         self._highest = max(self._highest, seq)
 
     def _reject_old(self, seq: int) -> None:
-        received = self._history.get(seq)
-        if received is True:
+        start = self._history_start
+        remembered = start is not None and max(start, self._cursor - HISTORY_SIZE) <= seq  # type: ignore[operator]
+        if remembered and seq not in self._lost:
             self.stats.duplicates += 1
             return
         self.stats.late += 1
-        if received is False:
+        if remembered:
             self.stats.lost_packets -= 1
-            self._history[seq] = True
+            self._lost.discard(seq)
 
     def _handle_far_behind(self, entry: _Entry, now: float) -> list[AssembledFrame]:
         candidate = self._restart_candidate
@@ -235,7 +248,8 @@ class JitterBuffer:
         out = self._release(now, force=True)
         self._seq = Unwrapper(SEQUENCE_BITS)
         self._buffer.clear()
-        self._history.clear()
+        self._history_start = None
+        self._lost.clear()
         self._cursor = None
         self._prev = None
         self._discard_ts = None
@@ -270,7 +284,8 @@ class JitterBuffer:
     def _advance(self, entry: _Entry) -> None:
         """Move the cursor past a received packet that was held at the cursor."""
         del self._buffer[entry.seq]
-        self._remember(entry.seq, received=True)
+        if self._history_start is None:
+            self._history_start = entry.seq
         self._cursor = entry.seq + 1
         if entry.packet.payload:
             self._prev = _Prev(entry.timestamp, bool(entry.packet.marker))
@@ -409,14 +424,12 @@ class JitterBuffer:
                 self._discard(self._buffer[self._cursor])
         resume = min(self._buffer)
         self.stats.lost_packets += resume - hole
-        for seq in range(max(hole, resume - HISTORY_SIZE), resume):
-            self._remember(seq, received=False)
+        if self._history_start is None:
+            self._history_start = hole
+        lost = self._lost
+        lost.update(range(max(hole, resume - HISTORY_SIZE), resume))
+        if len(lost) > HISTORY_SIZE:  # forget what left the window
+            self._lost = {seq for seq in lost if seq >= resume - HISTORY_SIZE}
         self._cursor = resume
         self._prev = None
         self._loss = True
-
-    def _remember(self, seq: int, *, received: bool) -> None:
-        history = self._history
-        history[seq] = received
-        while len(history) > HISTORY_SIZE:
-            del history[next(iter(history))]

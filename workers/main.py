@@ -37,8 +37,12 @@ from workers.template import imported_after_fork
 log = structlog.get_logger("worker")
 
 # Sockets are drained, jitter buffers polled and pending recordings retried once per tick:
-# one wakeup per tick, whatever the packet rate (workers.inputs.udp says why).
-TICK_S = 0.05
+# one wakeup per tick, whatever the packet rate (workers.inputs.udp says why). A wakeup costs
+# ~0.15-0.2 ms of CPU on a VM (benchmarks/results/profile-before.md): at 20 ticks a second that
+# was a third of a plain-RTP worker, so ticks are TICK_S apart, and a jitter buffer waiting on a
+# hole gets a tick at its deadline (`StreamInput.next_deadline`): the bounded wait stays bounded.
+TICK_S = 0.1
+DEADLINE_SLACK_S = 0.001  # a deadline tick comes this much after the deadline, never before
 EXIT_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
@@ -279,11 +283,16 @@ class StreamWorker:
         """Every TICK_S. A timer callback rather than a sleeping coroutine: one event-loop
         iteration per tick instead of two. The next tick is scheduled first, so an error
         here is logged by the loop and does not stop the ticking."""
-        self._ticker = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(TICK_S, self._tick)
         now = time.monotonic()
         if self.input is not None:
             self.input.tick(now)
             self._check_inactive(now)
+            deadline = self.input.next_deadline()
+            if deadline is not None and deadline + DEADLINE_SLACK_S < now + TICK_S:
+                self._ticker.cancel()
+                self._ticker = loop.call_at(max(deadline + DEADLINE_SLACK_S, loop.time()), self._tick)
         self.recordings.tick(now)
         if now >= self._next_progress:
             self._next_progress = now + self.config.tuning.progress_interval_s

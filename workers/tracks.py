@@ -35,14 +35,13 @@ class VideoTrack:
 
     def accept(self, frame: AssembledFrame) -> EncodedFrame | None:
         try:
-            data = self.codec.depayload(p.payload for p in frame.packets)
+            data, keyframe = self.codec.depayload_frame([p.payload for p in frame.packets])
         except ValueError:
             self.stats.dropped_malformed += 1
             self.reference_lost()
             return None
         if not data:
             return None
-        keyframe = self.codec.is_keyframe(data)
         intact = frame.clean_start and not frame.after_loss
         if not intact:
             self.reference_lost()
@@ -74,7 +73,8 @@ class AudioTrack:
         self.stats = GateStats()
 
     def accept(self, frame: AssembledFrame) -> EncodedFrame | None:
-        payload = b"".join(p.payload for p in frame.packets)
+        packets = frame.packets
+        payload = packets[0].payload if len(packets) == 1 else b"".join([p.payload for p in packets])
         if not payload:
             return None
         self.stats.frames += 1

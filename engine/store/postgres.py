@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg_pool import ConnectionPool
 
 from engine import defaults
@@ -71,6 +73,7 @@ class PostgresDatabase:
     def __init__(self, where: StoreUrl, connect_timeout_s: float = defaults.STORE_CONNECT_TIMEOUT_S):
         _wait_for_server(where, connect_timeout_s)
         self.where = where.redacted
+        self._conninfo = where.conninfo
         self._pool = ConnectionPool(
             where.conninfo, min_size=1, max_size=defaults.STORE_POOL_SIZE, open=False, name="recnode-store",
             kwargs={"autocommit": True, "row_factory": _row_factory}, timeout=defaults.STORE_QUERY_WAIT_S)
@@ -88,6 +91,26 @@ class PostgresDatabase:
     def scrub(self) -> None:
         """Old row versions stay in the table's pages until (auto)vacuum reclaims them: a
         VACUUM cannot run inside the pool's transactions, and autovacuum does it soon."""
+
+    def listen(self, channel: str, heard: Callable[[], None]) -> Callable[[], None]:
+        """Call `heard()` (from a thread of its own) at each NOTIFY on `channel`, on a
+        connection of its own, reconnecting while the server is away; returns a stop."""
+        stopped = threading.Event()
+
+        def run() -> None:
+            while not stopped.is_set():
+                try:
+                    with psycopg.connect(self._conninfo, autocommit=True) as connection:
+                        connection.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+                        heard()  # whatever was said while not listening
+                        while not stopped.is_set():
+                            for _ in connection.notifies(timeout=defaults.STORE_LISTEN_WAKE_S):
+                                heard()
+                except psycopg.Error:
+                    stopped.wait(defaults.STORE_CONNECT_RETRY_S)
+
+        threading.Thread(target=run, name=f"listen-{channel}", daemon=True).start()
+        return stopped.set
 
     def close(self) -> None:
         self._pool.close()

@@ -21,6 +21,7 @@ class TaskRecord:
     begin_ms: int | None = None
     end_ms: int | None = None
     end_reason: str | None = None
+    node_id: str = ""  # its owner: the node that sends its room events (the creator, or one that took it over)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class StreamRecord:
     ports: tuple[int, ...]
     published_ms: int
     source_host: str = ""  # --rtp-pin-source: the announcer, the stream's only source host
+    kind: str = "rtp"  # contract.codes.InputKind: only plain RTP is listened for again after a restart
 
 
 @dataclass(frozen=True)

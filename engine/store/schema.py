@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.store.database import Database, statements
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 12
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,6 +120,35 @@ CREATE TABLE nodes (
     renewed_ms BIGINT NOT NULL,
     lease_until_ms BIGINT NOT NULL
 );
+""",
+    # every published stream is in `streams` (WHIP too: the fleet counts a room's streams
+    # and keeps one publisher per stream id from it); only plain RTP is listened for again
+    9: """
+ALTER TABLE streams ADD COLUMN kind TEXT NOT NULL DEFAULT 'rtp';
+CREATE INDEX tasks_by_status ON tasks (status);
+""",
+    # each task's callback stream (engine.callbacks): the node that sends it (one at a time, taken
+    # over from a node whose lease ran out), the sequence of its first event not done (delivered
+    # or given up: the sender's cursor) and how many from there are not done (0: idle). A count,
+    # not a second sequence: the planner estimates `backlog > 0`, never a column against a column.
+    10: """
+CREATE TABLE callback_senders (
+    task_id TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    next_to_send BIGINT NOT NULL,
+    backlog BIGINT NOT NULL
+);
+INSERT INTO callback_senders (task_id, node_id, next_to_send, backlog)
+SELECT task_id, MAX(node_id), COALESCE(MIN(CASE WHEN done_ms IS NULL THEN sequence END), MAX(sequence) + 1),
+       COUNT(*) - COUNT(done_ms)
+FROM callbacks GROUP BY task_id;
+CREATE INDEX callback_senders_busy ON callback_senders (node_id) WHERE backlog > 0;
+DROP INDEX callbacks_pending;
+DROP INDEX callbacks_undone;
+""",
+    # DescribeTasks with a RoomId: an index scan, not every task of the window (benchmarks/results/fleet.md)
+    11: """
+CREATE INDEX tasks_by_room ON tasks (room_id, created_ms);
 """,
 }
 

@@ -219,7 +219,10 @@ class _Publisher:
         self._set_clock_origin()
         for t, _priority, action in events:
             self._wait_until(self.manifest.t0_mono + t)
+            # a SIGTERM lands between actions, never between sending a packet and noting it
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             action()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         self._collect_feedback(0)
         self.manifest.completed = True
 

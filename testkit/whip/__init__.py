@@ -13,8 +13,10 @@ write a JSON manifest of exactly what they sent (``read_manifest``).
     in this process to record every H.264 access unit (as NAL units), every whole VP8
     frame and every Opus packet handed to the packetizer. Options: drop chosen video packets
     (and every retransmission of them, RTX or not) on the way out, count the PLI / FIR /
-    NACK it receives, keep publishing until killed (``vanish``), send audio late with
-    Sender Reports that still pair RTP and capture time correctly (``audio_delay_s``).
+    NACK it receives, keep publishing until killed (``vanish``), send audio late
+    (``audio_delay_s``). Its Sender Reports pair each track's RTP timestamps with
+    capture times on one clock (as browsers do), not with when packets left, so a
+    publisher slowed by a busy machine keeps its tracks in sync.
 ``ffmpeg``
     FFmpeg's own WebRTC stack through PyAV's ``whip`` muxer: libx264 High profile with
     no B-frames (the muxer refuses B-frames) and libopus stereo; records every encoded

@@ -29,32 +29,43 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription
 
+from testkit.rtp import ntp_from_unix
 from testkit.sender_reports import hostile_reports
 from testkit.whip.spec import Manifest, PublisherSpec, pcm_s16, raw_media, write_manifest
 
 FPS = 30
 AUDIO_FRAME = 960  # samples at 48 kHz: 20 ms
+VIDEO_CLOCK_RATE, AUDIO_CLOCK_RATE = 90000, 48000  # RTP clocks (H.264 and VP8; Opus)
 MAX_REDIRECTS = 5  # a node answers 307 to another node of its fleet; more than a few is a loop
 
 
-def _report_capture_time(sender, delay_s: float) -> None:
-    """Make an aiortc sender whose media leaves `delay_s` after capture send correct
-    Sender Reports: aiortc pairs each packet's RTP timestamp with the NTP time it was
-    sent (`RTCRtpSender.__ntp_timestamp`); this one pairs it with the capture time.
-    The instance's class becomes a subclass whose property intercepts that
-    (name-mangled) attribute."""
+def _report_capture_time(sender, pacer: "_Pacer", clock_rate: int) -> None:
+    """Make an aiortc sender's Sender Reports pair each RTP timestamp with the time its
+    frame was captured on the pacer's clock (shared by both tracks), as browsers do,
+    instead of with the time the packet happened to leave: aiortc pairs it with the NTP
+    time it was sent (`RTCRtpSender.__ntp_timestamp`), so a publisher slowed by a busy
+    machine, or audio sent late on purpose (`audio_delay_s`), would put its own scheduling
+    into the lip sync the node is tested for. The instance's class becomes a subclass that
+    notes the capture time of each encoded frame (its timestamp is the frame's pts) and
+    whose property intercepts that (name-mangled) attribute."""
     if "_RTCRtpSender__ntp_timestamp" not in vars(sender):
         raise RuntimeError("aiortc's RTCRtpSender no longer keeps __ntp_timestamp: update this helper")
-    delay_ntp = round(delay_s * (1 << 32))
 
     class CaptureTimeSender(RTCRtpSender):
+        async def _next_encoded_frame(self, codec):
+            encoded = await super()._next_encoded_frame(codec)
+            if encoded is not None:
+                self.__dict__["frame_capture_ntp"] = ntp_from_unix(pacer.capture_wall(encoded.timestamp / clock_rate))
+            return encoded
+
         @property
         def _RTCRtpSender__ntp_timestamp(self) -> int:
             return self.__dict__.get("capture_ntp", 0)
 
         @_RTCRtpSender__ntp_timestamp.setter
         def _RTCRtpSender__ntp_timestamp(self, sent_ntp: int) -> None:
-            self.__dict__["capture_ntp"] = sent_ntp - delay_ntp if sent_ntp else 0
+            # set as each packet of the frame last encoded leaves, with its RTP timestamp
+            self.__dict__["capture_ntp"] = self.__dict__.get("frame_capture_ntp", 0) if sent_ntp else 0
 
     sender.__class__ = CaptureTimeSender
 
@@ -117,16 +128,21 @@ class _Pacer:
     each frame was handed over."""
 
     def __init__(self, start_delay_s: float = 0.0) -> None:
-        self.start: float | None = None
-        self.start_delay_s = start_delay_s
+        self.start: float | None = None  # time.monotonic() at capture time 0
+        self.start_wall = 0.0  # time.time() at the same instant: the Sender Reports' clock
+        self.start_delay_s = start_delay_s  # from the first frame asked for to capture time 0
         self.lags: dict[str, list[float]] = {"video": [], "audio": []}
 
     async def wait(self, kind: str, capture_s: float, delay_s: float = 0.0) -> None:
         """Until the frame captured at `capture_s` is due to leave (`delay_s` late)."""
         if self.start is None:
             self.start = time.monotonic() + self.start_delay_s
+            self.start_wall = time.time() + self.start_delay_s
         await asyncio.sleep(max(0.0, self.start + capture_s + delay_s - time.monotonic()))
         self.lags[kind].append(time.monotonic() - self.start - capture_s)
+
+    def capture_wall(self, capture_s: float) -> float:
+        return self.start_wall + capture_s
 
     def median_lags(self) -> dict[str, float]:
         return {kind: sorted(values)[len(values) // 2] for kind, values in self.lags.items() if values}
@@ -165,8 +181,8 @@ class _VideoSource(_Source):
     def frame(self, index: int) -> av.VideoFrame:
         picture = self.pictures[index % len(self.pictures)]
         frame = av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv420p")
-        frame.pts = index * 90000 // FPS
-        frame.time_base = Fraction(1, 90000)
+        frame.pts = index * VIDEO_CLOCK_RATE // FPS
+        frame.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         return frame
 
 
@@ -184,9 +200,9 @@ class _AudioSource(_Source):
         start = (index * AUDIO_FRAME) % max(AUDIO_FRAME, len(self.pcm) - AUDIO_FRAME)
         frame = av.AudioFrame.from_ndarray(self.pcm[start:start + AUDIO_FRAME].reshape(1, -1), format="s16",
                                            layout="mono")
-        frame.sample_rate = 48000
+        frame.sample_rate = AUDIO_CLOCK_RATE
         frame.pts = index * AUDIO_FRAME
-        frame.time_base = Fraction(1, 48000)
+        frame.time_base = Fraction(1, AUDIO_CLOCK_RATE)
         return frame
 
 
@@ -280,12 +296,11 @@ async def _publish(spec: PublisherSpec) -> None:
     if spec.audio:
         audio_frames = spec.video_frames * 48000 // FPS // AUDIO_FRAME
         sources.append(_AudioSource(pcm_s16(media.pcm, 1), audio_frames, spec.vanish, pacer, spec.audio_delay_s))
-        audio_sender = pc.addTransceiver(sources[-1], direction="sendonly").sender
-        if spec.audio_delay_s:
-            _report_capture_time(audio_sender, spec.audio_delay_s)
+        _report_capture_time(pc.addTransceiver(sources[-1], direction="sendonly").sender, pacer, AUDIO_CLOCK_RATE)
     if spec.video:
         sources.append(_VideoSource(pictures, spec.video_frames, spec.vanish, pacer))
         transceiver = pc.addTransceiver(sources[-1], direction="sendonly")
+        _report_capture_time(transceiver.sender, pacer, VIDEO_CLOCK_RATE)
         if spec.video_codec == "vp8":
             transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                              if c.name in ("VP8", "rtx")])

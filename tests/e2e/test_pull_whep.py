@@ -19,6 +19,7 @@ from tests.e2e.publishing import stop_and_describe
 from tests.e2e.pulling import clip_slices, pull, pull_ok, source_state, wait_source, workers
 
 CLIP_S = 4.0
+RECORDED_FRAMES = 75  # taken from a session before it is ended: 2.5 s of the clip, more than the files need
 TOKEN = "whep-bearer-5e1d"
 SECRET_PATH = "cam-secret-path-7c4a"
 
@@ -67,6 +68,11 @@ def chunks_of_clip(got: list[bytes]) -> list[list[bytes]]:
     return pieces
 
 
+def video_frames(state: dict) -> int:
+    """Video frames the node has taken from the source's current session."""
+    return state.get("Stats", {}).get("video", {}).get("frames", 0)
+
+
 def test_pulled_stream_is_recorded_exactly_and_ended_with_delete(node, servers):
     room = "pull-exact"
     spec, _ = servers()
@@ -74,9 +80,9 @@ def test_pulled_stream_is_recorded_exactly_and_ended_with_delete(node, servers):
     location = pull_ok(node, room, "cam", whep_body(spec))
     live = wait_source(location, lambda s: s["State"] == "live", timeout=15)
     assert [t["Codec"] for t in live["Tracks"]] == ["H264", "opus"] and live["Attempts"] == 1
-    time.sleep(6)  # one and a half loops of the clip
-    state = source_state(location)
-    assert state["Stats"]["video"]["frames"] >= 150 and state["Stats"]["video"]["lost"] == 0
+    # one and a half loops of the clip (30 fps) taken by the node, however long a busy machine needs
+    state = wait_source(location, lambda s: s["Stats"]["video"]["frames"] >= 1.5 * CLIP_S * 30)
+    assert state["Stats"]["video"]["lost"] == 0
     deleted = http("DELETE", location)
     assert deleted.status == 200 and deleted.json()["State"] == "stopped"
     assert read_record(spec.record).deletes == ["/whep/cam/session/0"]  # the session ended on the server
@@ -107,8 +113,7 @@ def test_server_gone_and_back(node, servers, fill_blank):
     spec, server = servers()
     task_id = node.ok("StartRecord", start_record_body(room, FillBlank=fill_blank, MaxIdleTime=30))["TaskId"]
     location = pull_ok(node, room, "cam", whep_body(spec))
-    wait_source(location, lambda s: s["State"] == "live", timeout=15)
-    time.sleep(2.5)
+    wait_source(location, lambda s: video_frames(s) >= RECORDED_FRAMES, timeout=15)
     server.send_signal(signal.SIGKILL)
     server.wait()
     gone = time.monotonic()
@@ -120,7 +125,7 @@ def test_server_gone_and_back(node, servers, fill_blank):
     back = wait_source(location, lambda s: s["State"] == "live", timeout=40)
     away_s = time.monotonic() - gone
     assert back["Connects"] == 2 and back["Attempts"] >= 3
-    time.sleep(2.5)
+    wait_source(location, lambda s: video_frames(s) >= RECORDED_FRAMES)  # counted anew for the new session
     assert http("DELETE", location).status == 200
     data = stop_and_describe(node, task_id)
     paths = [recorded_path(node, f) for f in data["RecordFiles"]]
@@ -148,7 +153,7 @@ def test_redirect_is_followed_with_the_token_and_secrets_stay_secret(node, serve
     task_id = node.ok("StartRecord", start_record_body(room))["TaskId"]
     location = pull_ok(node, room, "cam", whep_body(first, BearerToken=TOKEN))
     live = wait_source(location, lambda s: s["State"] == "live", timeout=15)
-    time.sleep(1.5)
+    node.wait_task(task_id, lambda d: d["RecordFiles"] and d["RecordFiles"][0]["FileSize"] > 0)  # media recorded
     assert http("DELETE", location).status == 200
     redirecting, answering = read_record(first.record), read_record(second.record)
     assert (redirecting.posts, redirecting.sessions) == (1, 0)

@@ -1,3 +1,6 @@
+import asyncio
+import time
+
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -85,3 +88,56 @@ async def test_an_undelivered_callback_survives_a_restart(tmp_path, store):
     await until_settled(store)
     await second.stop()
     assert up.sequences() == [("task-c", 0, 7)]
+
+
+# Two nodes' senders on one store (SQLite and PostgreSQL): each event once, in order per task.
+@pytest_asyncio.fixture
+async def two_stores(store_location):
+    """Two live members of a fleet (leases for a minute), opened before any row."""
+    stores = [AsyncStore(Store(store_location, node_id=f"node-{i}")) for i in (1, 2)]
+    for i, store in enumerate(stores):
+        await store.renew_node(f"http://node-{i}", "ready", 1, 1, int(time.time() * 1000), 60_000)
+    yield stores
+    for store in stores:
+        store.close()
+
+
+def posted_in_order(transport: FakeTransport, tasks: list[str], events: int) -> None:
+    by_task = {task_id: [s for t, s, _ in transport.sequences() if t == task_id] for task_id in tasks}
+    assert by_task == {task_id: list(range(events)) for task_id in tasks}
+
+
+@pytest.mark.asyncio
+async def test_two_nodes_producing_one_tasks_events_send_each_once_in_order(tmp_path, two_stores):
+    transport = FakeTransport(200)  # one receiver: its posts in the order both nodes made them
+    senders = [start_sender(tmp_path, store, transport) for store in two_stores]
+    tasks = [f"task-{n}" for n in range(8)]
+    for round_ in range(6):
+        for n, task_id in enumerate(tasks):  # each task's events come from both nodes, in turn
+            await senders[(n + round_) % 2].emit(task_id, "room", "", 201 + round_ % 2, "paused", {})
+        await asyncio.sleep(0.01)  # the senders at work meanwhile
+    for store in two_stores:
+        await until_settled(store)
+    for sender in senders:
+        await sender.stop()
+    posted_in_order(transport, tasks, 6)
+
+
+@pytest.mark.asyncio
+async def test_a_gone_nodes_undelivered_events_are_sent_by_a_live_node(tmp_path, two_stores):
+    gone, live = two_stores
+    now_ms = int(time.time() * 1000)
+    await gone.renew_node("http://gone", "ready", 1, 1, now_ms - 20_000, 10_000)  # its lease ran out
+    await live.renew_node("http://live", "ready", 1, 1, now_ms, 10_000)
+    for event in (7, 1, 5):
+        await gone.add_callback("task-d", event, "http://127.0.0.1:9/callbacks",
+                                {"task_id": "task-d", "event_type": event}, now_ms)
+    transport = FakeTransport(200)
+    sender = start_sender(tmp_path, live, transport)
+
+    async def all_done() -> bool:
+        return await live.count_undone_callbacks() == 0
+
+    await eventually(all_done)
+    await sender.stop()
+    assert transport.sequences() == [("task-d", 0, 7), ("task-d", 1, 1), ("task-d", 2, 5)]

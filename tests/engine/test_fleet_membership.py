@@ -2,6 +2,7 @@
 test_store.py) and a clock the test moves: who is live, and when a node is gone."""
 
 import pytest
+from structlog.testing import capture_logs
 
 from engine.fleet import LEASE_RENEWALS, Fleet, Membership
 from engine.store import AsyncStore, Store
@@ -54,6 +55,13 @@ async def test_a_killed_node_stays_live_until_its_lease_runs_out(tmp_path):
         assert watcher.is_live("node-2")
         clock.now_ms += 1
         assert not watcher.is_live("node-2") and [n.node_id for n in watcher.gone()] == ["node-2"]
+        with capture_logs() as logs:
+            await watcher.renew()
+            await watcher.renew()  # said once
+            await killed.renew()  # back
+            await watcher.renew()
+        assert [(e["event"], e.get("gone_node") or e.get("back_node")) for e in logs] == [
+            ("fleet_node_gone", "node-2"), ("fleet_node_back", "node-2")]
         assert LEASE_RENEWALS >= 3  # a node survives missed renewals before it counts as gone
     finally:
         for store in stores:

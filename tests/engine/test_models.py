@@ -28,7 +28,15 @@ def with_change(path, value):
     return body
 
 
-DELETE = object()
+class _Absent:
+    """The field left out of the body. Its repr is the same in every process, so test ids
+    are too (pytest-xdist refuses workers that collected different ids)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+DELETE = _Absent()
 
 
 def test_valid_request_parses_with_defaults():

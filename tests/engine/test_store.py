@@ -3,6 +3,7 @@ PostgreSQL database (the `store_location` fixture, tests/conftest.py)."""
 
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -221,7 +222,7 @@ def test_a_shared_store_resumes_only_each_nodes_own_rows(postgres):
     assert two.tasks_with_status((TaskStatus.RECORDING,)) == []
     assert two.files_with_status((FileStatus.UPLOADING,)) == [] and two.streams() == []
     assert two.pending_callbacks() == [] and two.count_tasks((TaskStatus.RECORDING,)) == {TaskStatus.RECORDING: 0}
-    assert two.get_task("T" * 16) == task(client="c1") and [f.file_id for f in two.files_of_task("T" * 16)] == ["f.mp4"]
+    assert two.get_task("T" * 16) == replace(task(client="c1"), node_id="node-1") and [f.file_id for f in two.files_of_task("T" * 16)] == ["f.mp4"]
     assert two.page_tasks((TaskStatus.RECORDING,), None, 0, 2000, 0, 5)[0] == 1
     with pytest.raises(Conflict):  # that room's stream is node-1's
         two.save_stream(StreamRecord("res2", "r1", "cam", "u", "u", "v=0", (40002,), 2))
@@ -274,3 +275,115 @@ def test_fleet_members_renew_leases_and_leave(store_location):
     finally:
         one.close()
         two.close()
+
+
+# A task's callbacks in a fleet: one sender per task's stream, taken over from a gone node.
+def two_nodes(store_location) -> tuple[Store, Store]:
+    """Two nodes' Stores on one database (both opened before any row: a SQLite store adopts every row)."""
+    return Store(store_location, node_id="node-1"), Store(store_location, node_id="node-2")
+
+
+def pending(store: Store) -> list[tuple[str, int]]:
+    return [(c.task_id, c.sequence) for c in store.pending_callbacks()]
+
+
+def deliver(store: Store) -> None:
+    for callback in store.pending_callbacks():
+        store.callback_attempted(callback.id, True, 1)
+
+
+def test_a_tasks_callbacks_have_one_sender_whichever_node_produced_them(store_location):
+    one, two = two_nodes(store_location)
+    assert one.add_callback("a", 7, "http://x", {}, 0) == 0
+    assert two.add_callback("a", 1, "http://x", {}, 0) == 1  # numbered after node-1's
+    assert pending(one) == [("a", 0)] and pending(two) == []
+    assert one.count_undone_callbacks() == two.count_undone_callbacks() == 2  # the fleet's backlog
+    deliver(one)
+    assert pending(one) == [("a", 1)] and pending(two) == []  # node-1 sends its backlog, node-2's event too
+    deliver(one)
+    assert pending(one) == pending(two) == []
+    assert two.add_callback("a", 5, "http://x", {}, 0) == 2  # an idle stream: its producer sends
+    assert pending(one) == [] and pending(two) == [("a", 2)]
+    two.callback_attempted(two.pending_callbacks()[0].id, False, None)  # a failed try keeps it
+    assert [(c.sequence, c.attempts) for c in two.pending_callbacks()] == [(2, 1)]
+    one.close()
+    two.close()
+
+
+def test_a_gone_nodes_callbacks_are_taken_over_from_the_first_undone_one(store_location):
+    one, two = two_nodes(store_location)
+    one.renew_node("http://one", "ready", 1, 1, now_ms=1_000, lease_ms=10_000)
+    two.renew_node("http://two", "ready", 1, 1, now_ms=5_000, lease_ms=10_000)
+    for event in (7, 1, 5):
+        one.add_callback("a", event, "http://x", {}, 0)
+    one.add_callback("b", 7, "http://x", {}, 0)
+    deliver(one)  # a#0 and b#0
+    late = one.pending_callbacks()[0]  # a#1, in flight at node-1 when it stalls
+    assert two.take_over_callbacks(now_ms=10_999) == []  # node-1's lease holds until 11,000
+    assert two.take_over_callbacks(now_ms=11_000) == ["a"]  # b has nothing left to send
+    assert pending(two) == [("a", 1)] and pending(one) == []
+    assert one.take_over_callbacks(now_ms=11_000) == []  # node-2 is live
+    deliver(two)
+    one.callback_attempted(late.id, False, 2)  # node-1's late answer (given up) changes nothing
+    assert pending(two) == [("a", 2)]
+    deliver(two)
+    assert pending(two) == []
+    assert [(r["sequence"], r["delivered"]) for r in one.recent_callbacks(10) if r["task_id"] == "a"] == [
+        (2, 1), (1, 1), (0, 1)]
+    one.close()
+    two.close()
+
+
+def test_nodes_taking_over_at_once_take_each_stream_once(store_location):
+    gone, *takers = [Store(store_location, node_id=f"node-{i}") for i in range(4)]
+    for i, store in enumerate((gone, *takers)):
+        store.renew_node("http://n", "ready", 1, 1, now_ms=1_000, lease_ms=10_000 if i else 1)
+    tasks = [f"t{n:03d}" for n in range(60)]
+    for task_id in tasks:
+        gone.add_callback(task_id, 7, "http://x", {}, 0)
+    taken: list[list[str]] = [[] for _ in takers]
+    start = threading.Barrier(len(takers))
+
+    def take_over(i: int) -> None:
+        start.wait()
+        taken[i] = takers[i].take_over_callbacks(now_ms=2_000)
+
+    threads = [threading.Thread(target=take_over, args=(i,)) for i in range(len(takers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(sum(taken, [])) == tasks  # each stream once, by one taker
+    assert sorted(sum((pending(t) for t in takers), [])) == [(t, 0) for t in tasks]
+    for store in (gone, *takers):
+        store.close()
+
+
+def test_a_store_with_callbacks_from_before_their_senders_is_migrated(store_location):
+    db = open_database(store_location)
+    assert migrate(db, upto=10) == 10
+    for sequence, done in enumerate((5, None, None)):
+        db.execute("INSERT INTO callbacks (task_id, sequence, event_type, url, body_json, created_ms, done_ms, "
+                   "delivered, node_id) VALUES ('a', ?, 1, 'http://x', '{}', 0, ?, 1, 'node-1')", (sequence, done))
+    db.close()
+    store = Store(store_location, node_id="node-1")
+    assert pending(store) == [("a", 1)] and store.count_undone_callbacks() == 2
+    assert store.add_callback("a", 1, "http://x", {}, 0) == 3
+    store.close()
+
+
+def test_describe_tasks_of_a_room_reads_the_rooms_index(store_location):
+    """benchmarks/results/fleet.md: without tasks_by_room it scanned every task of the window."""
+    store = Store(store_location)
+    try:
+        for i in range(300):
+            store.insert_task(task(task_id=f"T{i:015d}", room=f"room-{i % 30}", created=1000 + i))
+        total, page = store.page_tasks((TaskStatus.RECORDING,), "room-7", 0, 10**13, 0, 20)
+        assert total == 10 and {t.room_id for t in page} == {"room-7"}
+        if isinstance(store_location, Path):
+            plan = " ".join(str(tuple(r)) for r in store._db.execute(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM tasks WHERE status IN (1) AND created_ms BETWEEN 0 AND 1 "
+                "AND room_id='room-7'"))
+            assert "tasks_by_room" in plan, plan
+    finally:
+        store.close()

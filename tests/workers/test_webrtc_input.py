@@ -45,16 +45,20 @@ class Session:
     returncode: int | None
     keyframe_requested_at: list[int]
     polled_sockets: int  # the most ICE sockets read on the tick at once
+    max_tick_gap_s: float  # the longest the test's ticker took between two ticks (a busy machine stretches it)
 
     def of(self, kind: MediaKind) -> list[EncodedFrame]:
         return [f for f in self.frames if f.kind is kind]
 
 
 async def _ticker(webrtc: WebRtcInput, frames: list[EncodedFrame], keyframe_request_after: int | None,
-                  requested_at: list[int], polled: list[int]) -> None:
+                  requested_at: list[int], polled: list[int], tick_gap: list[float]) -> None:
+    last = time.monotonic()
     while True:
         await asyncio.sleep(TICK_S)
-        webrtc.tick(time.monotonic())
+        now = time.monotonic()
+        tick_gap[0], last = max(tick_gap[0], now - last), now
+        webrtc.tick(now)
         polled[0] = max(polled[0], webrtc._ice_poller.polled)
         video = sum(1 for f in frames if f.kind is V)
         if keyframe_request_after is not None and not requested_at and video >= keyframe_request_after:
@@ -73,8 +77,8 @@ async def publish(kind: str, tmp_path, settings: WebRtcSettings = WebRtcSettings
     endpoint = WhipEndpoint(webrtc.accept_offer)
     url = await endpoint.start()
     requested_at: list[int] = []
-    polled = [0]
-    ticker = asyncio.create_task(_ticker(webrtc, frames, keyframe_request_after, requested_at, polled))
+    polled, tick_gap = [0], [0.0]
+    ticker = asyncio.create_task(_ticker(webrtc, frames, keyframe_request_after, requested_at, polled, tick_gap))
     manifest_path = tmp_path / f"{kind}-manifest.json"
     process = await start_publisher(kind, PublisherSpec(url=url, manifest=str(manifest_path), **spec))
     try:
@@ -101,7 +105,7 @@ async def publish(kind: str, tmp_path, settings: WebRtcSettings = WebRtcSettings
         await webrtc.aclose()
         await endpoint.stop()
     return Session(frames, reports, closed, stats, tracks, read_manifest(manifest_path), endpoint.deletes,
-                   process.returncode, requested_at, polled[0])
+                   process.returncode, requested_at, polled[0], tick_gap[0])
 
 
 def decode_h264(aus: list[bytes]) -> tuple[int, list[str]]:
@@ -206,8 +210,9 @@ def test_unrepairable_loss_is_bounded_and_asks_for_a_key_frame(tmp_path):
     assert stats["lost"] >= 3
     assert stats["nack"] >= 1 and manifest.nack_received >= 1  # repair was tried, and failed
     assert stats["pli"] >= 1 and manifest.pli_received >= 1  # then a key frame was asked for
-    # Never held longer than the bound (plus one tick and scheduling slack).
-    assert stats["max_release_delay_s"] <= settings.jitter_max_wait_s + 0.15
+    # Never held longer than the bound: released by the first tick after it, however
+    # late a busy machine made that tick (4-decimal rounding of the stat).
+    assert stats["max_release_delay_s"] <= settings.jitter_max_wait_s + session.max_tick_gap_s + 1e-4
     video = session.of(V)
     check_video(video)
     pictures, errors = decode_h264([f.data for f in video])

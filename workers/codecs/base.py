@@ -33,6 +33,12 @@ class VideoCodec(abc.ABC):
         """The frame carried by one frame's RTP payloads, in order; b"" when they carry
         nothing. ValueError when they are malformed: the frame is then treated as lost."""
 
+    def depayload_frame(self, payloads: Iterable[bytes]) -> tuple[bytes, bool]:
+        """`depayload`, and whether the frame is a key frame: one pass over the frame for
+        codecs that can tell while depayloading (H.264 overrides this)."""
+        frame = self.depayload(payloads)
+        return frame, bool(frame) and self.is_keyframe(frame)
+
     @staticmethod
     @abc.abstractmethod
     def is_keyframe(frame: bytes) -> bool:

@@ -273,6 +273,10 @@ class ParameterSets:
         for nal in split_annexb(annexb):
             self._observe_nal(nal)
 
+    def observe_nal(self, nal: bytes) -> None:
+        """Remember this NAL unit if it is an SPS or a PPS."""
+        self._observe_nal(nal)
+
     def _observe_nal(self, nal: bytes) -> None:
         kind = nal_type(nal)
         if kind == NAL_SPS and nal != self._sps:
@@ -333,9 +337,21 @@ class H264Codec(VideoCodec):
         self.parameter_sets = ParameterSets(parse_sprop_parameter_sets(sprop) if sprop else ())
 
     def depayload(self, payloads: Iterable[bytes]) -> bytes:
-        access_unit = depayload_frame(payloads)
-        self.parameter_sets.observe(access_unit)  # also from frames the loss gate drops
-        return access_unit
+        return self.depayload_frame(payloads)[0]
+
+    def depayload_frame(self, payloads: Iterable[bytes]) -> tuple[bytes, bool]:
+        """From the NAL units as depayloaded, without scanning the access unit for start
+        codes again (that scan cost more than the depayloading)."""
+        nals, _ = depayload_nals(payloads)
+        keyframe = False
+        for nal in nals:
+            kind = nal[0] & _NAL_TYPE_MASK
+            if kind == NAL_IDR:
+                keyframe = True
+            elif kind == NAL_SPS or kind == NAL_PPS:
+                # stripped as split_annexb gives it; also from frames the loss gate drops
+                self.parameter_sets.observe_nal(nal.rstrip(b"\x00"))
+        return to_annexb(nals), keyframe
 
     def prepare_keyframe(self, frame: bytes) -> bytes:
         return self.parameter_sets.ensure_on_keyframe(frame)

@@ -28,6 +28,11 @@ class StreamInput(abc.ABC):
     def tick(self, now: float) -> None:
         """Called on a short timer: release what waited long enough."""
 
+    def next_deadline(self) -> float | None:
+        """When (time.monotonic()) `tick` must run next to give up a hole in time, or None:
+        the worker ticks then if it is sooner than its next tick."""
+        return None
+
     @abc.abstractmethod
     def stats(self) -> dict[str, dict[str, float]]: ...
 

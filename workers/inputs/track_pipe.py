@@ -104,6 +104,30 @@ class TrackPipe:
         if self._want_keyframe:
             self._flush_request(arrival)
 
+    def push_many(self, packets: list[Any], arrivals: list[float]) -> None:
+        """A tick's packets of this track, in arrival order, with their arrival times: what
+        `push` does for each, except that frames are released by the next `tick(now)`, once
+        for the batch, rather than after every packet (`JitterBuffer.insert` says what that
+        changes: nothing for packets in order). The caller calls `tick` right after."""
+        jitter_insert = self.jitter.insert
+        remote = self.remote_ssrc
+        last = None
+        for packet, arrival in zip(packets, arrivals):
+            if packet.ssrc != remote:
+                if last is not None:
+                    self.last_packet = last
+                if not self._may_follow(packet.ssrc, arrival):
+                    self.foreign += 1
+                    continue
+                self._latch(packet.ssrc, packet.timestamp, arrival)
+                remote, jitter_insert = self.remote_ssrc, self.jitter.insert
+            last = arrival
+            flushed = jitter_insert(packet, arrival)
+            if flushed:
+                self._release(flushed, arrival)
+        if last is not None:
+            self.last_packet = last
+
     def on_rtp(self, packet: Any) -> None:
         """`push` stamped now: for packets that come without an arrival time (aiortc)."""
         self.push(packet, self._clock())
@@ -126,6 +150,10 @@ class TrackPipe:
             self._release(frames, now)
         if self._want_keyframe:
             self._flush_request(now)
+
+    def next_deadline(self) -> float | None:
+        """When the jitter buffer next gives up a hole (`tick` must run then), or None."""
+        return self.jitter.next_deadline()
 
     def request_keyframe(self) -> None:
         """Ask for a key frame now if allowed, else as soon as allowed (and the SSRC is known);

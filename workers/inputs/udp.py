@@ -37,10 +37,12 @@ MAX_DATAGRAM_BYTES = 65535
 # message carries a struct timespec of CLOCK_REALTIME.
 SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
 _TIMESPEC = struct.Struct("@qq")
+_STAMP_BYTES = _TIMESPEC.size
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if SO_TIMESTAMPNS is not None else 0
 
 Address = tuple  # as recvmsg gives it: (host, port), or (host, port, flowinfo, scope_id) for IPv6
-DatagramHandler = Callable[[bytes, float], None]  # (datagram, arrival on time.monotonic())
+# (datagrams, their arrivals on time.monotonic()): consecutive datagrams from the followed source
+BatchHandler = Callable[[list[bytes], list[float]], None]
 # (datagram, source, arrival) -> whether it was taken (then it has been handled, and the
 # handler may have set the socket's `source` to follow that address from now on)
 StrangerHandler = Callable[[bytes, Address, float], bool]
@@ -104,37 +106,53 @@ class PolledUdpSocket:
             raise
         self._sock = sock
 
-    def drain(self, handler: DatagramHandler, on_stranger: StrangerHandler) -> None:
-        """Hand every datagram waiting in the kernel, oldest first, to `handler` if it comes
-        from `source`, else to `on_stranger`."""
+    def drain(self, on_batch: BatchHandler, on_stranger: StrangerHandler) -> None:
+        """Read every datagram waiting in the kernel, oldest first. Runs of datagrams from
+        `source` go to `on_batch` as two lists (the hot path: no call per datagram); any
+        other datagram goes to `on_stranger`, after the run before it, so order is kept."""
         sock = self._sock
         if sock is None:
             return
         now = time.monotonic()
         realtime_to_monotonic = now - time.time()
-        stats = self.stats
         source = self.source
+        recvmsg = sock.recvmsg
+        unpack = _TIMESPEC.unpack_from
+        datagrams: list[bytes] = []
+        arrivals: list[float] = []
         while True:
             try:
-                data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM_BYTES, _ANCILLARY_BYTES)
+                data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM_BYTES, _ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:  # e.g. ICMP port unreachable reported on a later read: nothing to read
-                return
+                break
             arrival = now
-            if ancillary:
-                level, kind, stamp = ancillary[0]
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
-                    arrival = min(now, seconds + nanoseconds * 1e-9 + realtime_to_monotonic)
+            if ancillary:  # SO_TIMESTAMPNS is the only one asked for
+                stamp = ancillary[0][2]
+                if len(stamp) >= _STAMP_BYTES:
+                    seconds, nanoseconds = unpack(stamp)
+                    arrival = seconds + nanoseconds * 1e-9 + realtime_to_monotonic
+                    if arrival > now:  # noqa: PLR1730 (cheaper than a call to min, per datagram)
+                        arrival = now
             if addr == source:
-                stats.datagrams += 1
-                stats.bytes += len(data)
-                handler(data, arrival)
-            elif on_stranger(data, addr, arrival):
-                stats.datagrams += 1
-                stats.bytes += len(data)
+                datagrams.append(data)
+                arrivals.append(arrival)
+                continue
+            if datagrams:
+                self._hand_over(on_batch, datagrams, arrivals)
+                datagrams, arrivals = [], []
+            if on_stranger(data, addr, arrival):
+                self.stats.datagrams += 1
+                self.stats.bytes += len(data)
                 source = self.source
+        if datagrams:
+            self._hand_over(on_batch, datagrams, arrivals)
+
+    def _hand_over(self, on_batch: BatchHandler, datagrams: list[bytes], arrivals: list[float]) -> None:
+        self.stats.datagrams += len(datagrams)
+        self.stats.bytes += sum(map(len, datagrams))
+        on_batch(datagrams, arrivals)
 
     def send(self, data: bytes, addr: Address) -> None:
         """Best effort (RTCP feedback): a full send buffer drops the datagram."""

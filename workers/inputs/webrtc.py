@@ -91,16 +91,23 @@ class _WebRtcTrack:
 
     def __init__(self, plan: SectionPlan, max_wait: float, on_frame: FrameHandler,
                  on_sender_report: SenderReportHandler, send_keyframe_request: KeyframeRequestSender,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 defer: Callable[[Callable[[], None]], object] | None = None):
         self.kind = plan.kind
         self._on_frame = on_frame
         self._highest_timestamp: int | None = None
         self.nack = self.nack_sequence_numbers = self.reordered_timestamps = 0
         self.pipe = TrackPipe(plan.track, max_wait, self._in_decode_order if plan.kind is MediaKind.VIDEO
                               else on_frame, on_sender_report, send_keyframe_request, plan.keyframe_request, clock)
-        self.on_rtcp = self.pipe.on_rtcp
+        self._clock = clock
         self._payload_type = plan.codec.payloadType
         self.other_payload_types = 0
+        # With `defer` (the event loop's call_soon): packets aiortc hands over, one by one, in one
+        # event-loop iteration (a tick's datagrams) go to the pipe as one batch in the next
+        # (`TrackPipe.push_many`). Without: each at once.
+        self._defer = defer
+        self._packets: list = []
+        self._arrivals: list[float] = []
 
     def on_rtp(self, packet) -> None:
         """PacketSink: packets of the chosen codec go to the pipe (RTX comes unwrapped, with
@@ -109,7 +116,30 @@ class _WebRtcTrack:
         if packet.payload_type != self._payload_type:
             self.other_payload_types += 1
             return
-        self.pipe.on_rtp(packet)
+        if self._defer is None:
+            self.pipe.on_rtp(packet)
+            return
+        if not self._packets:
+            self._defer(self.flush)
+        self._packets.append(packet)
+        self._arrivals.append(self._clock())
+
+    def flush(self) -> None:
+        """Hand the packets taken since the last flush to the pipe, release what is complete."""
+        if not self._packets:
+            return
+        packets, arrivals = self._packets, self._arrivals
+        self._packets, self._arrivals = [], []
+        try:
+            self.pipe.push_many(packets, arrivals)
+            self.pipe.tick(arrivals[-1])
+        except Exception:  # as aiortc_patches guards the sink: never into the event loop
+            log.exception("webrtc_sink_failed", stage="rtp")
+
+    def on_rtcp(self, packet) -> None:
+        """PacketSink: RTCP comes after the RTP that arrived before it."""
+        self.flush()
+        self.pipe.on_rtcp(packet)
 
     def on_nack(self, lost: list[int]) -> None:
         self.nack += 1
@@ -260,7 +290,7 @@ class WebRtcInput(StreamInput):
             self._spawn(coroutine)
 
         track = _WebRtcTrack(plan, self.settings.jitter_max_wait_s, self.on_frame, self.on_sender_report,
-                             send_request)
+                             send_request, defer=asyncio.get_running_loop().call_soon)
         aiortc_patches.hook_receiver(transceiver.receiver, track)
         return track
 
@@ -306,9 +336,13 @@ class WebRtcInput(StreamInput):
         the pipes as soon as this tick's callbacks have run), release what is due."""
         self._ice_poller.drain()
         for track in self._tracks:
+            track.flush()
             track.pipe.tick(now)
         if self._tracks and all(track.pipe.ended for track in self._tracks):
             self._report_closed("rtcp bye")
+
+    def next_deadline(self) -> float | None:
+        return min((d for t in self._tracks if (d := t.pipe.next_deadline()) is not None), default=None)
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {track.kind.value: track.stats_dict() for track in self._tracks}
@@ -321,6 +355,8 @@ class WebRtcInput(StreamInput):
     def close(self) -> None:
         """Close the peer connection (in the background; `aclose()` waits for it)."""
         self._local_close = True
+        for track in self._tracks:
+            track.flush()
         self._ice_poller.close()
         if self._pc is not None and self._closing is None:
             try:

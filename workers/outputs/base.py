@@ -43,6 +43,7 @@ class ContainerWriter(abc.ABC):
         self.name = f"{stem}.{self.extension}"
         self.video = video
         self.audio = audio
+        self._audio_time_base = audio.time_base if audio is not None else None  # made once, not per packet
         self.container = self._open_container()
         self._video_stream = None
         self._audio_stream = None
@@ -98,8 +99,7 @@ class ContainerWriter(abc.ABC):
         if self._transcoder is not None:
             self._transcoder.write(data, pts)
         else:
-            assert self.audio is not None
-            self._mux(self._audio_stream, data, pts, self.audio.time_base, True, duration)
+            self._mux(self._audio_stream, data, pts, self._audio_time_base, True, duration)
 
     def keyframe_due(self) -> bool:
         """Whether the container needs a key frame it has not had (HLS: to cut a segment)."""
