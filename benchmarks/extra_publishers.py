@@ -1,7 +1,7 @@
 """Two more publisher kinds (see benchmarks.publishers for the protocol):
 
-`whip-fleet`: WebRTC as `whip`, but from a load generator that cannot be the
-bottleneck: ONE process per level (benchmarks.whip_fleet) drives every stream's peer,
+`whip-swarm`: WebRTC as `whip`, but from a load generator that cannot be the
+bottleneck: ONE process per level (benchmarks.whip_swarm) drives every stream's peer,
 aiortc negotiating each once and the pre-packetized clip going out through the
 peer's SRTP session. Same clip, same counters, same manifest as `whip`.
 
@@ -17,29 +17,29 @@ import json
 import subprocess
 from pathlib import Path
 
-from benchmarks import ffmpeg_publisher, whip_fleet
+from benchmarks import ffmpeg_publisher, whip_swarm
 from benchmarks.ffmpeg_ref import require_ffmpeg
 from benchmarks.publishers import Announced, Counters, RtpPublisher, WhipPublisher
 from testkit.process import start_module
 from testkit.rtp import PublisherSpec
 
 
-class WhipFleetPublisher(WhipPublisher):
-    name = "whip-fleet"
+class WhipSwarmPublisher(WhipPublisher):
+    name = "whip-swarm"
     startup_cpu_s = 0.05  # per peer (certificate, offer, ICE, DTLS); the process itself starts once per level
-    connect_s = whip_fleet.CONNECT_S
+    connect_s = whip_swarm.CONNECT_S
 
     def __init__(self):
         super().__init__()
-        self.fleets: dict[Path, subprocess.Popen] = {}  # by level folder: one process per level
+        self.swarms: dict[Path, subprocess.Popen] = {}  # by level folder: one process per level
 
     def start(self, spec: PublisherSpec, announced: Announced, preexec_fn=None) -> subprocess.Popen:
         level = Path(spec.manifest_path).parent
-        fleet = self.fleets.get(level)
-        if fleet is None or fleet.poll() is not None:
-            fleet = self.fleets[level] = whip_fleet.start(self.clip, preexec_fn=preexec_fn)
-        whip_fleet.add_peer(fleet, spec, announced.url)
-        return fleet
+        swarm = self.swarms.get(level)
+        if swarm is None or swarm.poll() is not None:
+            swarm = self.swarms[level] = whip_swarm.start(self.clip, preexec_fn=preexec_fn)
+        whip_swarm.add_peer(swarm, spec, announced.url)
+        return swarm
 
 
 class FfmpegRtpPublisher(RtpPublisher):

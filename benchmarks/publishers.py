@@ -8,7 +8,7 @@ says which of its stream's counters (GET on the Location) must match what was se
 
 `rtp`: plain RTP (testkit.rtp), announced by the harness with an SDP
 offer. `whip`: FFmpeg's own WebRTC stack (benchmarks.whip_publisher): the offer/answer
-happens inside the publisher process, which reports the Location it got. `whip-fleet`
+happens inside the publisher process, which reports the Location it got. `whip-swarm`
 and `ffmpeg-rtp`: see benchmarks.extra_publishers.
 """
 
@@ -170,9 +170,9 @@ class WhipPublisher:
 
 
 def publisher_kind(name: str) -> PublisherKind:
-    from benchmarks.extra_publishers import FfmpegRtpPublisher, WhipFleetPublisher
+    from benchmarks.extra_publishers import FfmpegRtpPublisher, WhipSwarmPublisher
 
-    kinds = {"rtp": RtpPublisher, "whip": WhipPublisher, "whip-fleet": WhipFleetPublisher,
+    kinds = {"rtp": RtpPublisher, "whip": WhipPublisher, "whip-swarm": WhipSwarmPublisher,
              "ffmpeg-rtp": FfmpegRtpPublisher}
     if name not in kinds:
         raise SystemExit(f"--publisher: unknown kind {name!r} ({' or '.join(kinds)})")

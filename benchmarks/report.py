@@ -181,7 +181,7 @@ def summary_markdown(runs: list[dict], plots: list[str]) -> str:
         out += ["", "## Recording live streams", "", *streams_table(streams), ""]
         out += ["Runs are named `<publisher>-<storage>`: `rtp`, plain RTP (ours); `ffmpeg-rtp`, plain RTP sent by "
                 "Debian's `ffmpeg -re -c copy -f rtp`; `whip`, WebRTC from FFmpeg's WHIP client (a process per "
-                "stream); `whip-fleet`, WebRTC from one process of aiortc peers sending pre-packetized SRTP. "
+                "stream); `whip-swarm`, WebRTC from one process of aiortc peers sending pre-packetized SRTP. "
                 "CPU: user + system time of the node's process tree (node, fork server, workers), publishers "
                 "excluded, over the measured window, as % of one core. Short recordings: a task started while the "
                 "stream is live and stopped once its first frame was on disk; long: the whole run.", ""]

@@ -7,7 +7,7 @@ See benchmarks/README.md. Examples:
     python -m benchmarks.run --streams 4 --seconds 30 --storage s3
     python -m benchmarks.run --streams 4 --seconds 30 --ffmpeg
     python -m benchmarks.run --publisher whip --streams 1,4 --seconds 12
-    python -m benchmarks.run --publisher whip-fleet --streams 8,16,32,64,100 --seconds 30
+    python -m benchmarks.run --publisher whip-swarm --streams 8,16,32,64,100 --seconds 30
     python -m benchmarks.run --publisher ffmpeg-rtp --streams 8 --seconds 30 --ffmpeg
     python -m benchmarks.run --api-load 10
 """
@@ -43,9 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per N (default 30)")
     parser.add_argument("--storage", choices=("disk", "s3"), default="disk",
                         help="node disk (Vendor 0) or S3 through moto's server started here (Vendor 1)")
-    parser.add_argument("--publisher", default="rtp", choices=("rtp", "whip", "whip-fleet", "ffmpeg-rtp"),
+    parser.add_argument("--publisher", default="rtp", choices=("rtp", "whip", "whip-swarm", "ffmpeg-rtp"),
                         help="rtp (plain RTP, ours), whip (WebRTC: FFmpeg's whip muxer, a process per stream), "
-                             "whip-fleet (WebRTC: one process of aiortc peers sending pre-packetized SRTP), "
+                             "whip-swarm (WebRTC: one process of aiortc peers sending pre-packetized SRTP), "
                              "ffmpeg-rtp (plain RTP sent by Debian's ffmpeg -re -c copy -f rtp)")
     parser.add_argument("--ffmpeg", action="store_true",
                         help="also remux the same streams with the FFmpeg command line, in the same run")

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("--seconds", "4", "--storage", "disk", "--size", "640x360", "--sample-interval", "1")
 RUNS = {"rtp": ("--publisher", "rtp", "--streams", "2"), "whip": ("--publisher", "whip", "--streams", "1"),
-        "whip-fleet": ("--publisher", "whip-fleet", "--streams", "2"),
+        "whip-swarm": ("--publisher", "whip-swarm", "--streams", "2"),
         "ffmpeg-rtp": ("--publisher", "ffmpeg-rtp", "--streams", "2")}
 
 
@@ -69,10 +69,10 @@ def test_a_small_whip_run_measures_everything(tmp_path):
     assert stream["publisher_lateness_s"]["max"] >= 0  # measured (its bound is a warning about the load generator)
 
 
-def test_a_small_whip_fleet_run_measures_everything(tmp_path):
+def test_a_small_whip_swarm_run_measures_everything(tmp_path):
     """The fast WHIP publisher: both streams from ONE publisher process, recorded whole."""
-    result, level, _ = finished_level(tmp_path, "whip-fleet", 2)
-    assert result["config"]["publisher"] == "whip-fleet"
+    result, level, _ = finished_level(tmp_path, "whip-swarm", 2)
+    assert result["config"]["publisher"] == "whip-swarm"
     for stream in level["streams"]:
         for kind in ("video", "audio"):
             received, sent = stream["received"][kind], stream["sent"][kind]

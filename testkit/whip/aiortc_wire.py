@@ -1,4 +1,4 @@
-"""Every place the fast WHIP publisher (benchmarks.whip_fleet) reaches into aiortc /
+"""Every place the fast WHIP publisher (benchmarks.whip_swarm) reaches into aiortc /
 aioice internals, in one module (as workers.inputs.aiortc_patches is for the node).
 
 aiortc negotiates the session (offer, ICE, DTLS) and keeps doing what a sender does
@@ -88,7 +88,7 @@ def sender_report_fields(sender: RTCRtpSender) -> dict[str, int]:
 
 def drop_media(pc: RTCPeerConnection) -> None:
     """A receiving peer that drops every datagram but STUN as it arrives (benchmarks.
-    fleet_cost's sink): ICE consent keeps working, media costs one read and one test."""
+    swarm_cost's sink): ICE consent keeps working, media costs one read and one test."""
     for transceiver in pc.getTransceivers():
         pair = transceiver.receiver.transport.transport._connection._nominated.get(ICE_COMPONENT_RTP)
         if pair is not None:

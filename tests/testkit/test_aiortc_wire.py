@@ -1,5 +1,5 @@
 """testkit.whip.aiortc_wire against real aiortc peers on loopback: the aiortc internals
-the fast WHIP publisher (benchmarks.whip_fleet) relies on still exist, a packet sent
+the fast WHIP publisher (benchmarks.whip_swarm) relies on still exist, a packet sent
 through the wire arrives decrypted at the other peer, and aiortc's own Sender Reports
 carry what `SrtpWire.report` set. If an aiortc upgrade fails this, read the new
 RTCDtlsTransport._send_rtp and RTCRtpSender._run_rtcp before touching the test."""
@@ -11,7 +11,7 @@ import asyncio
 from aiortc import RTCPeerConnection
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
-from benchmarks.whip_fleet import sending_peer_connection
+from benchmarks.whip_swarm import sending_peer_connection
 from testkit.rtp.send import ntp_from_unix
 from testkit.whip.aiortc_wire import SrtpWire, loopback_only, sender_report_fields
 

@@ -1,6 +1,6 @@
 """The fast WHIP publisher: one process, one asyncio loop, many WebRTC peers.
 
-    python -m benchmarks.whip_fleet CLIP.nut      # then one JSON line per peer on stdin:
+    python -m benchmarks.whip_swarm CLIP.nut      # then one JSON line per peer on stdin:
     {"spec": <PublisherSpec JSON>, "url": <WHIP endpoint>}
 
 A benchmark must measure the node, not its load generator. `benchmarks.whip_publisher`
@@ -159,7 +159,7 @@ class Peer:
         self.manifest[frame.kind].append([frame.index, frame.capture_s, now])
 
 
-class Fleet:
+class Swarm:
     def __init__(self, clip: list[ClipFrame]) -> None:
         self.clip = clip
         self.peers: list[Peer] = []
@@ -263,8 +263,8 @@ class Fleet:
 
 
 def start(clip: Path, preexec_fn=None) -> subprocess.Popen:
-    """The fleet process; `add_peer` gives it its peers."""
-    return subprocess.Popen([sys.executable, "-m", "benchmarks.whip_fleet", str(clip)], cwd=str(REPO_ROOT),
+    """The swarm process; `add_peer` gives it its peers."""
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.whip_swarm", str(clip)], cwd=str(REPO_ROOT),
                             env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             preexec_fn=preexec_fn)
 
@@ -279,28 +279,28 @@ def add_peer(process: subprocess.Popen, spec: PublisherSpec, url: str) -> None:
 # -- the publisher process -----------------------------------------------------------------
 
 
-def _read_requests(loop: asyncio.AbstractEventLoop, fleet: Fleet) -> None:
+def _read_requests(loop: asyncio.AbstractEventLoop, swarm: Swarm) -> None:
     """stdin, one JSON line per peer (a thread: stdin is a pipe from the harness)."""
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)
             spec = PublisherSpec.from_json(request["spec"])
-            loop.call_soon_threadsafe(fleet.start_peer, spec, request["url"])
+            loop.call_soon_threadsafe(swarm.start_peer, spec, request["url"])
 
 
 async def run(clip_path: Path) -> None:
     loopback_only()
-    fleet = Fleet(rtp_clip(clip_path))
-    fleet.session = aiohttp.ClientSession()
+    swarm = Swarm(rtp_clip(clip_path))
+    swarm.session = aiohttp.ClientSession()
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     loop.add_signal_handler(signal.SIGINT, stopped.set)
-    threading.Thread(target=_read_requests, args=(loop, fleet), daemon=True).start()
-    sender = loop.create_task(fleet.send_forever())
+    threading.Thread(target=_read_requests, args=(loop, swarm), daemon=True).start()
+    sender = loop.create_task(swarm.send_forever())
     await stopped.wait()
     sender.cancel()
-    await fleet.close()
+    await swarm.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The benchmarks' fast WHIP publisher (benchmarks.whip_fleet: aiortc negotiates, the
+"""The benchmarks' fast WHIP publisher (benchmarks.whip_swarm: aiortc negotiates, the
 pre-packetized clip goes through the peer's SRTP session) is recorded exactly as the
 slow one (benchmarks.whip_publisher: FFmpeg's WHIP muxer) sending the same clip: the
 same H.264 slices, byte for byte, and the same Opus packets, in one real node."""
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from benchmarks import whip_fleet, whip_publisher
+from benchmarks import whip_swarm, whip_publisher
 from benchmarks.node_calls import stream_stats
 from testkit import bitstream
 from testkit.node import NodeProcess, start_record_body
@@ -20,12 +20,12 @@ from tests.e2e.media_checks import recorded_path
 from tests.e2e.publishing import stop_and_describe
 
 CLIP = ClipSpec(width=320, height=240, fps=30, keyint=30, bitrate_kbps=500)
-PEERS = 2  # the fleet drives two peers at once: each recording must be whole
+PEERS = 2  # the swarm drives two peers at once: each recording must be whole
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    base = tmp_path_factory.mktemp("whip-fleet")
+    base = tmp_path_factory.mktemp("whip-swarm")
     process = NodeProcess(base / "data", free_port(), free_udp_range(), base / "node.log",
                           extra_args=("--test-limits",)).start()
     yield process
@@ -63,18 +63,18 @@ def test_the_fast_publisher_is_recorded_as_the_slow_one(node, tmp_path):
     specs = {room: PublisherSpec(duration_s=3.0, clip=CLIP, start_time=start_time, seed=i,
                                  manifest_path=str(tmp_path / f"{room}.json")) for i, room in enumerate(rooms)}
     slow = whip_publisher.start(specs["slow"], whip_url(node, "slow"), clip)
-    fleet = whip_fleet.start(clip)
+    swarm = whip_swarm.start(clip)
     try:
         for room in rooms[1:]:
-            whip_fleet.add_peer(fleet, specs[room], whip_url(node, room))
-        sent = {room: whip_publisher.wait_json(specs[room].manifest_path, 60, slow if room == "slow" else fleet,
+            whip_swarm.add_peer(swarm, specs[room], whip_url(node, room))
+        sent = {room: whip_publisher.wait_json(specs[room].manifest_path, 60, slow if room == "slow" else swarm,
                                                specs[room].manifest_path) for room in rooms}
         for room, manifest in sent.items():
             assert manifest["completed"] and not manifest["error"], (room, manifest["error"])
             wait_received(node, manifest["location"], manifest)
         files = {room: recorded_file(node, tasks[room]) for room in rooms}
     finally:
-        for process in (slow, fleet):
+        for process in (slow, swarm):
             process.terminate()
             try:
                 process.wait(10)
