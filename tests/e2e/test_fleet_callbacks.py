@@ -94,15 +94,20 @@ def test_a_killed_nodes_undelivered_events_are_delivered_by_another_after_its_le
         receiver.refusing.discard(task_id)
         delivered = receiver.wait_for(task_id, lambda events: len(events) >= 4, timeout=LEASE_S + 10)
         assert delivered[0].at - killed_at > LEASE_S * 0.5  # not before the node's lease ran out
-        assert [(r.body["sequence"], r.body["event_type"]) for r in delivered] == list(enumerate(
+        # each once and in order; the task's room is empty, so room-empty events (4) may follow
+        # from its owner (the survivor, once it has taken the task over)
+        assert [r.body["sequence"] for r in delivered] == list(range(len(delivered)))
+        assert [(r.body["sequence"], r.body["event_type"]) for r in delivered[:4]] == list(enumerate(
             [CallbackEvent.PAUSED, CallbackEvent.RESUMED] * 2))
+        assert {r.body["event_type"] for r in delivered[4:]} <= {CallbackEvent.ROOM_EMPTY}
         assert {r.body["sequence"] for r in receiver.of_task(task_id, delivered_only=False)
                 if r.answered != 200} == {0}  # the killed node kept retrying its first event
         assert '"callbacks_taken_over"' in survivor.logs() and task_id in survivor.logs()
         while undone(url):
             assert time.monotonic() < deadline + LEASE_S + 10
             time.sleep(0.05)
-        assert len(receiver.of_task(task_id)) == 4
+        sequences = [r.body["sequence"] for r in receiver.of_task(task_id)]
+        assert sequences == list(range(len(sequences))) and len(sequences) >= 4  # nothing twice, nothing lost
     finally:
         survivor.stop()
         doomed.stop()
