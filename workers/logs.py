@@ -58,7 +58,10 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (), stream=N
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *stamped, *rendering],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (WriteLogger), not print's two: the node and its workers share one
+        # stderr, and with PYTHONUNBUFFERED (the Docker image sets it) each write reaches the file
+        # at once, so a line written in two pieces could have another process's line between them.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # The standard library's records (aiohttp, asyncio, libraries) as the same JSON lines.

@@ -110,3 +110,37 @@ async def test_each_request_has_an_access_log_line_without_its_query(tmp_path, l
     assert all(signature not in json.dumps(r) for r in lines)
     [failure] = [r for r in lines if r["event"] == "http_handler_failed"]
     assert failure["exception"][0]["exc_type"] == "RuntimeError" and failure["path"] == "/rtp/resource/some-id"
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_so_processes_sharing_stderr_never_split_a_line():
+    """The node and its workers write to one stderr; unbuffered (PYTHONUNBUFFERED, set in the
+    Docker image) every write reaches the file at once, so a line must be a single write
+    (print's message-then-newline let another process's line in between: seen under load)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook, structlog.get_config())
+    stream = _Writes()
+    try:
+        configure_logging("info", stream=stream)
+        structlog.get_logger("t").info("from_structlog", n=1)
+        logging.getLogger("aiohttp.t").warning("from the standard library")
+    finally:
+        root.handlers, level, sys.excepthook, threading.excepthook, config = saved
+        root.setLevel(level)
+        structlog.configure(**config)
+    lines = [call for call in stream.calls if call]
+    assert len(lines) == 2, stream.calls
+    for call in lines:
+        assert call.endswith("\n") and call.count("\n") == 1
+        json.loads(call)
