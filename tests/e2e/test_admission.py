@@ -2,6 +2,7 @@
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from testkit.node import NodeProcess, http, start_record_body
@@ -95,5 +96,26 @@ def test_max_streams_holds_under_concurrent_announces(tmp_path):
         assert statuses.count(201) == 5 and statuses.count(503) == 15, statuses
         metrics = http("GET", node.base_url + "/metrics").body.decode()
         assert re.search(r"^recnode_streams 5(\.0)?$", metrics, re.M)  # prometheus_client prints floats
+    finally:
+        node.stop()
+
+
+def test_a_node_over_its_cpu_cap_answers_busy_naming_the_cpu(tmp_path):
+    """CPU admission end to end: the node samples its own process tree on its ticker; with a cap
+    below what an idle node uses, StartRecord and publishing are refused, naming the CPU."""
+    cap = 0.0001  # a hundredth of a percent of the node's cores: an idle node uses more
+    node = NodeProcess(tmp_path / "data", free_port(), free_udp_range(20), tmp_path / "n.log",
+                       cpu_cap=str(cap)).start()
+    try:
+        deadline = time.monotonic() + 20
+        while value(http("GET", node.base_url + "/metrics").body.decode(), "recnode_cpu_utilization") <= cap:
+            assert time.monotonic() < deadline, "the node never measured its own CPU"
+            time.sleep(0.1)
+        answer = node.call("StartRecord", start_record_body("cpu-room"))
+        assert answer["Code"] == 300010001
+        assert re.fullmatch(r"node at capacity: cpu \d+%/0% of [\d.]+ cores", answer["Message"]), answer
+        refused = node.publish("cpu-room", "a", offer_sdp(PublisherSpec(), True, True))
+        assert refused.status == 503 and re.fullmatch(r"node at capacity: cpu \d+%/0% of [\d.]+ cores",
+                                                      refused.body.decode().strip())
     finally:
         node.stop()

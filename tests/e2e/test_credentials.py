@@ -45,9 +45,11 @@ def test_credentials_are_dropped_once_a_task_has_ended_and_uploaded(moto_server,
     try:
         body = s3_body("cred-room", moto_server, s3_bucket)
         body["RecordOutputParams"]["CallbackUrl"] = receiver.url
-        [task_id], _ = record(node, "cred-room", [body], PublisherSpec(duration_s=3.0), tmp_path)
-        moto_server.pause()
         try:
+            # the bucket away before the file closes (at the unpublish): its upload is still owed at StopRecord
+            # (paused after, a loaded machine could upload the whole file first, and the task end drop them)
+            [task_id], _ = record(node, "cred-room", [body], PublisherSpec(duration_s=3.0), tmp_path,
+                                  during=lambda tasks: moto_server.pause())
             node.ok("StopRecord", {"TaskId": task_id})
             time.sleep(1.0)  # uploads are retried meanwhile: the task still needs its bucket
             assert stored_secret(data_dir, task_id) == moto_server.access_key_secret

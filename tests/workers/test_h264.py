@@ -557,3 +557,6 @@ def test_the_worker_s_h264_codec_turns_rtp_into_key_frames_a_file_can_start_on()
     assert len(decode([keyframe, units[11]])) == 2
     delta = codec.depayload(rtp_payloads(units[11], 11))
     assert not codec.is_keyframe(delta) and codec.prepare_keyframe(delta) == delta
+    # the worker's path: depayload and key-frame flag in one pass (workers/tracks.py uses the flag)
+    assert codec.depayload_frame(rtp_payloads(bare, 10)) == (frame, True)
+    assert codec.depayload_frame(rtp_payloads(units[11], 11)) == (delta, False)

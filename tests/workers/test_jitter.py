@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
 from aiortc.rtp import RtpPacket
+
+from contract import tuning
+from engine.config import NodeConfig
 
 from workers.frames import AssembledFrame
 from workers.jitter import DEFAULT_MAX_WAIT, RESTART_DISTANCE, JitterBuffer
@@ -562,4 +566,8 @@ def test_random_reorder_within_wait_loses_nothing(seed: int) -> None:
 
 
 def test_the_default_wait_is_the_documented_one() -> None:
-    assert DEFAULT_MAX_WAIT == WAIT
+    """README: a missing packet is waited for at most 250 ms, by the buffer's default and by
+    the wait the node hands every worker (contract.tuning, through NodeConfig and MediaTuning)."""
+    assert DEFAULT_MAX_WAIT == WAIT == 0.25
+    assert tuning.JITTER_MAX_WAIT_S == 0.25 and tuning.MediaTuning().jitter_max_wait_s == 0.25
+    assert NodeConfig(data_dir=Path("."), app_id=1, server_secret="x").jitter_max_wait_s == 0.25
