@@ -25,10 +25,13 @@ def _ms(d: dict, key: str) -> str:
     return f"{1000 * d[key]:.1f}" if d.get("n") else "-"
 
 
-def capacity(store: dict) -> dict:
+def capacity(store: dict) -> dict | None:
     """What one PostgreSQL core serves, from the streams window: its CPU per
-    statement, then statements per stream, per task and per idle node."""
+    statement, then statements per stream, per task and per idle node. None when the
+    window is too short for /proc to have counted any of PostgreSQL's CPU."""
     streams = store["phases"]["streams"]
+    if streams["server_cpu_pct"] <= 0 or streams["statements_per_s"] <= 0:
+        return None
     cpu_s_per_statement = streams["server_cpu_pct"] / 100 / streams["statements_per_s"]
     per_core = PG_CORE_TARGET / cpu_s_per_statement
     per_stream, per_task = store["per_stream"]["statements_per_s"], store["per_task"]["statements_per_s"]
@@ -62,6 +65,9 @@ def store_lines(store: dict) -> list[str]:
         lines.append(f"| {label} | {unit['statements_per_s']:.3f} | {unit['commits_per_s']:.3f} | "
                      f"{unit.get('wal_bytes_per_s', 0):,.0f} | {unit['server_cpu_pct']:.3f} | {top} |")
     cap = capacity(store)
+    if cap is None:
+        return lines + ["", "PostgreSQL's CPU in the streams window was below what /proc counts (10 ms ticks): "
+                            "no capacity from this run; run a longer `--seconds`.", ""]
     many = lambda n: f"{n:,}" if n is not None else "unbounded (no cost measured)"  # noqa: E731
     lines += ["", f"PostgreSQL CPU per statement in the streams window (background work included): "
               f"{cap['cpu_ms_per_statement']} ms, so one core at {int(100 * PG_CORE_TARGET)} % serves "

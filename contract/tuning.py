@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 JITTER_MAX_WAIT_S = 0.25  # a hole not repaired in this time drops its frame
 SYNC_WAIT_FOR_SR_S = 1.5  # how long a worker waits for RTCP Sender Reports before opening a file
+# Once one track has reported, the others' first reports are worth waiting for longer:
+# browsers report audio every 5 s (libwebrtc's first audio report comes ~2.5 s after
+# RTCP starts, video's after 0.5 s), so 1.5 s would record most browsers by arrival.
+SYNC_WAIT_FOR_LATE_SR_S = 5.0
 # A Sender Report is believed only if it agrees with the media it describes to within this:
 # its RTP timestamp with the track's media at the report's arrival, its NTP time with the
 # reports already believed (their transit). Lip sync needs tens of milliseconds; a
@@ -25,6 +29,7 @@ RTP_SOURCE_SILENCE_S = 2.0
 class MediaTuning:
     jitter_max_wait_s: float = JITTER_MAX_WAIT_S
     sync_wait_for_sr_s: float = SYNC_WAIT_FOR_SR_S
+    sync_wait_for_late_sr_s: float = SYNC_WAIT_FOR_LATE_SR_S
     sr_max_skew_s: float = SR_MAX_SKEW_S
     fragment_duration_us: int = FRAGMENT_DURATION_US
     progress_interval_s: float = PROGRESS_INTERVAL_S

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import fleet_report
 from benchmarks.fleet_cluster import Snapshot, Usage, statement_kind
 from testkit.postgres import BIN_GLOB, server_bin
 
@@ -31,6 +32,15 @@ def test_statements_are_counted_by_kind_and_framing_apart():
     assert usage.statements_per_s == 5.0 and usage.framing_per_s == 1.0  # (4 + 6) / 2 s; BEGIN apart
     assert usage.by_kind_per_s == {"INSERT files": 3.0, "SELECT nodes": 2.0}
     assert usage.exec_ms_per_s == 2.0 and usage.database_per_s["xact_commit"] == 4.0
+
+
+def test_a_window_too_short_for_the_servers_cpu_gives_no_capacity_rather_than_a_crash():
+    unit = {"statements_per_s": 1.0, "commits_per_s": 1.0, "server_cpu_pct": 0.0, "by_kind_per_s": {}}
+    store = {"phases": {"streams": {"server_cpu_pct": 0.0, "statements_per_s": 36.0}}, "per_stream": unit,
+             "per_task": unit, "per_node_idle": unit}
+    assert fleet_report.capacity(store) is None
+    store["phases"]["streams"]["server_cpu_pct"] = 0.7
+    assert fleet_report.capacity(store)["statements_per_s_per_core_at_target"] == 3600
 
 
 needs_postgres = pytest.mark.skipif(server_bin() is None,

@@ -119,9 +119,12 @@ class TrackClock:
 
 
 class StreamClock:
-    def __init__(self, rates: dict[MediaKind, int], sync_wait_s: float, max_skew_s: float = SR_MAX_SKEW_S):
+    def __init__(self, rates: dict[MediaKind, int], sync_wait_s: float, max_skew_s: float = SR_MAX_SKEW_S,
+                 late_wait_s: float | None = None):
         self.tracks = {kind: TrackClock(rate) for kind, rate in rates.items()}
         self._sync_wait_s = sync_wait_s
+        # once a track has reported: how long (from the first frame) the others' reports are awaited
+        self._late_wait_s = max(sync_wait_s, sync_wait_s if late_wait_s is None else late_wait_s)
         self._max_skew_s = max_skew_s
         self._transit: float | None = None  # of the last report believed, on any track
         self.refused: Counter[Verdict] = Counter()
@@ -163,14 +166,16 @@ class StreamClock:
 
     def settled(self, now: float) -> bool:
         """True once the mapping will not improve by waiting: every track that sends
-        has reported, or the wait for Sender Reports is over."""
+        has reported, or the wait for Sender Reports is over (the longer one once a
+        track has reported: that publisher speaks RTCP, the others' reports are due)."""
         active = self._active()
         if not active:
             return False
         if len(active) == len(self.tracks) and self.basis() is Basis.SENDER:
             return True
         first = min(t.first_arrival for t in active)  # type: ignore[type-var]
-        return now - first >= self._sync_wait_s
+        reported = any(t.report is not None for t in self.tracks.values())
+        return now - first >= (self._late_wait_s if reported else self._sync_wait_s)
 
     def media_time(self, kind: MediaKind, rtp: int, basis: Basis) -> float:
         track = self.tracks[kind]

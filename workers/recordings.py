@@ -47,7 +47,7 @@ class StreamRecordings:
         (a new file where the codec changed)."""
         self.stream = stream
         self.clock = StreamClock({t.kind: t.clock_rate for t in stream.tracks}, self._tuning.sync_wait_for_sr_s,
-                                 self._tuning.sr_max_skew_s)
+                                 self._tuning.sr_max_skew_s, self._tuning.sync_wait_for_late_sr_s)
         self.gop = GopCache(has_video=stream.track(MediaKind.VIDEO) is not None, max_s=self._tuning.gop_cache_max_s)
         for task_id, recording in list(self.by_task.items()):
             if recording.codec_changed(stream):

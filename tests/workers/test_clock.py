@@ -68,3 +68,25 @@ def test_track_without_report_borrows_transit_from_one_with():
 def test_a_clock_rate_that_is_not_positive_is_refused_up_front(rate):
     with pytest.raises(ValueError, match="must be positive"):
         TrackClock(rate)  # rather than a ZeroDivisionError on every frame
+
+
+def test_a_publisher_that_reports_one_track_is_awaited_for_the_others_reports():
+    """A browser's first audio report comes seconds after its video's (libwebrtc: 2.5 s, then
+    every 5 s): once a track has reported, the wait for the rest is the longer one, so the
+    file is placed by the reports rather than by arrival."""
+    clock = StreamClock({V: 90000, A: 48000}, sync_wait_s=1.5, late_wait_s=5.0)
+    clock.on_frame(V, 0, arrival=10.0)
+    clock.on_frame(A, 0, arrival=10.2)
+    assert clock.on_sender_report(V, ntp(1700000000.5), 45000, arrival=10.5) is None
+    assert not clock.settled(11.6) and not clock.settled(14.9)
+    clock.on_frame(A, 120000, arrival=12.7)
+    assert clock.on_sender_report(A, ntp(1700000002.5), 120000, arrival=12.7) is None
+    assert clock.settled(12.7) and clock.basis() is Basis.SENDER
+
+
+def test_the_longer_wait_also_ends():
+    clock = StreamClock({V: 90000, A: 48000}, sync_wait_s=1.5, late_wait_s=5.0)
+    clock.on_frame(V, 0, arrival=10.0)
+    clock.on_frame(A, 0, arrival=10.2)
+    clock.on_sender_report(V, ntp(1700000000.5), 45000, arrival=10.5)
+    assert not clock.settled(14.9) and clock.settled(15.0) and clock.basis() is Basis.ARRIVAL
