@@ -34,3 +34,4 @@ class DestinationSpec:
     endpoint_override: str = ""  # the node's endpoint for this vendor: requests only, never FileUrl
     spool_root: str = ""
     spool_max_bytes: int = 0
+    url_prefix: str = ""  # a bucket's: an object's FileUrl is this + its quoted key ("" when it has none)

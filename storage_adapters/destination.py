@@ -22,12 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from contract.storage import DestinationSpec, StorageTarget
-from storage_adapters.base import StorageAdapter, StorageError
+from storage_adapters.base import StorageAdapter
+from storage_adapters.endpoints import quote_key
 from storage_adapters.local import LocalAdapter
 from storage_adapters.multipart import ProbeResult, probe
 from storage_adapters.spool import Spool, SpoolAdapter
 from storage_adapters.vendor_codes import LOCAL_DISK
-from storage_adapters.vendors import adapter_for, require_supported
+from storage_adapters.vendors import adapter_for, require_supported, url_prefix_for
 
 # The engine's outbound-address policy for a caller's EndPoint (engine.egress), as a
 # context manager every connection to the bucket is made inside of.
@@ -48,7 +49,7 @@ def destination_for(target: StorageTarget, endpoint_overrides: Mapping[int, str]
     return Destination(DestinationSpec(
         replace(target, local_root=None), remote=True,
         endpoint_override=(endpoint_overrides or {}).get(target.vendor, ""),
-        spool_root=str(spool_root), spool_max_bytes=spool_max_bytes), guard)
+        spool_root=str(spool_root), spool_max_bytes=spool_max_bytes, url_prefix=url_prefix_for(target)), guard)
 
 
 class Destination:
@@ -57,7 +58,6 @@ class Destination:
     def __init__(self, spec: DestinationSpec, guard: ConnectionGuard = contextlib.nullcontext):
         self.spec = spec
         self.guarded = guard  # every connection to where the objects end up is made inside it
-        self._public: StorageAdapter | None = None  # built once: FileUrl is asked for every file
 
     def __reduce__(self):
         return Destination, (self.spec,)
@@ -78,7 +78,7 @@ class Destination:
         """What a worker writes `task_id`'s objects through: the node's disk in
         place, or the spool (whose entries name the task, for the uploader)."""
         if self.is_remote:
-            return SpoolAdapter(Spool(self.spec.spool_root, self.spec.spool_max_bytes), task_id)
+            return SpoolAdapter(Spool(self.spec.spool_root, self.spec.spool_max_bytes), task_id, self.spec.url_prefix)
         return adapter_for(self.spec.target)
 
     def upload_adapter(self) -> StorageAdapter:
@@ -90,14 +90,11 @@ class Destination:
         """FileUrl: the vendor's public form of the object's URL (never the
         endpoint override), or "" when the target cannot name one. On the node's
         disk, `node_url(bucket, key)` names it when given (the node serves it over HTTP)."""
-        if node_url is not None and not self.is_remote:
+        if self.is_remote:
+            return self.spec.url_prefix + quote_key(key) if self.spec.url_prefix else ""
+        if node_url is not None:
             return node_url(self.spec.target.bucket, key)
-        try:
-            if self._public is None:
-                self._public = adapter_for(self.spec.target)
-            return self._public.object_url(key)
-        except StorageError:
-            return ""
+        return adapter_for(self.spec.target).object_url(key)
 
     def stored_size(self, key: str) -> int | None:
         """Bytes stored under `key` where the objects end up (None: no such object). Blocks."""

@@ -125,22 +125,31 @@ def _is_ip(host: str) -> bool:
     return bool(re.match(r"^[0-9.]+$", host)) or host.startswith("[") or host == "localhost"
 
 
-def oss_store(target: StorageTarget, endpoint_override: str | None = None) -> OssStore:
+def _oss_endpoint(target: StorageTarget) -> tuple[str, str]:
+    """(the endpoint requests go to, the region or "")."""
     region = target.region.strip().removeprefix("oss-")
     if region and not _REGION.match(region):
         raise StorageError(f"Alibaba Cloud OSS: Region {target.region!r} is not a region name")
     if target.endpoint:
-        endpoint = normalize_endpoint(target.endpoint)
-    elif region:
-        endpoint = f"https://oss-{region}.aliyuncs.com"
-    else:
-        raise StorageError("Vendor 2 (Alibaba Cloud OSS) needs Region (e.g. cn-hangzhou) or EndPoint")
+        return normalize_endpoint(target.endpoint), region
     if region:
-        url_prefix = f"https://{target.bucket}.oss-{region}.aliyuncs.com/"
-    else:
-        parts = urlsplit(endpoint)
-        url_prefix = (f"{endpoint}/{quote_key(target.bucket)}/" if _is_ip(parts.hostname or "")
-                      else f"{parts.scheme}://{target.bucket}.{parts.netloc}/")
+        return f"https://oss-{region}.aliyuncs.com", region
+    raise StorageError("Vendor 2 (Alibaba Cloud OSS) needs Region (e.g. cn-hangzhou) or EndPoint")
+
+
+def oss_url_prefix(target: StorageTarget) -> str:
+    """FileUrl of a key is this + the quoted key (no I/O)."""
+    endpoint, region = _oss_endpoint(target)
+    if region:
+        return f"https://{target.bucket}.oss-{region}.aliyuncs.com/"
+    parts = urlsplit(endpoint)
+    return (f"{endpoint}/{quote_key(target.bucket)}/" if _is_ip(parts.hostname or "")
+            else f"{parts.scheme}://{target.bucket}.{parts.netloc}/")
+
+
+def oss_store(target: StorageTarget, endpoint_override: str | None = None) -> OssStore:
+    endpoint, _ = _oss_endpoint(target)
+    url_prefix = oss_url_prefix(target)
     if endpoint_override:
         return OssStore(target.bucket, endpoint=normalize_endpoint(endpoint_override), is_path_style=True,
                         url_prefix=url_prefix, access_key_id=target.access_key_id,

@@ -188,29 +188,37 @@ def _check_region(region: str, vendor_name: str) -> str:
     return region
 
 
-def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
-    """Vendor 1 (Amazon S3) and Vendor 10 (any S3-protocol service, EndPoint required)."""
-    credentials = dict(access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
+def s3_url_prefix(target: StorageTarget) -> str:
+    """Vendors 1 and 10: FileUrl of a key is this + the quoted key (no I/O)."""
     if target.vendor == S3_COMPATIBLE:
         if not target.endpoint:
             raise StorageError("Vendor 10 (S3-compatible) needs EndPoint")
         endpoint = normalize_endpoint(target.endpoint)
-        region = target.region.strip() or "us-east-1"
-        virtual = needs_virtual_host(endpoint, region)
-        style = "path" if endpoint_override or not virtual else "virtual"
-        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override or endpoint),
-                       addressing_style=style, aws_checksums=False,
-                       url_prefix=public_prefix(endpoint, target.bucket, virtual), name="S3-compatible", **credentials)
+        return public_prefix(endpoint, target.bucket, needs_virtual_host(endpoint, target.region.strip() or "us-east-1"))
     region = _check_region(target.region.strip() or "us-east-1", "Amazon S3")
     if target.endpoint:
         endpoint = normalize_endpoint(target.endpoint)
         aws = urlsplit(endpoint).hostname.endswith(".amazonaws.com")
-        url_prefix = (f"https://{target.bucket}.{urlsplit(endpoint).netloc}/" if aws and "." not in target.bucket
-                      else f"{endpoint}/{quote_key(target.bucket)}/")
-    else:
-        endpoint, aws = None, True
-        url_prefix = (f"https://s3.{region}.amazonaws.com/{quote_key(target.bucket)}/" if "." in target.bucket
-                      else f"https://{target.bucket}.s3.{region}.amazonaws.com/")
+        return (f"https://{target.bucket}.{urlsplit(endpoint).netloc}/" if aws and "." not in target.bucket
+                else f"{endpoint}/{quote_key(target.bucket)}/")
+    return (f"https://s3.{region}.amazonaws.com/{quote_key(target.bucket)}/" if "." in target.bucket
+            else f"https://{target.bucket}.s3.{region}.amazonaws.com/")
+
+
+def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
+    """Vendor 1 (Amazon S3) and Vendor 10 (any S3-protocol service, EndPoint required)."""
+    credentials = dict(access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
+    url_prefix = s3_url_prefix(target)
+    if target.vendor == S3_COMPATIBLE:
+        endpoint = normalize_endpoint(target.endpoint)
+        region = target.region.strip() or "us-east-1"
+        style = "path" if endpoint_override or not needs_virtual_host(endpoint, region) else "virtual"
+        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override or endpoint),
+                       addressing_style=style, aws_checksums=False, url_prefix=url_prefix, name="S3-compatible",
+                       **credentials)
+    region = target.region.strip() or "us-east-1"
+    endpoint = normalize_endpoint(target.endpoint) if target.endpoint else None
+    aws = endpoint is None or urlsplit(endpoint).hostname.endswith(".amazonaws.com")
     if endpoint_override:
         return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override),
                        addressing_style="path", aws_checksums=False, url_prefix=url_prefix, name="Amazon S3",
@@ -218,6 +226,11 @@ def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3S
     return S3Store(target.bucket, region=region, endpoint_url=endpoint,
                    addressing_style="auto" if aws else "path", aws_checksums=aws, url_prefix=url_prefix,
                    name="Amazon S3", **credentials)
+
+
+def vendor_url_prefix(target: StorageTarget) -> str:
+    """Vendors 3, 4, 7, 8 and 9: FileUrl of a key is this + the quoted key (no I/O)."""
+    return addressing(VENDORS[target.vendor], target, None).url_prefix
 
 
 def vendor_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage_adapters.base import ObjectSink, StorageAdapter, StorageError, StorageFull
+from storage_adapters.endpoints import quote_key
 
 META = "meta.json"
 DATA = "data"
@@ -165,12 +166,13 @@ class SpoolSink(ObjectSink):
 class SpoolAdapter(StorageAdapter):
     """What a worker writes one task's bucket objects through."""
 
-    def __init__(self, spool: Spool, task_id: str):
+    def __init__(self, spool: Spool, task_id: str, url_prefix: str = ""):
         self._spool = spool
         self._task_id = task_id
+        self._url_prefix = url_prefix  # the bucket's (DestinationSpec.url_prefix): no vendor SDK in workers
 
     def open_object(self, key: str, part_of: str | None = None) -> SpoolSink:
         return SpoolSink(key, self._spool, self._task_id, part_of or key)
 
     def object_url(self, key: str) -> str:
-        return ""  # the node knows the bucket's URL form; workers do not load vendor SDKs
+        return self._url_prefix + quote_key(key) if self._url_prefix else ""

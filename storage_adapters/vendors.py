@@ -71,6 +71,41 @@ ADAPTERS: dict[int, Callable[[StorageTarget, str | None], StorageAdapter]] = {
 }
 
 
+def _s3_prefix(target: StorageTarget) -> str:
+    from storage_adapters.s3 import s3_url_prefix
+
+    return s3_url_prefix(target)
+
+
+def _s3_vendor_prefix(target: StorageTarget) -> str:
+    from storage_adapters.s3 import vendor_url_prefix
+
+    return vendor_url_prefix(target)
+
+
+def _oss_prefix(target: StorageTarget) -> str:
+    from storage_adapters.oss import oss_url_prefix
+
+    return oss_url_prefix(target)
+
+
+# bucket vendor -> FileUrl prefix of its keys (an object's URL is it + the quoted key)
+URL_PREFIXES: dict[int, Callable[[StorageTarget], str]] = {
+    AMAZON_S3: _s3_prefix, ALIBABA_OSS: _oss_prefix, S3_COMPATIBLE: _s3_prefix,
+    **dict.fromkeys((TENCENT_COS, QINIU_KODO, HUAWEI_OBS, GOOGLE_CLOUD_STORAGE, CHINA_MOBILE_EOS), _s3_vendor_prefix),
+}
+
+
+def url_prefix_for(target: StorageTarget) -> str:
+    """The public URL of a bucket's keys less the quoted key, in the vendor's usual form
+    (what FileUrl shows; never an endpoint override); "" when the target names none
+    (its parameters are incomplete: the upload says why). No I/O."""
+    try:
+        return URL_PREFIXES[target.vendor](target)
+    except (KeyError, StorageError):
+        return ""
+
+
 def supported(vendor: int) -> bool:
     return vendor in ADAPTERS
 

@@ -74,11 +74,17 @@ def check_file(node, body, entry, fetch, tmp_path):
     assert entry["FileUrl"].startswith(("https://", "http://")) and entry["FileUrl"].endswith(key)
     local = tmp_path / entry["FileId"]
     local.write_bytes(data)
-    if entry["OutputFileFormat"] == "hls":
-        for line in data.decode().splitlines():
-            if line and not line.startswith("#"):
-                name = unquote(line.rsplit("/", 1)[-1]) if "/" in line else line  # a URL, or a bare name
-                (tmp_path / name).write_bytes(fetch(body["RecordOutputParams"]["OutputFolder"] + name))
+    if entry["OutputFileFormat"] == "hls":  # decoded here from the bucket's objects (the URLs name no host here)
+        local.write_text("".join(line.rsplit("/", 1)[-1] + "\n" for line in data.decode().splitlines()))
+        output = body["RecordOutputParams"]
+        bare = output.get("ShortFragmentPath") and output.get("RealtimeUploadFragment")
+        segments = [line for line in data.decode().splitlines() if line and not line.startswith("#")]
+        assert segments
+        for line in segments:
+            # bare names beside the playlist, or each segment's full URL in FileUrl's form
+            assert ("/" not in line) if bare else line.rsplit("/", 1)[0] == entry["FileUrl"].rsplit("/", 1)[0], line
+            name = unquote(line.rsplit("/", 1)[-1])
+            (tmp_path / name).write_bytes(fetch(output["OutputFolder"] + name))
     report = probe.decode_all(local)
     assert report.errors == () and (report.video_frames or report.audio_frames)
     return report
@@ -107,6 +113,8 @@ def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucke
     bodies = [s3_body("s3-all", moto_server, s3_bucket, fmt, st) for fmt, st in (("mp4", 3), ("flv", 4), ("hls", 3))]
     bodies[2]["RecordOutputParams"].update(RealtimeUploadFragment=True, CallbackUrl=receiver.url)
     bodies.append(s3_body("s3-all", moto_server, s3_bucket, "mp4", 3, Vendor=3, Region="ap-guangzhou"))
+    bodies.append(s3_body("s3-all", moto_server, s3_bucket, "hls", 3))  # playlist at the end, segments by URL
+    bodies[4]["RecordOutputParams"].update(OutputFolder="s3-all/hls-urls/", ShortFragmentPath=False)
     live = []
 
     def while_recording(tasks):  # after event 102, the bucket holds an EVENT playlist of segments it has
@@ -125,7 +133,7 @@ def test_every_format_lands_in_s3_and_decodes(bucket_node, moto_server, s3_bucke
         data, _ = stop_until_uploaded(bucket_node, task_id)
         for entry in data["RecordFiles"]:
             check_file(bucket_node, body, entry, lambda k: fetch_s3(moto_server, s3_bucket, k), tmp_path)
-    assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1, 1]
+    assert [len(bucket_node.ok("DescribeRecordStatus", {"TaskId": t})["RecordFiles"]) for t in tasks] == [1, 2, 1, 1, 1]
     # the HLS task's playlist reached the bucket while recording: event 102, before the end events
     events = receiver.wait_for(tasks[2], lambda e: e[-3:] == [7, 1, 5])
     types = [r.body["event_type"] for r in events]
