@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -85,3 +86,32 @@ def test_probe_of_an_unreachable_bucket(tmp_path, closed_port):
     with pytest.raises(StorageUnavailable) as caught:
         destination.probe("rec/")
     assert SECRET not in str(caught.value)
+
+
+# one target per vendor and addressing form; FileUrl comes from the spec's prefix, the vendor's client never built
+URL_FORMS = [
+    S3, StorageTarget(1, "a.dotted.bucket", region="us-east-2"), StorageTarget(1, "m", endpoint="http://10.0.0.5:9000"),
+    StorageTarget(10, "m", endpoint="https://minio.example.com"), StorageTarget(10, "m", endpoint="http://127.0.0.1:9"),
+    StorageTarget(2, "media", region="cn-hangzhou"), StorageTarget(2, "media", endpoint="http://127.0.0.1:9"),
+    StorageTarget(3, "m-1250000000", region="ap-guangzhou"), StorageTarget(4, "m", region="ap-southeast-1"),
+    StorageTarget(7, "m", region="ap-southeast-1"), StorageTarget(8, "m"), StorageTarget(9, "m", region="wuxi1"),
+]
+
+
+@pytest.mark.parametrize("target", URL_FORMS, ids=lambda t: f"vendor{t.vendor}-{t.endpoint or t.region or 'default'}")
+def test_a_buckets_urls_are_those_of_its_vendors_adapter_in_the_node_and_in_workers(tmp_path, target):
+    from storage_adapters.vendors import adapter_for
+
+    target = replace(target, access_key_id="AKIDEXAMPLE", access_key_secret=SECRET)
+    destination = destination_for(target, {2: "http://127.0.0.1:8"}, tmp_path / "storage", tmp_path / "spool", 1 << 20)
+    key = "rec/ä b+c.m3u8"
+    expected = adapter_for(target).object_url(key)
+    assert expected.startswith(("https://", "http://")) and destination.spec.url_prefix
+    assert destination.public_url(key) == expected
+    assert destination.writer_adapter("T").object_url(key) == expected  # what a worker's HLS playlist lists
+    assert pickle.loads(pickle.dumps(destination.for_worker())).url_prefix == destination.spec.url_prefix
+
+
+def test_a_bucket_without_a_url_form_gets_no_url(tmp_path):
+    destination = destination_for(StorageTarget(10, "m"), None, tmp_path / "storage", tmp_path / "spool", 1 << 20)
+    assert destination.public_url("a.mp4") == "" and destination.writer_adapter("T").object_url("a.mp4") == ""
