@@ -63,7 +63,16 @@ class _Stopped(Exception):
     """Raised by the SIGTERM handler to end the send loop."""
 
 
+# Python runs a signal's handler between bytecodes, possibly well after the signal came
+# (even inside a region the signal was blocked for at the OS level): an action in progress
+# is finished first, so no packet is ever noted without being sent or sent without being noted.
+_acting = {"now": False, "stop": False}
+
+
 def _on_sigterm(signum, frame):  # noqa: ARG001
+    if _acting["now"]:
+        _acting["stop"] = True
+        return
     raise _Stopped()
 
 
@@ -219,10 +228,11 @@ class _Publisher:
         self._set_clock_origin()
         for t, _priority, action in events:
             self._wait_until(self.manifest.t0_mono + t)
-            # a SIGTERM lands between actions, never between sending a packet and noting it
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            _acting["now"] = True  # a SIGTERM lands between actions (_on_sigterm)
             action()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            _acting["now"] = False
+            if _acting["stop"]:
+                raise _Stopped()
         self._collect_feedback(0)
         self.manifest.completed = True
 
