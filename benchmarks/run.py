@@ -187,6 +187,8 @@ def run_streams(args, kind, ffmpeg, pinning: Pinning, storage: Storage, workdir:
         levels.append(level)
         if level["defects"]["streams_with_defects"]:
             first_defective = n
+            args.keep_workdir = True  # the files and node log a defect is read from
+            print(f"N = {n}: files and node log kept in {workdir}", flush=True)
             if not args.keep_going:
                 print(f"N = {n} had defects: the sweep stops here (--keep-going to go on)", flush=True)
                 break
