@@ -25,14 +25,19 @@ def stop_and_describe(node, task_id):
     return node.wait_task(task_id, lambda d: d["RecordFiles"] and all(f["Status"] == 3 for f in d["RecordFiles"]))
 
 
-def worker_exit(node, room, timeout=30.0) -> dict:
-    """The `worker_exit` line the room's worker wrote to the node's log (its stderr) when it ended."""
+def worker_line(node, room, event: str, timeout=30.0) -> dict:
+    """The first `event` line a worker of the room wrote to the node's log (its stderr)."""
     deadline = time.monotonic() + timeout
     while True:
         for line in node.logs().splitlines():
-            if '"worker_exit"' in line and f'"{room}"' in line:
+            if f'"{event}"' in line and f'"{room}"' in line:
                 entry = json.loads(line)
-                if entry["event"] == "worker_exit" and entry.get("room_id") == room:
+                if entry["event"] == event and entry.get("room_id") == room:
                     return entry
-        assert time.monotonic() < deadline, f"no worker_exit for room {room} in the node's log"
+        assert time.monotonic() < deadline, f"no {event} for room {room} in the node's log"
         time.sleep(0.1)
+
+
+def worker_exit(node, room, timeout=30.0) -> dict:
+    """The `worker_exit` line the room's worker wrote when it ended."""
+    return worker_line(node, room, "worker_exit", timeout)

@@ -12,7 +12,7 @@ import pytest
 from testkit import bitstream, probe
 from testkit.node import start_record_body
 from tests.e2e.media_checks import recorded_path
-from tests.e2e.publishing import stop_and_describe
+from tests.e2e.publishing import stop_and_describe, worker_line
 from tests.helpers import chromium
 
 pytestmark = pytest.mark.skipif(
@@ -89,6 +89,8 @@ def test_h264_from_chromium_recorded_exactly(node, tmp_path):
 
     sent = assert_like_what_was_sent(run, path, "h264")
     assert bitstream.h264_slice_nals_from_file(path) == bitstream.h264_slice_nals_from_aus(sent)
+    # placed by Chromium's Sender Reports (its audio's first comes seconds after its video's), not by arrival
+    assert worker_line(node, "chromium-h264", "file_opened")["basis"] == "sender"
     with av.open(str(path)) as container:
         avcc = container.streams.video[0].codec_context.extradata
     assert avcc[1] == int(profile[:2], 16)  # the profile Chromium encoded, recorded as sent

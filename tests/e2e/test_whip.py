@@ -17,7 +17,7 @@ from testkit.node import REPO, NodeProcess, http, start_record_body
 from testkit.ports import free_port, free_udp_range
 from testkit.whip import PublisherSpec, read_manifest, start_publisher
 from tests.e2e.media_checks import recorded_path
-from tests.e2e.publishing import stop_and_describe, worker_exit
+from tests.e2e.publishing import stop_and_describe, worker_exit, worker_line
 from workers.codecs import h264, vp8
 
 TOKEN = "whip-token-9b2c"
@@ -316,6 +316,7 @@ def test_lip_sync_from_sender_reports_when_audio_arrives_late(node, tmp_path):
     assert manifest.send_lag_s["audio"] - manifest.send_lag_s["video"] >= 0.19, manifest.send_lag_s
     [path], _ = recorded(node, task_id)
     assert probe.decode_all(path).errors == ()
+    assert worker_line(node, room, "file_opened")["basis"] == "sender"  # not by arrival (a late report missed)
     offsets = probe.av_offsets(path)
     assert len(offsets) >= 3 and max(abs(o) for o in offsets) <= 0.020, offsets
 
