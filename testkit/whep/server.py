@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from testkit.media import TestMedia, make_test_media
 from testkit.process import start_module, wait_ready
-from testkit.whip.aiortc_publisher import _Pacer
+from testkit.whip.aiortc_publisher import _Pacer, _report_capture_time
 
 GARBAGE_ANSWER = "this is not an SDP answer\r\n"
 
@@ -75,11 +75,11 @@ class _ClipTrack(MediaStreamTrack):
         self._pacer = pacer
         if kind == "video":
             self._items = [(au.time_s, au.data) for au in media.video]
-            self._rate = 90000
+            self.rate = 90000
         else:
             # One loop is exactly the clip's length (the encoder's last, flushing packet is left out).
             self._items = [(p.time_s, p.data) for p in media.audio[:round(media.duration_s * 48000) // 960]]
-            self._rate = 48000
+            self.rate = 48000
         self._period = media.duration_s
         self._index = 0
 
@@ -90,8 +90,8 @@ class _ClipTrack(MediaStreamTrack):
         time_s += loop * self._period
         await self._pacer.wait(self.kind, max(0.0, time_s))
         packet = av.Packet(data)
-        packet.pts = round(time_s * self._rate)
-        packet.time_base = Fraction(1, self._rate)
+        packet.pts = round(time_s * self.rate)
+        packet.time_base = Fraction(1, self.rate)
         return packet
 
 
@@ -133,7 +133,10 @@ class WhepServer:
             pacer = _Pacer()
             for kind, wanted in (("video", self.spec.video), ("audio", self.spec.audio)):
                 if wanted:
-                    pc.addTrack(_ClipTrack(kind, self.media, pacer))
+                    track = _ClipTrack(kind, self.media, pacer)
+                    # Sender Reports of capture time, as a camera's or a browser's: lip-sync checks
+                    # measure the node, not when this busy process got its packets out
+                    _report_capture_time(pc.addTrack(track), pacer, track.rate)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             session_id = str(self.record.sessions)
