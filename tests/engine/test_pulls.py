@@ -113,7 +113,10 @@ def test_redirects_are_followed_and_checked_and_the_resource_is_kept():
 def test_unusable_answers_are_named_without_the_url(answer, expected):
     async def scenario():
         async def handler(request):
-            return answer(request)
+            response = answer(request)
+            if isinstance(response, web.HTTPException):
+                raise response  # aiohttp's way for its exception-responses (returning one is deprecated)
+            return response
 
         runner, base = await _serve([web.post("/w", handler)])
         try:
