@@ -36,6 +36,11 @@ async def test_a_dead_worker_keeps_its_file_and_a_new_one_records_on_the_same_po
     second = twins.supervisor.started[1]
     assert second.config.rtp_ports == stream.ports
     assert [r.spec.task_id for r in second.of_type(protocol.StartRecording)] == [task_id]
+
+    async def both_files() -> bool:  # the new worker's file reaches the store as its event is handled
+        return len((await twins.status(task_id))["RecordFiles"]) == 2
+
+    await eventually(both_files)
     status = await twins.status(task_id)
     assert status["Status"] == 2
     # the dead worker's file: what it wrote, as stored; the new worker's: recording
