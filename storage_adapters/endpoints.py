@@ -117,7 +117,7 @@ def needs_virtual_host(endpoint: str, region: str) -> bool:
 class Addressing:
     """How the S3 adapter reaches one bucket of one of these vendors."""
 
-    endpoint_url: str  # where requests go
+    endpoint_url: str | None  # where requests go (None: the SDK's own endpoint for the region)
     style: str  # boto3's addressing_style: "virtual" or "path"
     region: str  # signed for
     url_prefix: str  # FileUrl of a key is this + the quoted key

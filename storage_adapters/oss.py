@@ -137,19 +137,22 @@ def _oss_endpoint(target: StorageTarget) -> tuple[str, str]:
     raise StorageError("Vendor 2 (Alibaba Cloud OSS) needs Region (e.g. cn-hangzhou) or EndPoint")
 
 
+def _url_prefix(bucket: str, endpoint: str, region: str) -> str:
+    if region:
+        return f"https://{bucket}.oss-{region}.aliyuncs.com/"
+    parts = urlsplit(endpoint)
+    return (f"{endpoint}/{quote_key(bucket)}/" if _is_ip(parts.hostname or "")
+            else f"{parts.scheme}://{bucket}.{parts.netloc}/")
+
+
 def oss_url_prefix(target: StorageTarget) -> str:
     """FileUrl of a key is this + the quoted key (no I/O)."""
-    endpoint, region = _oss_endpoint(target)
-    if region:
-        return f"https://{target.bucket}.oss-{region}.aliyuncs.com/"
-    parts = urlsplit(endpoint)
-    return (f"{endpoint}/{quote_key(target.bucket)}/" if _is_ip(parts.hostname or "")
-            else f"{parts.scheme}://{target.bucket}.{parts.netloc}/")
+    return _url_prefix(target.bucket, *_oss_endpoint(target))
 
 
 def oss_store(target: StorageTarget, endpoint_override: str | None = None) -> OssStore:
-    endpoint, _ = _oss_endpoint(target)
-    url_prefix = oss_url_prefix(target)
+    endpoint, region = _oss_endpoint(target)
+    url_prefix = _url_prefix(target.bucket, endpoint, region)
     if endpoint_override:
         return OssStore(target.bucket, endpoint=normalize_endpoint(endpoint_override), is_path_style=True,
                         url_prefix=url_prefix, access_key_id=target.access_key_id,

@@ -50,6 +50,7 @@ from storage_adapters.base import (
 from storage_adapters.endpoints import (
     REGION,
     VENDORS,
+    Addressing,
     addressing,
     needs_virtual_host,
     normalize_endpoint,
@@ -188,44 +189,46 @@ def _check_region(region: str, vendor_name: str) -> str:
     return region
 
 
-def s3_url_prefix(target: StorageTarget) -> str:
-    """Vendors 1 and 10: FileUrl of a key is this + the quoted key (no I/O)."""
+def s3_addressing(target: StorageTarget, endpoint_override: str | None = None) -> tuple[Addressing, bool]:
+    """Vendors 1 (Amazon S3) and 10 (any S3-protocol service, EndPoint required): where
+    requests go (None: AWS's own endpoint for the region), how, signed for what, the
+    FileUrl prefix; and whether AWS's checksums apply. No I/O."""
     if target.vendor == S3_COMPATIBLE:
         if not target.endpoint:
             raise StorageError("Vendor 10 (S3-compatible) needs EndPoint")
         endpoint = normalize_endpoint(target.endpoint)
-        return public_prefix(endpoint, target.bucket, needs_virtual_host(endpoint, target.region.strip() or "us-east-1"))
+        region = target.region.strip() or "us-east-1"
+        virtual = needs_virtual_host(endpoint, region)
+        style = "path" if endpoint_override or not virtual else "virtual"
+        return Addressing(normalize_endpoint(endpoint_override or endpoint), style, region,
+                          public_prefix(endpoint, target.bucket, virtual)), False
     region = _check_region(target.region.strip() or "us-east-1", "Amazon S3")
     if target.endpoint:
         endpoint = normalize_endpoint(target.endpoint)
         aws = urlsplit(endpoint).hostname.endswith(".amazonaws.com")
-        return (f"https://{target.bucket}.{urlsplit(endpoint).netloc}/" if aws and "." not in target.bucket
-                else f"{endpoint}/{quote_key(target.bucket)}/")
-    return (f"https://s3.{region}.amazonaws.com/{quote_key(target.bucket)}/" if "." in target.bucket
-            else f"https://{target.bucket}.s3.{region}.amazonaws.com/")
+        url_prefix = (f"https://{target.bucket}.{urlsplit(endpoint).netloc}/" if aws and "." not in target.bucket
+                      else f"{endpoint}/{quote_key(target.bucket)}/")
+    else:
+        endpoint, aws = None, True
+        url_prefix = (f"https://s3.{region}.amazonaws.com/{quote_key(target.bucket)}/" if "." in target.bucket
+                      else f"https://{target.bucket}.s3.{region}.amazonaws.com/")
+    if endpoint_override:
+        return Addressing(normalize_endpoint(endpoint_override), "path", region, url_prefix), False
+    return Addressing(endpoint, "auto" if aws else "path", region, url_prefix), aws
+
+
+def s3_url_prefix(target: StorageTarget) -> str:
+    """Vendors 1 and 10: FileUrl of a key is this + the quoted key (no I/O)."""
+    return s3_addressing(target)[0].url_prefix
 
 
 def s3_store(target: StorageTarget, endpoint_override: str | None = None) -> S3Store:
     """Vendor 1 (Amazon S3) and Vendor 10 (any S3-protocol service, EndPoint required)."""
-    credentials = dict(access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
-    url_prefix = s3_url_prefix(target)
-    if target.vendor == S3_COMPATIBLE:
-        endpoint = normalize_endpoint(target.endpoint)
-        region = target.region.strip() or "us-east-1"
-        style = "path" if endpoint_override or not needs_virtual_host(endpoint, region) else "virtual"
-        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override or endpoint),
-                       addressing_style=style, aws_checksums=False, url_prefix=url_prefix, name="S3-compatible",
-                       **credentials)
-    region = target.region.strip() or "us-east-1"
-    endpoint = normalize_endpoint(target.endpoint) if target.endpoint else None
-    aws = endpoint is None or urlsplit(endpoint).hostname.endswith(".amazonaws.com")
-    if endpoint_override:
-        return S3Store(target.bucket, region=region, endpoint_url=normalize_endpoint(endpoint_override),
-                       addressing_style="path", aws_checksums=False, url_prefix=url_prefix, name="Amazon S3",
-                       **credentials)
-    return S3Store(target.bucket, region=region, endpoint_url=endpoint,
-                   addressing_style="auto" if aws else "path", aws_checksums=aws, url_prefix=url_prefix,
-                   name="Amazon S3", **credentials)
+    where, aws_checksums = s3_addressing(target, endpoint_override)
+    return S3Store(target.bucket, region=where.region, endpoint_url=where.endpoint_url, addressing_style=where.style,
+                   aws_checksums=aws_checksums, url_prefix=where.url_prefix,
+                   name="S3-compatible" if target.vendor == S3_COMPATIBLE else "Amazon S3",
+                   access_key_id=target.access_key_id, access_key_secret=target.access_key_secret)
 
 
 def vendor_url_prefix(target: StorageTarget) -> str:
