@@ -120,11 +120,11 @@ class TrackClock:
 
 class StreamClock:
     def __init__(self, rates: dict[MediaKind, int], sync_wait_s: float, max_skew_s: float = SR_MAX_SKEW_S,
-                 late_wait_s: float | None = None):
+                 late_wait_s: float = 0.0):
         self.tracks = {kind: TrackClock(rate) for kind, rate in rates.items()}
         self._sync_wait_s = sync_wait_s
         # once a track has reported: how long (from the first frame) the others' reports are awaited
-        self._late_wait_s = max(sync_wait_s, sync_wait_s if late_wait_s is None else late_wait_s)
+        self._late_wait_s = max(sync_wait_s, late_wait_s)
         self._max_skew_s = max_skew_s
         self._transit: float | None = None  # of the last report believed, on any track
         self.refused: Counter[Verdict] = Counter()

@@ -7,15 +7,14 @@ import os
 import re
 import signal
 
-
 from testkit import probe
-from workers.main import TICK_S
 from testkit.node import NodeProcess
 from testkit.ports import free_port, free_udp_range
 from testkit.rtp import PublisherSpec
 from tests.e2e.publishing import publish, run_publisher
 from tests.e2e.test_crash import alive, wait_until
 from tests.e2e.test_storage import s3_body, storage_args
+from workers.main import TICK_S
 
 FPS = 30
 FRAME_S = 1 / FPS

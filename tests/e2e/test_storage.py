@@ -75,10 +75,11 @@ def check_file(node, body, entry, fetch, tmp_path):
     local = tmp_path / entry["FileId"]
     local.write_bytes(data)
     if entry["OutputFileFormat"] == "hls":  # decoded here from the bucket's objects (the URLs name no host here)
-        local.write_text("".join(line.rsplit("/", 1)[-1] + "\n" for line in data.decode().splitlines()))
+        lines = data.decode().splitlines()
+        local.write_text("".join(line.rsplit("/", 1)[-1] + "\n" for line in lines))
         output = body["RecordOutputParams"]
         bare = output.get("ShortFragmentPath") and output.get("RealtimeUploadFragment")
-        segments = [line for line in data.decode().splitlines() if line and not line.startswith("#")]
+        segments = [line for line in lines if line and not line.startswith("#")]
         assert segments
         for line in segments:
             # bare names beside the playlist, or each segment's full URL in FileUrl's form

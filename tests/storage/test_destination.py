@@ -115,3 +115,10 @@ def test_a_buckets_urls_are_those_of_its_vendors_adapter_in_the_node_and_in_work
 def test_a_bucket_without_a_url_form_gets_no_url(tmp_path):
     destination = destination_for(StorageTarget(10, "m"), None, tmp_path / "storage", tmp_path / "spool", 1 << 20)
     assert destination.public_url("a.mp4") == "" and destination.writer_adapter("T").object_url("a.mp4") == ""
+
+
+def test_every_bucket_vendor_has_its_url_form():
+    from storage_adapters.vendor_codes import LOCAL_DISK
+    from storage_adapters.vendors import ADAPTERS, URL_PREFIXES
+
+    assert set(URL_PREFIXES) == set(ADAPTERS) - {LOCAL_DISK}  # the two tables name the same vendors
